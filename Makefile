@@ -1,0 +1,49 @@
+# Everything a fresh machine needs is installed by these targets; nothing by hand.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV_VERSION := 0.13.8
+STAMP := $(VENV)/.installed
+export PYTHONPATH := $(CURDIR)/hack
+export KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
+
+.PHONY: venv binaries cluster cluster-down demo demo-down test lint unit cluster-test bench image-lint clean
+
+venv: $(STAMP)
+$(STAMP): pyproject.toml requirements.lock
+	@command -v $(PYTHON) >/dev/null || { echo "python3 (3.11+) is missing: apt-get install python3 python3-venv"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	$(VENV)/bin/uv pip sync -q --python $(PY) requirements.lock
+	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
+	touch $@
+
+binaries:
+	@bash hack/build-binaries.sh >/dev/null
+
+cluster: venv binaries
+	$(PY) -m localcluster up
+
+cluster-down: venv
+	$(PY) -m localcluster down
+
+demo: cluster
+	$(PY) -m localcluster demo
+
+lint: venv
+	$(VENV)/bin/ruff check operator worker hack tests
+	$(VENV)/bin/ruff format --check operator worker hack tests
+	$(VENV)/bin/mypy operator/collectjob_operator worker/collectjob_worker hack/localcluster
+
+unit: venv
+	$(PY) -m pytest -q tests/unit
+
+test: venv binaries lint
+	$(PY) -m pytest -q tests/unit tests/cluster
+
+bench: venv binaries
+	$(PY) -m pytest -q -s tests/bench
+
+clean: cluster-down
+	rm -rf $(VENV)

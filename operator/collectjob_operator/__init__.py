@@ -1,0 +1,1 @@
+"""The CollectJob operator: kopf handlers that drive one worker per job."""

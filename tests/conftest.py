@@ -1,0 +1,89 @@
+"""Fixtures shared by every test folder: the real local cluster and waiting on conditions.
+
+The cluster is started once per session (or reused if `make cluster` already runs it) and
+always reached through the local kubeconfig, passed explicitly; it is never torn down here
+so that a second run starts in seconds (`make cluster-down` stops it).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from localcluster.client import Cluster
+from localcluster.controlplane import ControlPlane
+
+RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
+
+
+def poll(predicate: Callable[[], Any], timeout: float = 30, message: str = "", interval=0.1) -> Any:
+    """Return the first truthy value of `predicate`, or fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as e:  # keep polling through transient API errors, report the last one
+            last_error = e
+        if time.monotonic() > deadline:
+            detail = f" (last error: {last_error!r})" if last_error else ""
+            pytest.fail(f"timed out after {timeout}s waiting for {message or predicate}{detail}")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def wait_for() -> Callable[..., Any]:
+    return poll
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Cluster:
+    plane = ControlPlane()
+    plane.ensure_up()
+    return Cluster(paths=plane.paths, server=plane.server)
+
+
+@pytest.fixture(scope="session")
+def core_api(cluster: Cluster) -> client.CoreV1Api:
+    return client.CoreV1Api(cluster.api_client())
+
+
+@pytest.fixture
+def make_namespace(cluster: Cluster, core_api: client.CoreV1Api) -> Iterator[Callable[..., str]]:
+    """Create namespaces (restricted Pod Security by default) that are deleted after the test."""
+    created: list[str] = []
+
+    def make(labels: dict[str, str] | None = None) -> str:
+        name = f"t-{uuid.uuid4().hex[:8]}"
+        meta = client.V1ObjectMeta(name=name, labels=RESTRICTED if labels is None else labels)
+        core_api.create_namespace(client.V1Namespace(metadata=meta))
+        created.append(name)
+        poll(
+            lambda: core_api.read_namespaced_service_account("default", name),
+            timeout=30,
+            message=f"the default ServiceAccount in namespace {name}",
+        )
+        return name
+
+    yield make
+    for name in created:
+        try:
+            core_api.delete_namespace(name)
+        except client.ApiException as e:
+            if e.status != 404:
+                raise
+
+
+@pytest.fixture
+def namespace(make_namespace: Callable[..., str]) -> str:
+    return make_namespace()

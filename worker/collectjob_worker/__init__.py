@@ -1,0 +1,1 @@
+"""The CollectJob worker: chunked, checkpointed, resumable CSV processing."""
