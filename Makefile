@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/hack
 export KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
 
-.PHONY: venv binaries cluster cluster-down demo demo-down test lint unit cluster-test bench image-lint clean
+.PHONY: venv binaries prometheus cluster cluster-down demo test lint unit bench clean
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml requirements.lock
@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml requirements.lock
 
 binaries:
 	@bash hack/build-binaries.sh >/dev/null
+
+prometheus:
+	@bash hack/install-prometheus.sh
 
 cluster: venv binaries
 	$(PY) -m localcluster up
@@ -36,10 +39,10 @@ lint: venv
 	$(VENV)/bin/ruff format --check operator worker hack tests
 	$(VENV)/bin/mypy operator/collectjob_operator worker/collectjob_worker hack/localcluster
 
-unit: venv
+unit: venv prometheus
 	$(PY) -m pytest -q tests/unit
 
-test: venv binaries lint
+test: venv binaries prometheus lint
 	$(PY) -m pytest -q tests/unit tests/cluster
 
 bench: venv binaries
