@@ -11,6 +11,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 CHECKPOINT_FORMAT_VERSION = 1
+MAX_CHECKPOINT_BYTES = 4096
+"""A checkpoint stays this small so the operator can read it cheaply and often."""
+MAX_ERROR_CHARS = 1024
 
 
 class CheckpointError(ValueError):
@@ -43,6 +46,21 @@ class Checkpoint:
     updated_at: str = ""
     version: int = CHECKPOINT_FORMAT_VERSION
 
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            expected = _FIELD_TYPES[f.name]
+            if expected is list:
+                ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+            elif expected is int:
+                ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+            else:
+                ok = isinstance(value, expected)
+            if not ok:
+                raise CheckpointError(
+                    f"checkpoint field {f.name!r} must be {_FIELD_NAMES[expected]}, got {value!r}"
+                )
+
     @property
     def progress_ratio(self) -> float:
         if self.done:
@@ -53,6 +71,12 @@ class Checkpoint:
 
     def evolve(self, **changes: Any) -> Checkpoint:
         return replace(self, **changes)
+
+    def with_error(self, message: str) -> Checkpoint:
+        """Record a permanent error, shortened so the checkpoint stays small."""
+        if len(message) > MAX_ERROR_CHARS:
+            message = message[: MAX_ERROR_CHARS - 3] + "..."
+        return replace(self, error=message)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
@@ -76,3 +100,21 @@ class Checkpoint:
             return cls(**{k: v for k, v in raw.items() if k in known})
         except TypeError as e:
             raise CheckpointError(f"checkpoint has unexpected content: {e}") from e
+
+
+_FIELD_TYPES: dict[str, type] = {
+    "header": list,
+    "done": bool,
+    "error": str,
+    "fingerprint": str,
+    "holder": str,
+    "started_at": str,
+    "updated_at": str,
+}
+_FIELD_TYPES.update({f.name: int for f in fields(Checkpoint) if f.name not in _FIELD_TYPES})
+_FIELD_NAMES = {
+    list: "a list of strings",
+    int: "a non-negative integer",
+    bool: "true or false",
+    str: "a string",
+}

@@ -35,6 +35,17 @@ ENV_POD_IP = "COLLECTJOB_POD_IP"
 ENV_CHECKPOINT_CONFIGMAP = "COLLECTJOB_CHECKPOINT_CONFIGMAP"
 ENV_CONFIG = "COLLECTJOB_CONFIG"
 ENV_METRICS_PORT = "COLLECTJOB_METRICS_PORT"
+ENV_GRACE_SECONDS = "COLLECTJOB_GRACE_SECONDS"
+"""The pod's terminationGracePeriodSeconds, so the worker knows how long a stop may take."""
+
+EXIT_OK = 0
+"""Done, or stopped by a signal with everything committed (or the in-flight chunk abandoned)."""
+EXIT_FAILED = 1
+"""An unexpected or transient failure that outlasted the retries; a restart may succeed."""
+EXIT_PERMANENT_ERROR = 2
+"""A permanent error, already recorded in the checkpoint's `error` field."""
+EXIT_FENCED = 3
+"""Another worker took over the checkpoint; this one stopped without committing."""
 
 
 def checkpoint_configmap_name(job: str) -> str:

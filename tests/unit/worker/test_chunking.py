@@ -1,0 +1,150 @@
+"""Chunk cuts never split a record, whatever the window and read size, and are deterministic."""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import random
+
+import pytest
+
+from collectjob_worker.chunking import (
+    Quoting,
+    boundaries,
+    in_quotes,
+    iter_chunk,
+    last_boundary,
+)
+
+TRICKY = ["", " ", "a,b", 'x"y', "l1\nl2", "cr\r\nlf", '"', '""', "007", "NA", "  pad  ", "é,\n"]
+
+
+def _rfc_csv(rng: random.Random, rows: int, lineterminator: str) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator=lineterminator)
+    for _ in range(rows):
+        writer.writerow([rng.choice(TRICKY) for _ in range(3)])
+    return out.getvalue().encode()
+
+
+def _stray_quote_csv(rng: random.Random, rows: int) -> bytes:
+    """Lenient input: literal quotes inside unquoted fields and text after a closing quote."""
+    fields = ['12" pizza', '"ab"c', "x", '"q,\n"', '5"', '""', '"a""b"']
+    return "".join(
+        ",".join(rng.choice(fields) for _ in range(3)) + "\n" for _ in range(rows)
+    ).encode()
+
+
+def _records(data: bytes) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(data.decode(), newline="")))
+
+
+def _chunked(data: bytes, window: int, block_bytes: int) -> tuple[list[list[str]], list[int]]:
+    def read(offset: int, n: int) -> bytes:
+        return data[offset : offset + n]
+
+    rows: list[list[str]] = []
+    ends: list[int] = []
+    offset, line = 0, 1
+    while offset < len(data):
+        blocks = list(
+            iter_chunk(
+                read,
+                offset=offset,
+                line=line,
+                window=window,
+                size=len(data),
+                block_bytes=block_bytes,
+                quoting=Quoting(),
+            )
+        )
+        assert blocks and blocks[0].offset == offset
+        for prev, nxt in itertools.pairwise(blocks):
+            assert prev.end == nxt.offset and prev.end_line == nxt.line
+        for block in blocks:
+            assert data.count(b"\n", 0, block.offset) + 1 == block.line
+            rows.extend(_records(block.data))
+        offset, line = blocks[-1].end, blocks[-1].end_line
+        ends.append(offset)
+    return rows, ends
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_cuts_never_split_a_record(seed: int) -> None:
+    rng = random.Random(seed)
+    maker = rng.choice(["lf", "crlf", "stray"])
+    if maker == "stray":
+        data = _stray_quote_csv(rng, 300)
+    else:
+        data = _rfc_csv(rng, 300, "\n" if maker == "lf" else "\r\n")
+    window = rng.choice([1, 7, 64, 500, 4096])
+    rows, ends = _chunked(data, window, rng.choice([1, 3, 50, 1000, 1 << 20]))
+    assert rows == _records(data)
+    rows_again, ends_again = _chunked(data, window, rng.choice([2, 17, 333, 1 << 16]))
+    assert rows_again == rows and ends == ends_again, "the cut must not depend on the read size"
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_lookback_agrees_with_vectorised_scan(seed: int) -> None:
+    rng = random.Random(100 + seed)
+    data = _stray_quote_csv(rng, 50) if seed % 2 else _rfc_csv(rng, 50, "\n")
+    q = Quoting()
+    found = set(boundaries(data, 0, len(data), q).tolist())
+    for p in range(len(data)):
+        if data[p] == ord("\n"):
+            assert (not in_quotes(data, 0, p, q)) == (p + 1 in found), p
+    assert last_boundary(data, 0, len(data), q) == max(found)
+
+
+def test_many_quoted_newlines_fall_back_to_the_vectorised_scan() -> None:
+    value = "\n".join(f'line {i} ""quoted""' for i in range(500))
+    data = f'a,"{value}"\nb,c\n"{value}",d\n'.encode()
+    q = Quoting()
+    assert boundaries(data, 0, len(data), q).tolist() == [
+        data.index(b"\nb,c") + 1,
+        data.index(b"b,c\n") + 4,
+        len(data),
+    ]
+    assert last_boundary(data, 0, len(data) - 1, q) == data.index(b"b,c\n") + 4
+
+
+def test_unterminated_quote_at_end_of_file_is_its_own_block() -> None:
+    data = b'a,b\n1,2\n3,"never closed\n4,5\n'
+    blocks = list(
+        iter_chunk(
+            lambda o, n: data[o : o + n],
+            offset=0,
+            line=1,
+            window=1 << 20,
+            size=len(data),
+            block_bytes=1 << 20,
+            quoting=Quoting(),
+        )
+    )
+    assert [(b.data, b.line, b.unterminated) for b in blocks] == [
+        (b"a,b\n1,2\n", 1, False),
+        (b'3,"never closed\n4,5\n', 3, True),
+    ]
+
+
+def test_record_longer_than_the_window_extends_the_chunk() -> None:
+    data = b'"' + b"x\n" * 100 + b'",1\nnext,2\n'
+    blocks = list(
+        iter_chunk(
+            lambda o, n: data[o : o + n],
+            offset=0,
+            line=1,
+            window=10,
+            size=len(data),
+            block_bytes=16,
+            quoting=Quoting(),
+        )
+    )
+    assert len(blocks) == 1 and blocks[0].data == data[: data.index(b"next")]
+
+
+def test_other_delimiter_and_quote() -> None:
+    q = Quoting(delimiter=ord(";"), quote=ord("'"))
+    data = b"a;'x\n;y'\nb;c\n"
+    assert boundaries(data, 0, len(data), q).tolist() == [9, len(data)]

@@ -1,0 +1,250 @@
+"""The pipeline's guarantees: resume by seeking, exactly once, fencing, loud failures."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from collectjob_worker.checkpoint_store import FileCheckpointStore
+from collectjob_worker.errors import CheckpointConflict, SinkError, SourceChanged
+from collectjob_worker.metrics import WorkerMetrics
+from collectjob_worker.pipeline import (
+    MIN_CHUNK_BYTES,
+    Outcome,
+    Pipeline,
+    next_chunk_size,
+)
+
+
+def _assert_exactly_once(outputs, jobs, data: bytes) -> None:
+    expected = outputs.expected(data)
+    assert outputs.values(jobs.tmp / "sink", "csv", expected.header) == expected.rows
+    manifest = json.loads((jobs.tmp / "sink" / "_manifest.json").read_text())
+    listed = sorted(c["part"]["path"] for c in manifest["chunks"])
+    assert listed == sorted(p.name for p in (jobs.tmp / "sink").glob("part-*"))
+
+
+def test_resume_seeks_to_the_offset_and_never_reads_the_prefix(
+    jobs, outputs, recording, rows_csv
+) -> None:
+    data = rows_csv(3000)
+    source = jobs.write(data)
+    first = jobs.run_until(jobs.job(source, chunk_bytes=4096), chunks=5)
+    offset = first.checkpoint.offset
+    assert first.checkpoint.chunk_index == 5 and 0 < offset < len(data)
+
+    job = jobs.job(source, chunk_bytes=4096)
+    spy = recording(job.source)
+    resumed = jobs.run(dataclasses.replace(job, source=spy))
+
+    assert min(start for start, _ in spy.reads) == offset
+    assert resumed.checkpoint.rows_processed == 3000
+    _assert_exactly_once(outputs, jobs, data)
+
+
+def test_chunk_cut_is_the_same_on_redo_after_a_crash_before_commit(jobs, outputs, rows_csv):
+    """Kill between 'part written' and 'checkpoint committed': the redo writes the same part."""
+    data = rows_csv(2000, seed=3)
+    source = jobs.write(data)
+    jobs.run_until(jobs.job(source, chunk_bytes=8192), chunks=2)
+    store = jobs.job(source).store
+
+    class Crash(Exception):
+        pass
+
+    class CrashOnSave(FileCheckpointStore):
+        def save(self, checkpoint, version):
+            raise Crash
+
+    job = jobs.job(source, chunk_bytes=8192, store=CrashOnSave(jobs.tmp / "state.json"))
+    with pytest.raises(Crash):
+        jobs.pipeline(job).run()
+    # The acquisition itself failed: nothing written. Now crash after the part is written.
+    saves = []
+
+    class CrashOnSecondSave(FileCheckpointStore):
+        def save(self, checkpoint, version):
+            saves.append(checkpoint.chunk_index)
+            if len(saves) == 2:
+                raise Crash
+            return super().save(checkpoint, version)
+
+    job = jobs.job(source, chunk_bytes=8192, store=CrashOnSecondSave(jobs.tmp / "state.json"))
+    with pytest.raises(Crash):
+        jobs.pipeline(job).run()
+    assert store.load().checkpoint.chunk_index == 2
+    crashed_part = (jobs.tmp / "sink" / "part-000002.csv").read_bytes()
+
+    jobs.run(jobs.job(source, chunk_bytes=8192))
+    assert (jobs.tmp / "sink" / "part-000002.csv").read_bytes() == crashed_part
+    _assert_exactly_once(outputs, jobs, data)
+
+
+def test_source_changed_between_suspend_and_resume_is_permanent(jobs, rows_csv) -> None:
+    data = rows_csv(500)
+    source = jobs.write(data)
+    jobs.run_until(jobs.job(source, chunk_bytes=2048), chunks=1)
+    committed = sorted(p.name for p in (jobs.tmp / "sink").glob("part-*"))
+    source.write_bytes(data + b"500,late,row,00500\n")
+
+    with pytest.raises(SourceChanged, match="changed since the checkpoint") as caught:
+        Pipeline(
+            jobs.job(source, chunk_bytes=2048), WorkerMetrics("t", "j"), threading.Event()
+        ).run()
+    assert "refusing to mix two versions" in str(caught.value)
+    state = jobs.state()
+    assert "changed since the checkpoint" in state.error and not state.done
+    assert state.chunk_index == 1
+    assert sorted(p.name for p in (jobs.tmp / "sink").glob("part-*")) == committed
+    with pytest.raises(SourceChanged):
+        jobs.pipeline(jobs.job(source)).run()
+
+
+def test_unwritable_sink_fails_clearly_and_loses_nothing(jobs, outputs, rows_csv) -> None:
+    data = rows_csv(600, seed=5)
+    source = jobs.write(data)
+    obstacle = jobs.tmp / "sink" / "part-000001.csv"
+    obstacle.mkdir(parents=True)
+    (obstacle / "in-the-way").write_text("x")
+
+    with pytest.raises(SinkError, match=r"cannot write .*part-000001\.csv: ") as caught:
+        Pipeline(
+            jobs.job(source, chunk_bytes=2048), WorkerMetrics("t", "j"), threading.Event()
+        ).run()
+    assert "directory" in str(caught.value).lower()
+    state = jobs.state()
+    assert state.chunk_index == 1 and not state.error
+
+    (obstacle / "in-the-way").unlink()
+    obstacle.rmdir()
+    jobs.run(jobs.job(source, chunk_bytes=2048))
+    _assert_exactly_once(outputs, jobs, data)
+
+
+def test_a_second_worker_fences_the_first(jobs, outputs, rows_csv) -> None:
+    """A takes the job, B takes it over mid-run and finishes; A's next commit is refused."""
+    data = rows_csv(1500, seed=7)
+    source = jobs.write(data)
+    b_may_start, b_finished = threading.Event(), threading.Event()
+
+    def a_commits(cp) -> None:
+        if cp.chunk_index == 1:
+            b_may_start.set()
+            assert b_finished.wait(30)
+
+    a = jobs.pipeline(jobs.job(source, chunk_bytes=2048, holder="worker-a"), a_commits)
+    with ThreadPoolExecutor(1) as pool:
+        a_run = pool.submit(a.run)
+        assert b_may_start.wait(30)
+        b = jobs.run(jobs.job(source, chunk_bytes=2048, holder="worker-b"))
+        b_finished.set()
+        with pytest.raises(CheckpointConflict, match="worker-b"):
+            a_run.result(30)
+
+    assert a.metrics.conflicts._value.get() == 1
+    assert b.checkpoint.done and b.checkpoint.holder == "worker-b"
+    assert b.checkpoint.epoch == a.checkpoint.epoch + 1
+    _assert_exactly_once(outputs, jobs, data)
+
+
+def test_two_workers_starting_together_only_one_acquires(jobs) -> None:
+    store = FileCheckpointStore(jobs.tmp / "state.json")
+    a, b = store.load(), store.load()
+    store.save(a.checkpoint.evolve(holder="a", epoch=1), a.version)
+    with pytest.raises(CheckpointConflict, match="updated by another worker \\(a, epoch 1\\)"):
+        store.save(b.checkpoint.evolve(holder="b", epoch=1), b.version)
+
+
+def test_done_job_is_never_processed_again(jobs, recording, rows_csv) -> None:
+    source = jobs.write(rows_csv(100))
+    jobs.run(jobs.job(source))
+    before = {p.name: p.stat().st_mtime_ns for p in (jobs.tmp / "sink").iterdir()}
+    job = jobs.job(source)
+    spy = recording(job.source)
+    pipeline = jobs.pipeline(dataclasses.replace(job, source=spy))
+    assert pipeline.run() is Outcome.DONE
+    assert spy.reads == []
+    assert {p.name: p.stat().st_mtime_ns for p in (jobs.tmp / "sink").iterdir()} == before
+
+
+def test_stale_files_are_removed_and_foreign_files_kept(jobs, outputs, rows_csv) -> None:
+    sink = jobs.tmp / "sink"
+    for name in [
+        "part-000099.csv",
+        "part-000000.parquet",
+        "rejects/part-000050.csv",
+        "_ledger/000077.json",
+        ".tmp-part-000001.csv-abcd1234",
+        "_SUCCESS",
+        "notes.txt",
+    ]:
+        (sink / name).parent.mkdir(parents=True, exist_ok=True)
+        (sink / name).write_text("stale")
+    data = rows_csv(50)
+    jobs.run(jobs.job(jobs.write(data)))
+    assert sorted(p.relative_to(sink).as_posix() for p in sink.rglob("*") if p.is_file()) == [
+        "_SUCCESS",
+        "_manifest.json",
+        "notes.txt",
+        "part-000000.csv",
+    ]
+    assert (sink / "_SUCCESS").read_text() == ""
+    _assert_exactly_once(outputs, jobs, data)
+
+
+def test_finalize_is_repeatable_after_a_crash(jobs, outputs, rows_csv) -> None:
+    """Crash after the manifest and cleanup, before `done` is committed: a rerun finishes."""
+    data = rows_csv(300)
+    source = jobs.write(data)
+
+    class Crash(Exception):
+        pass
+
+    class CrashOnDone(FileCheckpointStore):
+        def save(self, checkpoint, version):
+            if checkpoint.done:
+                raise Crash
+            return super().save(checkpoint, version)
+
+    job = jobs.job(source, chunk_bytes=1024, store=CrashOnDone(jobs.tmp / "state.json"))
+    with pytest.raises(Crash):
+        jobs.pipeline(job).run()
+    assert not (jobs.tmp / "sink" / "_ledger").exists()
+    assert jobs.run(jobs.job(source, chunk_bytes=1024)).checkpoint.done
+    _assert_exactly_once(outputs, jobs, data)
+
+
+def test_chunk_size_adapts_towards_one_second_within_bounds() -> None:
+    limit = 64 << 20
+    assert next_chunk_size(1 << 20, 0.1, limit) == 2 << 20
+    assert next_chunk_size(1 << 20, 2.0, limit) == 1 << 19
+    assert next_chunk_size(1 << 20, 100.0, limit) == 1 << 18
+    assert next_chunk_size(48 << 20, 0.1, limit) == limit
+    assert next_chunk_size(MIN_CHUNK_BYTES, 60.0, limit) == MIN_CHUNK_BYTES
+    assert next_chunk_size(4096, 0.0, 4096) == 4096
+
+
+def test_metrics_follow_commits(jobs, rows_csv) -> None:
+    from prometheus_client import generate_latest
+
+    data = rows_csv(400)
+    pipeline = jobs.run(jobs.job(jobs.write(data), chunk_bytes=4096))
+    text = generate_latest(pipeline.metrics.registry).decode()
+    labels = '{collectjob="job",namespace="test"}'
+    assert f"collectjob_worker_rows_processed_total{labels} 400.0" in text
+    assert f"collectjob_worker_rows_rejected_total{labels} 0.0" in text
+    assert f"collectjob_worker_bytes_processed_total{labels} {float(len(data))}" in text
+    assert f"collectjob_worker_progress_ratio{labels} 1.0" in text
+    chunks = pipeline.checkpoint.chunk_index
+    assert f"collectjob_worker_chunk_duration_seconds_count{labels} {float(chunks)}" in text
+    commits = chunks + 2
+    assert (
+        f"collectjob_worker_checkpoint_write_duration_seconds_count{labels} {float(commits)}"
+        in text
+    )
+    assert f"collectjob_worker_checkpoint_conflicts_total{labels} 0.0" in text
+    assert "collectjob_worker_last_checkpoint_timestamp_seconds" + labels in text

@@ -1,0 +1,193 @@
+"""Where the checkpoint lives: a local state file, or the job's ConfigMap in a cluster.
+
+Both behind one interface with optimistic concurrency: `load` returns the checkpoint and a
+version token, and `save` succeeds only if the stored version is still that token, returning
+the new one. A mismatch raises CheckpointConflict: another worker has taken over (it bumped
+the epoch), and this one is fenced and must stop without committing anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from collectjob_worker.checkpoint import Checkpoint, CheckpointError
+from collectjob_worker.contract import CHECKPOINT_KEY
+from collectjob_worker.errors import CheckpointConflict, PermanentError, WorkerError
+from collectjob_worker.retry import DEFAULT_BACKOFF, Backoff, retry
+
+API_TIMEOUT = 15.0
+"""Seconds before an API request is given up (and retried), so a hung connection cannot stall."""
+
+
+@dataclass(frozen=True)
+class Stored:
+    checkpoint: Checkpoint
+    version: str
+    """Opaque token of the stored state; empty when nothing is stored yet."""
+
+
+class CheckpointStore(Protocol):
+    description: str
+
+    def load(self) -> Stored: ...
+
+    def save(self, checkpoint: Checkpoint, version: str) -> str: ...
+
+
+def _parse(text: str, where: str) -> Checkpoint:
+    try:
+        return Checkpoint.from_json(text)
+    except CheckpointError as e:
+        raise PermanentError(f"checkpoint in {where} cannot be read: {e}") from e
+
+
+class FileCheckpointStore:
+    """Local mode: a JSON file, replaced atomically under an exclusive lock on a side file.
+
+    The version token is a hash of the file's content; every commit changes the content
+    (offset, chunk index, holder or epoch), so a stale writer always sees a different token.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.description = f"state file {path}"
+        self._lock_path = path.with_name(path.name + ".lock")
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _read(self) -> tuple[str | None, str]:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return None, ""
+        return text, hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def load(self) -> Stored:
+        with self._locked():
+            text, version = self._read()
+        if text is None:
+            return Stored(Checkpoint(), "")
+        return Stored(_parse(text, self.description), version)
+
+    def save(self, checkpoint: Checkpoint, version: str) -> str:
+        text = checkpoint.to_json()
+        with self._locked():
+            current, current_version = self._read()
+            if current_version != version:
+                holder = _parse(current, self.description) if current else Checkpoint()
+                raise CheckpointConflict(
+                    f"{self.description} was updated by another worker "
+                    f"({holder.holder or 'unknown'}, epoch {holder.epoch})"
+                )
+            temp = self.path.with_name(f".{self.path.name}.tmp")
+            with open(temp, "w") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temp, self.path)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _api_status(e: BaseException) -> int | None:
+    """The HTTP status of a kubernetes ApiException (or its subclasses such as
+    ConflictException), recognised without importing the client in local mode."""
+    if not any(cls.__name__ == "ApiException" for cls in type(e).__mro__):
+        return None
+    status = getattr(e, "status", None)
+    return status if isinstance(status, int) else None
+
+
+def kube_transient(e: BaseException) -> bool:
+    """Throttling, server errors and lost connections (an API server restart) are transient."""
+    status = _api_status(e)
+    if status is not None:
+        return status in (429, 500, 502, 503, 504)
+    return isinstance(e, (OSError, TimeoutError)) or type(e).__module__.startswith("urllib3")
+
+
+class ConfigMapCheckpointStore:
+    """Cluster mode: one key of the job's ConfigMap, patched conditionally on resourceVersion.
+
+    A write whose response was lost (the API server restarted mid-request) is retried; if
+    the retry conflicts but the stored checkpoint is exactly what we wrote, it was ours.
+    """
+
+    def __init__(self, core_v1: Any, namespace: str, name: str, backoff: Backoff = DEFAULT_BACKOFF):
+        self.api = core_v1
+        self.namespace = namespace
+        self.name = name
+        self.backoff = backoff
+        self.description = f"ConfigMap {namespace}/{name}"
+
+    def _retry(self, what: str, call: Any) -> Any:
+        return retry(call, transient=kube_transient, what=what, backoff=self.backoff)
+
+    def _get(self) -> tuple[str | None, str]:
+        try:
+            cm = self._retry(
+                f"read {self.description}",
+                lambda: self.api.read_namespaced_config_map(
+                    self.name, self.namespace, _request_timeout=API_TIMEOUT
+                ),
+            )
+        except Exception as e:
+            if _api_status(e) == 404:
+                raise WorkerError(f"{self.description} does not exist") from e
+            raise
+        return (cm.data or {}).get(CHECKPOINT_KEY), cm.metadata.resource_version
+
+    def load(self) -> Stored:
+        text, version = self._get()
+        if not text:
+            return Stored(Checkpoint(), version)
+        return Stored(_parse(text, self.description), version)
+
+    def save(self, checkpoint: Checkpoint, version: str) -> str:
+        text = checkpoint.to_json()
+        body = {"metadata": {"resourceVersion": version}, "data": {CHECKPOINT_KEY: text}}
+        attempts = 0
+
+        def patch() -> Any:
+            nonlocal attempts
+            attempts += 1
+            return self.api.patch_namespaced_config_map(
+                self.name,
+                self.namespace,
+                body,
+                _content_type="application/merge-patch+json",
+                _request_timeout=API_TIMEOUT,
+            )
+
+        try:
+            cm = self._retry(f"write {self.description}", patch)
+        except Exception as e:
+            if _api_status(e) != 409:
+                raise
+            if attempts > 1:
+                stored, stored_version = self._get()
+                if stored == text:
+                    return stored_version
+            holder = Checkpoint()
+            with contextlib.suppress(Exception):
+                holder = self.load().checkpoint
+            raise CheckpointConflict(
+                f"{self.description} was updated by another worker "
+                f"({holder.holder or 'unknown'}, epoch {holder.epoch})"
+            ) from e
+        new_version: str = cm.metadata.resource_version
+        return new_version

@@ -1,0 +1,285 @@
+"""Lossless parsing of a block of whole CSV records into string columns.
+
+Every value stays the string it is in the source: no type inference, no NA detection
+(`NA`, `null` and empty stay strings), no whitespace trimming. That is pyarrow's CSV reader
+with string column types, no null values and strings that can never be null.
+
+Records with the wrong number of fields, records that do not decode in the source encoding
+and a record left open by an unterminated quote at end of file become rejects, each with its
+source line number and the reason. A blank line is not a record when there are several
+columns (as in pandas and Python's csv.DictReader); with a single column it is an empty value.
+
+When the values are not needed (csv to csv with no transform and an RFC 4180 source), only
+the first column is converted: the rows are validated and counted, and the output is the
+source's own bytes for the accepted records, so every value survives byte for byte.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from collectjob_worker.chunking import CR, LF, Block, Quoting, boundaries
+from collectjob_worker.dialect import Dialect
+
+_BLANK_LINE = re.compile(rb"\n\r?\n")
+
+
+@dataclass(frozen=True)
+class Reject:
+    line: int
+    reason: str
+    record: str
+
+
+@dataclass(frozen=True)
+class _Records:
+    """Where each record of a block lies and the source line it starts on, in parse order."""
+
+    data: bytes
+    starts: np.ndarray
+    ends: np.ndarray
+    lines: np.ndarray
+    encoding: str
+
+    def __len__(self) -> int:
+        return int(self.starts.size)
+
+    def raw(self, k: int) -> bytes:
+        return self.data[int(self.starts[k]) : int(self.ends[k])]
+
+    def text(self, k: int) -> str:
+        raw = self.raw(k)
+        raw = raw[:-1] if raw.endswith(b"\n") else raw
+        raw = raw[:-1] if raw.endswith(b"\r") else raw
+        return raw.decode(self.encoding, errors="replace")
+
+    def line(self, k: int) -> int:
+        return int(self.lines[k])
+
+    def subset(self, keep: np.ndarray) -> _Records:
+        """The kept records, re-packed into new data whose lines still refer to the source."""
+        pieces = [self.raw(int(k)) for k in keep]
+        sizes = np.fromiter((len(p) for p in pieces), np.int64, len(pieces))
+        ends = np.cumsum(sizes)
+        return _Records(b"".join(pieces), ends - sizes, ends, self.lines[keep], self.encoding)
+
+    @classmethod
+    def empty(cls) -> _Records:
+        nothing = np.zeros(0, np.int64)
+        return cls(b"", nothing, nothing, nothing, "utf-8")
+
+    @classmethod
+    def scan(cls, block: Block, quoting: Quoting, skip_blank: bool, encoding: str) -> _Records:
+        data = block.data
+        ends = boundaries(data, 0, len(data), quoting)
+        if not ends.size or ends[-1] != len(data):
+            ends = np.append(ends, len(data))
+        starts = np.r_[0, ends[:-1]]
+        newlines = np.flatnonzero(np.frombuffer(data, np.uint8) == LF)
+        lines = np.asarray(np.searchsorted(newlines, starts), np.int64) + block.line
+        if skip_blank:
+            a = np.frombuffer(data, np.uint8)
+            body = ends - starts
+            last = a[np.maximum(ends - 1, 0)]
+            body -= last == LF
+            body -= (last == LF) & (a[np.maximum(ends - 2, 0)] == CR) & (ends - starts >= 2)
+            keep = body > 0
+            starts, ends, lines = starts[keep], ends[keep], lines[keep]
+        return cls(data, starts, ends, lines, encoding)
+
+
+@dataclass
+class ParsedBlock:
+    """The rows of one block (as a string table when values were asked for) and its rejects."""
+
+    line: int
+    rows: int
+    table: pa.Table | None
+    rejects: list[Reject]
+    raw: bytes = field(repr=False)
+    clean: bool
+    """Every record became a row: `raw` holds exactly the accepted rows, as in the source."""
+    scan: Callable[[], _Records] = field(repr=False)
+    records: _Records | None = None
+    row_records: np.ndarray | None = None
+    """Index into `records` of each row, once known."""
+
+    def row_source(self, row: int) -> tuple[int, str]:
+        """Source line and text of a row, for a reject found after parsing (by a transform)."""
+        if self.records is None:
+            records = self.scan()
+            if len(records) == self.rows:
+                self.records, self.row_records = records, np.arange(len(records))
+        if self.records is None or self.row_records is None:
+            return self.line, ""
+        k = int(self.row_records[row])
+        return self.records.line(k), self.records.text(k)
+
+
+class BlockParser:
+    """Parses the blocks of one source: knows its header and dialect."""
+
+    def __init__(self, header: list[str], dialect: Dialect) -> None:
+        self.header = header
+        self.dialect = dialect
+        self.quoting = Quoting(dialect.delimiter_byte, dialect.quote_byte)
+        self.skip_blank = len(header) > 1
+        self._names = [f"c{i}" for i in range(len(header))]
+
+    def parse(self, block: Block, *, values: bool = True) -> ParsedBlock:
+        """Parse a block; with values=False only validate and count (for a byte-exact copy)."""
+        if block.unterminated:
+            records = _Records.scan(block, self.quoting, False, self.dialect.encoding)
+            reason = "unterminated quoted field: the file ends inside a quoted value"
+            return self._empty(block.line, [Reject(block.line, reason, records.text(0))])
+        if not values and self.dialect.is_utf8 and not _is_utf8(block.data):
+            return self._parse_undecodable(block, values)
+        try:
+            return self._parse_records(
+                block.line, block.data, values, lambda: self._scan(block), block.newlines
+            )
+        except (pa.ArrowInvalid, UnicodeDecodeError) as e:
+            if "UTF" not in str(e) and not isinstance(e, UnicodeDecodeError):
+                raise
+            return self._parse_undecodable(block, values)
+
+    def _scan(self, block: Block) -> _Records:
+        return _Records.scan(block, self.quoting, self.skip_blank, self.dialect.encoding)
+
+    def _table(self, table: pa.Table) -> pa.Table:
+        return table.rename_columns(self.header)
+
+    def _empty(self, line: int, rejects: list[Reject]) -> ParsedBlock:
+        empty = [pa.nulls(0, pa.string()) for _ in self._names]
+        table = self._table(pa.Table.from_arrays(empty, names=self._names))
+        return ParsedBlock(line, 0, table, rejects, b"", False, lambda: _Records.empty())
+
+    def _parse_undecodable(self, block: Block, values: bool) -> ParsedBlock:
+        """Slow path: reject the records that do not decode, then parse the others."""
+        records = self._scan(block)
+        good, rejects = [], []
+        for k in range(len(records)):
+            try:
+                records.raw(k).decode(self.dialect.encoding)
+                good.append(k)
+            except UnicodeDecodeError as e:
+                reason = f"not valid {self.dialect.encoding} at byte {e.start} of the record"
+                rejects.append(Reject(records.line(k), reason, records.text(k)))
+        kept = records.subset(np.asarray(good, np.int64))
+        if not len(kept):
+            return self._empty(block.line, rejects)
+        parsed = self._parse_records(block.line, kept.data, values, lambda: kept, None)
+        parsed.rejects = sorted(rejects + parsed.rejects, key=lambda r: r.line)
+        parsed.clean = False
+        return parsed
+
+    def _parse_records(
+        self,
+        line: int,
+        data: bytes,
+        values: bool,
+        scan: Callable[[], _Records],
+        newlines: int | None,
+    ) -> ParsedBlock:
+        invalid: list[_Invalid] = []
+
+        def on_invalid(row: pacsv.InvalidRow) -> str:
+            invalid.append(_Invalid(row.number or 0, row.actual_columns, row.text))
+            return "skip"
+
+        table = pacsv.read_csv(
+            pa.BufferReader(data),
+            read_options=pacsv.ReadOptions(
+                column_names=self._names,
+                use_threads=False,
+                # One pyarrow block per call (a record may never straddle two). Transcoding to
+                # UTF-8 can triple the size, and pyarrow mishandles a transcoded input that
+                # spans blocks.
+                block_size=(len(data) if self.dialect.is_utf8 else 4 * len(data)) + 1,
+                encoding=self.dialect.arrow_encoding,
+            ),
+            parse_options=pacsv.ParseOptions(
+                delimiter=self.dialect.delimiter,
+                quote_char=self.dialect.quote,
+                double_quote=True,
+                escape_char=False,
+                newlines_in_values=True,
+                ignore_empty_lines=self.skip_blank,
+                invalid_row_handler=on_invalid,
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types={n: pa.string() for n in self._names},
+                include_columns=None if values else self._names[:1],
+                null_values=[],
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+        # With one column a blank line is an empty value, which a copy must spell out as "".
+        rows_per_line = table.num_rows if self.skip_blank else None
+        clean = not invalid and not _may_have_blank_lines(data, rows_per_line, newlines)
+        parsed = ParsedBlock(
+            line, table.num_rows, self._table(table) if values else None, [], data, clean, scan
+        )
+        if not clean:
+            self._locate(parsed, scan(), invalid)
+        return parsed
+
+    def _locate(self, parsed: ParsedBlock, records: _Records, invalid: list[_Invalid]) -> None:
+        """Turn pyarrow's invalid rows (numbered among records) into rejects with lines.
+
+        The numbering agrees with our record scan when lines end in LF or CRLF; a lone CR
+        (which pyarrow also takes as a line end) can break that, and then the reject carries
+        the line where its block starts.
+        """
+        expected = len(self.header)
+        skipped = np.asarray([bad.number - 1 for bad in invalid], np.int64)
+        rows = np.setdiff1d(np.arange(len(records)), skipped)
+        if rows.size != parsed.rows or (skipped.size and skipped.max() >= len(records)):
+            parsed.rejects = [
+                Reject(parsed.line, f"expected {expected} fields, found {bad.fields}", bad.text)
+                for bad in invalid
+            ]
+            return
+        parsed.rejects = [
+            Reject(
+                records.line(int(k)),
+                f"expected {expected} fields, found {bad.fields}",
+                records.text(int(k)),
+            )
+            for k, bad in zip(skipped, invalid, strict=True)
+        ]
+        parsed.records, parsed.row_records = records, rows
+
+
+@dataclass(frozen=True)
+class _Invalid:
+    number: int
+    fields: int
+    text: str
+
+
+def _may_have_blank_lines(data: bytes, rows: int | None, newlines: int | None) -> bool:
+    """Whether a block may hold blank lines, which a byte-exact copy must not carry over.
+
+    Cheap when every line is known to be one row; otherwise a search for an empty line.
+    """
+    if rows is not None and newlines is not None and rows == newlines + (not data.endswith(b"\n")):
+        return False
+    return data[:1] in (b"\n", b"\r") or _BLANK_LINE.search(data) is not None
+
+
+def _is_utf8(data: bytes) -> bool:
+    if data.isascii():
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

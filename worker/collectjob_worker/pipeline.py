@@ -1,0 +1,295 @@
+"""The worker's loop: read the chunk at the checkpoint's offset, parse, transform, write its
+part, commit the checkpoint; repeat until the source is done or a stop is requested.
+
+Exactly once. The commit order is: part (and rejects) written atomically, ledger entry
+written, then the checkpoint advanced. A crash before the checkpoint commit leaves the chunk
+uncommitted; the next run reads the same offset and the same `next_chunk_bytes` from the
+checkpoint, cuts the same chunk (the cut depends on nothing else) and overwrites the part with
+identical bytes. A crash after it loses nothing. So every accepted row is in exactly one part.
+
+Resume. The checkpoint holds the header and the byte offset of the next record, so a resumed
+run seeks straight there: its cost does not depend on how much was already done.
+
+Fencing. Taking over a checkpoint bumps its epoch with a conditional write; every later write
+is conditional too. A worker whose write conflicts has been superseded and stops at once,
+without committing (CheckpointConflict propagates).
+
+Promptness. Each chunk aims at about one second of work (TARGET_CHUNK_SECONDS), within
+`chunk_bytes`, so a stop request is honoured quickly. The size of the next chunk is decided
+when a chunk commits and is stored in the checkpoint, which keeps redo cuts deterministic.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from collectjob_worker.checkpoint import Checkpoint
+from collectjob_worker.checkpoint_store import CheckpointStore
+from collectjob_worker.chunking import Block, Quoting, iter_chunk
+from collectjob_worker.csvparse import BlockParser, Reject
+from collectjob_worker.dialect import Dialect
+from collectjob_worker.errors import CheckpointConflict, PermanentError, SourceChanged, WorkerError
+from collectjob_worker.formats import FORMATS, REJECT_SCHEMA, CsvPart, PartWriter, part_writer
+from collectjob_worker.header import read_header
+from collectjob_worker.manifest import (
+    ChunkRecord,
+    PartFile,
+    clear_success,
+    finalize,
+    ledger_name,
+    part_name,
+    rejects_name,
+)
+from collectjob_worker.metrics import WorkerMetrics
+from collectjob_worker.sinks import SinkStore
+from collectjob_worker.sources import Source
+from collectjob_worker.transform import Transform
+
+log = logging.getLogger(__name__)
+TARGET_CHUNK_SECONDS = 1.0
+INITIAL_CHUNK_BYTES = 1 << 20
+MIN_CHUNK_BYTES = 64 << 10
+
+
+class Outcome(enum.Enum):
+    DONE = "done"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a run needs, built from command-line flags or the operator's env."""
+
+    source: Source
+    sink: SinkStore
+    sink_format: str
+    dialect: Dialect
+    transform: Transform | None
+    store: CheckpointStore
+    holder: str
+    chunk_bytes: int
+
+    def __post_init__(self) -> None:
+        if self.sink_format not in FORMATS:
+            raise PermanentError(
+                f"sink format {self.sink_format!r} is not one of {', '.join(FORMATS)}"
+            )
+
+    @property
+    def copies_bytes(self) -> bool:
+        """csv to csv with nothing to change: accepted records are copied byte for byte."""
+        return self.sink_format == "csv" and self.transform is None and self.dialect.is_rfc4180
+
+
+def next_chunk_size(current: int, seconds: float, limit: int) -> int:
+    factor = 2.0 if seconds <= 0 else max(0.25, min(2.0, TARGET_CHUNK_SECONDS / seconds))
+    return max(min(limit, MIN_CHUNK_BYTES), min(limit, int(current * factor)))
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Pipeline:
+    def __init__(
+        self,
+        job: Job,
+        metrics: WorkerMetrics,
+        stop: threading.Event,
+        on_commit: Callable[[Checkpoint], None] = lambda checkpoint: None,
+    ) -> None:
+        self.job = job
+        self.metrics = metrics
+        self.stop = stop
+        self.on_commit = on_commit
+        self.checkpoint = Checkpoint()
+        self.version = ""
+        self.first_row_seconds: float | None = None
+        """Seconds from the start of `run` to the first parsed rows, a measure of resume cost."""
+        self.chunk_started: float | None = None
+        self.last_chunk_seconds = 0.0
+        self._started = 0.0
+        self._parser: BlockParser | None = None
+        self._schema = pa.schema([])
+
+    def run(self) -> Outcome:
+        self._started = time.monotonic()
+        stored = self.job.store.load()
+        self.checkpoint, self.version = stored.checkpoint, stored.version
+        if self.checkpoint.done:
+            return Outcome.DONE
+        try:
+            self._acquire()
+            while self.checkpoint.offset < self.checkpoint.bytes_total:
+                if self.stop.is_set():
+                    return Outcome.STOPPED
+                self._process_chunk()
+            self._finish()
+            return Outcome.DONE
+        except PermanentError as e:
+            self._record(e)
+            raise
+        except CheckpointConflict:
+            self.metrics.conflicts.inc()
+            raise
+
+    def _commit(self, checkpoint: Checkpoint) -> None:
+        started = time.monotonic()
+        self.version = self.job.store.save(checkpoint, self.version)
+        self.metrics.committed(self.checkpoint, checkpoint, time.monotonic() - started, time.time())
+        self.checkpoint = checkpoint
+        self.on_commit(checkpoint)
+
+    def _record(self, error: PermanentError) -> None:
+        try:
+            self._commit(self.checkpoint.with_error(str(error)))
+        except WorkerError as e:
+            log.error("could not record the error in %s: %s", self.job.store.description, e)
+
+    def _check_source(self) -> None:
+        fingerprint = self.job.source.stat().fingerprint
+        if fingerprint != self.checkpoint.fingerprint:
+            raise SourceChanged(
+                f"source {self.job.source.url} changed since the checkpoint "
+                f"({self.checkpoint.fingerprint} -> {fingerprint}); refusing to mix two "
+                "versions of one file: restore the original or start a new job"
+            )
+
+    def _acquire(self) -> None:
+        cp, job = self.checkpoint, self.job
+        taken = cp.evolve(holder=job.holder, epoch=cp.epoch + 1, error="", updated_at=_now())
+        if cp.fingerprint:
+            self._check_source()
+        else:
+            stat = job.source.stat()
+            header = read_header(job.source, stat.size, job.dialect)
+            taken = taken.evolve(
+                offset=header.data_offset,
+                header_end=header.data_offset,
+                line=header.data_line,
+                header=header.names,
+                bytes_total=stat.size,
+                fingerprint=stat.fingerprint,
+                next_chunk_bytes=min(job.chunk_bytes, INITIAL_CHUNK_BYTES),
+                started_at=taken.updated_at,
+            )
+            clear_success(job.sink)
+        if job.transform is not None and taken.header:
+            job.transform.check_header(taken.header)
+        self._commit(taken)
+        self._parser = BlockParser(taken.header, job.dialect)
+        if job.transform is not None:
+            self._schema = job.transform.schema
+        else:
+            self._schema = pa.schema([(name, pa.string()) for name in taken.header])
+
+    def _process_chunk(self) -> None:
+        cp, job = self.checkpoint, self.job
+        self.chunk_started = started = time.monotonic()
+        part = part_writer(job.sink_format, self._schema)
+        rows, rejects = 0, []
+        end, end_line = cp.offset, cp.line
+        blocks = iter_chunk(
+            job.source.read,
+            offset=cp.offset,
+            line=cp.line,
+            window=cp.next_chunk_bytes,
+            size=cp.bytes_total,
+            block_bytes=job.source.block_bytes,
+            quoting=Quoting(job.dialect.delimiter_byte, job.dialect.quote_byte),
+        )
+        for block in blocks:
+            written, rejected = self._process_block(block, part)
+            if self.first_row_seconds is None:
+                self.first_row_seconds = time.monotonic() - self._started
+            rows += written
+            rejects.extend(rejected)
+            end, end_line = block.end, block.end_line
+        self._check_source()
+        self._write(cp.chunk_index, part.finish(), rows, rejects, cp.offset, end)
+        seconds = time.monotonic() - started
+        self.metrics.chunk_seconds.observe(seconds)
+        self._commit(
+            cp.evolve(
+                offset=end,
+                line=end_line,
+                rows_processed=cp.rows_processed + rows,
+                rows_rejected=cp.rows_rejected + len(rejects),
+                chunk_index=cp.chunk_index + 1,
+                next_chunk_bytes=next_chunk_size(cp.next_chunk_bytes, seconds, job.chunk_bytes),
+                updated_at=_now(),
+            )
+        )
+        self.chunk_started, self.last_chunk_seconds = None, seconds
+
+    def _process_block(self, block: Block, part: PartWriter) -> tuple[int, list[Reject]]:
+        assert self._parser is not None
+        copy = self.job.copies_bytes
+        parsed = self._parser.parse(block, values=not copy)
+        if copy and parsed.clean and isinstance(part, CsvPart):
+            raw = parsed.raw
+            part.write_raw(raw if raw.endswith(b"\n") else raw + b"\n")
+            return parsed.rows, []
+        if parsed.table is None:
+            parsed = self._parser.parse(block, values=True)
+        assert parsed.table is not None
+        table, rejects = parsed.table, list(parsed.rejects)
+        if self.job.transform is not None:
+            table, invalid = self.job.transform.apply(table)
+            for row, reason in invalid:
+                line, text = parsed.row_source(row)
+                rejects.append(Reject(line, reason, text))
+            rejects.sort(key=lambda r: r.line)
+        part.write(table)
+        return table.num_rows, rejects
+
+    def _write(
+        self,
+        index: int,
+        data: list[bytes],
+        rows: int,
+        rejects: list[Reject],
+        start: int,
+        end: int,
+    ) -> None:
+        sink, fmt = self.job.sink, self.job.sink_format
+        sink.put(part_name(index, fmt), data)
+        rejects_file = None
+        if rejects:
+            writer = part_writer(fmt, REJECT_SCHEMA)
+            writer.write(
+                pa.table(
+                    [
+                        pa.array([r.line for r in rejects], pa.int64()),
+                        pa.array([r.reason for r in rejects], pa.string()),
+                        pa.array([r.record for r in rejects], pa.string()),
+                    ],
+                    schema=REJECT_SCHEMA,
+                )
+            )
+            rejects_data = writer.finish()
+            sink.put(rejects_name(index, fmt), rejects_data)
+            rejects_file = PartFile.of(rejects_name(index, fmt), len(rejects), rejects_data)
+        part = PartFile.of(part_name(index, fmt), rows, data)
+        record = ChunkRecord(index, start, end, part, rejects_file)
+        sink.put(ledger_name(index), [record.to_json().encode()])
+
+    def _finish(self) -> None:
+        cp = self.checkpoint
+        finalize(
+            self.job.sink,
+            chunks=cp.chunk_index,
+            source=self.job.source.url,
+            fingerprint=cp.fingerprint,
+            fmt=self.job.sink_format,
+            columns=self._schema.names,
+        )
+        self._commit(cp.evolve(done=True, updated_at=_now()))

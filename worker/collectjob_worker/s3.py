@@ -1,0 +1,35 @@
+"""Access to S3-compatible object stores through fsspec/s3fs, shared by sources and sinks.
+
+Credentials and the endpoint come from the standard AWS environment, which a CollectJob sets
+through `spec.worker.env` (from a Secret): AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+AWS_REGION/AWS_DEFAULT_REGION, and AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_S3) for a store
+other than AWS, such as MinIO or a local test server.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+ENDPOINT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+
+
+def filesystem() -> Any:
+    import s3fs
+
+    endpoint = next((os.environ[k] for k in ENDPOINT_ENV if os.environ.get(k)), None)
+    client_kwargs = {"endpoint_url": endpoint} if endpoint else {}
+    return s3fs.S3FileSystem(skip_instance_cache=True, client_kwargs=client_kwargs)
+
+
+def path_of(url: str) -> str:
+    """`bucket/key` for an s3:// URL, as s3fs names objects."""
+    return url.removeprefix("s3://").rstrip("/")
+
+
+def transient(e: BaseException) -> bool:
+    """Connection trouble and server-side errors; s3fs maps missing objects and denied
+    access to FileNotFoundError and PermissionError, which are not worth retrying."""
+    if isinstance(e, (FileNotFoundError, PermissionError)):
+        return False
+    return isinstance(e, OSError) or type(e).__module__.split(".")[0] in ("botocore", "aiohttp")
