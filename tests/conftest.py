@@ -70,7 +70,7 @@ def make_namespace(cluster: Cluster, core_api: client.CoreV1Api) -> Iterator[Cal
         created.append(name)
         poll(
             lambda: core_api.read_namespaced_service_account("default", name),
-            timeout=30,
+            timeout=90,
             message=f"the default ServiceAccount in namespace {name}",
         )
         return name

@@ -137,6 +137,14 @@ class ControlPlane:
         wait_until(self._node_ready, 60, f"node {NODE_NAME} to be Ready")
         return time.monotonic() - start
 
+    def restart_apiserver(self) -> None:
+        """Stop kube-apiserver and start it again on the same port, for outage tests."""
+        self._stop("kube-apiserver")
+        wait_until(lambda: not self.api_ready(), 30, "kube-apiserver to stop answering")
+        bin_dir = Path(json.loads(self.paths.state_file.read_text())["bin"])
+        self._start_apiserver(bin_dir, self._ports())
+        wait_until(self.api_ready, 90, "kube-apiserver /readyz after a restart", interval=0.1)
+
     def _node_ready(self) -> bool:
         body = self._get(f"/api/v1/nodes/{NODE_NAME}")
         if not body:
@@ -275,19 +283,24 @@ class ControlPlane:
     def down(self) -> None:
         """Stop every component and remove the cluster's state (the binaries stay cached)."""
         for name in COMPONENTS:
-            pid = self._pid(name)
-            if pid is None:
-                continue
-            try:
-                os.killpg(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-            try:
-                wait_until(partial(_gone, pid), 20, f"{name} to stop", interval=0.05)
-            except TimeoutError:
-                os.killpg(pid, signal.SIGKILL)
+            self._stop(name)
         if self.paths.root.exists():
             subprocess.run(["rm", "-rf", str(self.paths.root)], check=True)
+
+
+    def _stop(self, name: str) -> None:
+        """SIGTERM the component's process group; SIGKILL it after 20 s."""
+        pid = self._pid(name)
+        if pid is None:
+            return
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            wait_until(partial(_gone, pid), 20, f"{name} to stop", interval=0.05)
+        except TimeoutError:
+            os.killpg(pid, signal.SIGKILL)
 
 
 def _gone(pid: int) -> bool:

@@ -52,6 +52,7 @@ from collectjob_worker.pipeline import Job, Outcome, Pipeline
 from collectjob_worker.retry import Backoff
 from collectjob_worker.sinks import open_sink
 from collectjob_worker.sources import open_source
+from localcluster.controlplane import ControlPlane
 
 RUN = [sys.executable, "-m", "collectjob_worker", "run"]
 
@@ -347,3 +348,26 @@ def test_run_rides_out_an_api_server_outage(relay, core_api, namespace, tmp_path
     assert stored.rows_processed == len(expected)
     assert _output(tmp_path / "sink") == expected
     print(f"outage began after chunk {cut_at.chunk_index}; worker log:\n{log.read_text()[-3000:]}")
+
+
+def test_run_resumes_after_a_real_api_server_restart(
+    cluster, core_api, namespace, tmp_path, wait_for
+):
+    job = "restart"
+    name = _configmap(core_api, namespace, job)
+    source, expected = _source_csv(tmp_path / "source.csv", 6000)
+    env = _worker_env(cluster.kubeconfig, namespace, job, _config(source, tmp_path / "sink", 4096))
+    log = tmp_path / "worker.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(RUN, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: _stored(core_api, namespace, name).chunk_index >= 5, 60, "5 commits")
+        ControlPlane(cluster.paths).restart_apiserver()
+        assert proc.wait(timeout=180) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "retrying" in log.read_text(), "the worker never saw the API server go away"
+    stored = _stored(core_api, namespace, name)
+    assert stored.done and stored.rows_processed == len(expected)
+    assert _output(tmp_path / "sink") == expected
