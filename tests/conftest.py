@@ -18,6 +18,9 @@ from kubernetes import client
 from localcluster.client import Cluster
 from localcluster.controlplane import ControlPlane
 
+# The operator fixtures serve the cluster tests and the benchmarks alike.
+pytest_plugins = ["operator_fixtures"]
+
 RESTRICTED = {
     "pod-security.kubernetes.io/enforce": "restricted",
     "pod-security.kubernetes.io/enforce-version": "latest",

@@ -44,7 +44,7 @@ import pyarrow.compute as pc
 from collectjob_worker.errors import PermanentError
 
 TYPES = ("string", "integer", "number", "boolean", "datetime")
-_COLUMN_KEYS = {"name", "from", "type", "required", "pattern", "allowed", "maxLength", "format"}
+COLUMN_KEYS = {"name", "from", "type", "required", "pattern", "allowed", "maxLength", "format"}
 _INTEGER = r"^[+-]?[0-9]+$"
 _NUMBER = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 _ISO_DATETIME = (
@@ -87,10 +87,10 @@ class Column:
     def from_dict(cls, raw: Any, where: str) -> Column:
         if not isinstance(raw, Mapping):
             raise TransformError(f"{where} must be an object, got {type(raw).__name__}")
-        unknown = sorted(set(raw) - _COLUMN_KEYS)
+        unknown = sorted(set(raw) - COLUMN_KEYS)
         if unknown:
             raise TransformError(
-                f"{where} has unknown keys {unknown}; known: {sorted(_COLUMN_KEYS)}"
+                f"{where} has unknown keys {unknown}; known: {sorted(COLUMN_KEYS)}"
             )
         name = _string(raw.get("name"), f"{where}.name")
         type_ = raw.get("type", "string")

@@ -1,0 +1,72 @@
+"""`collectjob-operator`: run the CollectJob operator (kopf) with its metrics and liveness.
+
+Credentials come only from KUBECONFIG or the pod's service account (see kube.py). The
+listen address defaults to the pod's IP when the Deployment hands it over, otherwise to
+loopback: pods on the local node share one network namespace, and nothing here should
+listen on every interface by accident.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+import kopf
+
+from collectjob_operator import handlers  # noqa: F401  (importing registers the handlers)
+
+DEFAULT_METRICS_PORT = 9101
+DEFAULT_LIVENESS_PORT = 8080
+ENV_LISTEN_HOST = "POD_IP"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="collectjob-operator",
+        description="Run the CollectJob operator: one worker per CollectJob, driven by kopf.",
+    )
+    parser.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeatable); default: all namespaces",
+    )
+    parser.add_argument(
+        "--listen-host",
+        default=os.environ.get(ENV_LISTEN_HOST) or "127.0.0.1",
+        help=f"address for /metrics and /healthz (default: ${ENV_LISTEN_HOST} or 127.0.0.1)",
+    )
+    parser.add_argument("--metrics-port", type=int, default=DEFAULT_METRICS_PORT,
+                        help="port of /metrics; 0 disables it")  # fmt: skip
+    parser.add_argument("--liveness-port", type=int, default=DEFAULT_LIVENESS_PORT,
+                        help="port of /healthz; 0 disables it")  # fmt: skip
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not args.verbose:
+        # One line per handled event and per probe drowns the transitions worth reading.
+        for noisy in ("kopf.objects", "kopf.activities.probe", "aiohttp.access"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    liveness = None
+    if args.liveness_port:
+        liveness = f"http://{args.listen_host}:{args.liveness_port}/healthz"
+    kopf.run(
+        standalone=True,
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+        liveness_endpoint=liveness,
+        memo=kopf.Memo(metrics_port=args.metrics_port, listen_host=args.listen_host),
+    )
+
+
+if __name__ == "__main__":
+    main()

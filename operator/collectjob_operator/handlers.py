@@ -1,0 +1,89 @@
+"""kopf handlers: each one only names the job it concerns and hands it to the reconciler.
+
+A CollectJob's create, update and the operator's own restart (resume) all lead to the
+same idempotent reconcile. Changes of the objects a job owns (its Deployment, pods and
+checkpoint ConfigMap) lead there too, which is how progress, a pod that finished
+terminating, or a Deployment edited by hand are noticed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from kubernetes import client as k8s
+from prometheus_client import start_http_server
+
+from collectjob_operator import metrics
+from collectjob_operator import settings as operator_settings
+from collectjob_operator.job import JobRef
+from collectjob_operator.kube import Kube, client_configuration
+from collectjob_operator.reconciler import Reconciler
+from collectjob_worker.contract import (
+    GROUP,
+    LABEL_JOB,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    PLURAL,
+    VERSION,
+)
+
+CHILD_LABELS: dict[str, Any] = {
+    LABEL_MANAGED_BY: MANAGED_BY,
+    LABEL_JOB: kopf.PRESENT,
+}
+
+
+@kopf.on.startup()
+def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    operator_settings.configure(settings)
+    config = operator_settings.OperatorConfig.from_env()
+    kube = Kube(k8s.ApiClient(client_configuration()))
+    memo.reconciler = Reconciler(kube, config.worker_image, metrics.register_jobs_collector())
+    if memo.get("metrics_port"):
+        start_http_server(memo.metrics_port, addr=memo.listen_host)
+
+
+@kopf.on.login()
+def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+    return operator_settings.connection_info(settings)
+
+
+@kopf.on.probe(id="jobs")
+def tracked_jobs(memo: kopf.Memo, **_: Any) -> int:
+    return int(memo.reconciler.tracked)
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL)
+async def job_changed(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    await memo.reconciler.trigger(_ref(namespace, name))
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def job_event(type: str, name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    if type == "DELETED":
+        memo.reconciler.forget(_ref(namespace, name))
+
+
+@kopf.on.event("", "v1", "configmaps", labels=CHILD_LABELS)
+async def checkpoint_changed(
+    labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any
+) -> None:
+    await memo.reconciler.trigger_progress(_ref(namespace, labels[LABEL_JOB]))
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS)
+@kopf.on.event("", "v1", "pods", labels=CHILD_LABELS)
+async def child_changed(
+    labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any
+) -> None:
+    await memo.reconciler.trigger(_ref(namespace, labels[LABEL_JOB]))
+
+
+def _ref(namespace: str | None, name: str) -> JobRef:
+    if namespace is None:
+        raise kopf.PermanentError(f"{name} has no namespace; CollectJobs are namespaced")
+    return JobRef(namespace, name)

@@ -1,0 +1,190 @@
+"""Pure builders for the objects one CollectJob owns.
+
+Each returns the object as the API expects it, with the job as controlling owner, so a
+`kubectl delete cjob` garbage-collects all of them. Names, labels and env come from the
+contract module the worker reads, so the two sides cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from collectjob_operator.job import CollectJob
+from collectjob_worker.contract import (
+    ENV_CHECKPOINT_CONFIGMAP,
+    ENV_CONFIG,
+    ENV_GRACE_SECONDS,
+    ENV_JOB_NAME,
+    ENV_NAMESPACE,
+    ENV_POD_IP,
+    ENV_POD_NAME,
+    GROUP,
+    LABEL_COMPONENT,
+    LABEL_JOB,
+    WORKER_COMPONENT,
+    WORKER_CONTAINER,
+    checkpoint_configmap_name,
+    worker_labels,
+    worker_name,
+)
+
+WORKER_UID = 10001
+WORKER_COMMAND = ("collectjob-worker", "run")
+TEMPLATE_HASH_ANNOTATION = f"{GROUP}/template-hash"
+Manifest = dict[str, Any]
+
+
+def _metadata(job: CollectJob, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": job.namespace,
+        "labels": worker_labels(job.name),
+        "ownerReferences": [job.owner_reference()],
+    }
+
+
+def checkpoint_configmap(job: CollectJob) -> Manifest:
+    """Created empty: the worker writes the first checkpoint; the operator never does."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(job, checkpoint_configmap_name(job.name)),
+    }
+
+
+def service_account(job: CollectJob) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _metadata(job, worker_name(job.name)),
+    }
+
+
+def role(job: CollectJob) -> Manifest:
+    """The worker may read and write its own checkpoint ConfigMap, and nothing else."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _metadata(job, worker_name(job.name)),
+        "rules": [
+            {
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "resourceNames": [checkpoint_configmap_name(job.name)],
+                "verbs": ["get", "update", "patch"],
+            }
+        ],
+    }
+
+
+def role_binding(job: CollectJob) -> Manifest:
+    name = worker_name(job.name)
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _metadata(job, name),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": job.namespace}],
+    }
+
+
+def _field_env(name: str, path: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+
+def worker_env(job: CollectJob) -> list[dict[str, Any]]:
+    """The contract env first; the user's extra env (never COLLECTJOB_*, the CRD says) after."""
+    spec = job.spec
+    return [
+        {"name": ENV_JOB_NAME, "value": job.name},
+        _field_env(ENV_NAMESPACE, "metadata.namespace"),
+        _field_env(ENV_POD_NAME, "metadata.name"),
+        _field_env(ENV_POD_IP, "status.podIP"),
+        {"name": ENV_CHECKPOINT_CONFIGMAP, "value": checkpoint_configmap_name(job.name)},
+        {"name": ENV_CONFIG, "value": spec.worker_config().to_json()},
+        # The worker fits its last chunk into the grace period the kubelet will give it.
+        {"name": ENV_GRACE_SECONDS, "value": str(spec.worker.termination_grace_period_seconds)},
+        *(dict(e) for e in spec.worker.env),
+    ]
+
+
+def restricted_container_security() -> dict[str, Any]:
+    """What the `restricted` Pod Security Standard asks of every container."""
+    return {
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _pod_template(job: CollectJob, image: str) -> dict[str, Any]:
+    worker = job.spec.worker
+    container: dict[str, Any] = {
+        "name": WORKER_CONTAINER,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": list(WORKER_COMMAND),
+        "env": worker_env(job),
+        "ports": [{"name": "metrics", "containerPort": worker.metrics_port, "protocol": "TCP"}],
+        "resources": dict(worker.resources),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *map(dict, worker.volume_mounts)],
+        "securityContext": restricted_container_security(),
+    }
+    spec: dict[str, Any] = {
+        "serviceAccountName": worker_name(job.name),
+        "automountServiceAccountToken": True,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": worker.termination_grace_period_seconds,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": WORKER_UID,
+            "runAsGroup": WORKER_UID,
+            "fsGroup": WORKER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": [{"name": "tmp", "emptyDir": {}}, *map(dict, worker.volumes)],
+    }
+    if worker.node_selector:
+        spec["nodeSelector"] = dict(worker.node_selector)
+    if worker.tolerations:
+        spec["tolerations"] = [dict(t) for t in worker.tolerations]
+    return {"metadata": {"labels": worker_labels(job.name)}, "spec": spec}
+
+
+def template_hash(template: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def worker_deployment(job: CollectJob, image: str, replicas: int) -> Manifest:
+    """Recreate, so an old and a new worker never run side by side on one checkpoint."""
+    template = _pod_template(job, image)
+    metadata = _metadata(job, worker_name(job.name))
+    metadata["annotations"] = {TEMPLATE_HASH_ANNOTATION: template_hash(template)}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata,
+        "spec": {
+            "replicas": replicas,
+            "strategy": {"type": "Recreate"},
+            "revisionHistoryLimit": 1,
+            "selector": {"matchLabels": {LABEL_JOB: job.name, LABEL_COMPONENT: WORKER_COMPONENT}},
+            "template": template,
+        },
+    }
+
+
+def deployment_drifted(actual: Manifest, desired: Manifest) -> bool:
+    """Whether the live Deployment differs from the desired one in what the operator sets
+    (replica count, or a pod template built from another spec)."""
+    annotations = actual.get("metadata", {}).get("annotations") or {}
+    return (
+        actual.get("spec", {}).get("replicas") != desired["spec"]["replicas"]
+        or annotations.get(TEMPLATE_HASH_ANNOTATION)
+        != desired["metadata"]["annotations"][TEMPLATE_HASH_ANNOTATION]
+    )

@@ -1,0 +1,88 @@
+"""Operator latency on the local cluster, p50/p99 over ROUNDS suspend/resume rounds.
+
+- patch -> worker Deployment's replicas changed (target < 200 ms);
+- patch -> phase Suspended, i.e. the worker gone and its checkpoint committed (target < 2 s).
+
+Times are taken from just before the API patch, polling the API every few milliseconds.
+Results are printed and written to .bench/operator_latency.json.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+
+ROUNDS = 20
+ROOT = Path(__file__).resolve().parents[2]
+REPLICAS_TARGET = 0.2
+SUSPENDED_TARGET = 2.0
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def wait_until(check, timeout: float, what: str) -> float:
+    """Poll `check` every 5 ms; return the time it first held (perf_counter)."""
+    deadline = time.perf_counter() + timeout
+    while not check():
+        if time.perf_counter() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.005)
+    return time.perf_counter()
+
+
+def test_suspend_latency(cluster, operator, collectjob, apps_api, wait_for):
+    job = collectjob(name="bench", rows=1_000_000)
+    custom = client.CustomObjectsApi(cluster.api_client())
+
+    def patch_suspend(value: bool) -> float:
+        started = time.perf_counter()
+        custom.patch_namespaced_custom_object(
+            "collect.dev", "v1alpha1", job.namespace, "collectjobs", job.name,
+            {"spec": {"suspend": value}},
+        )  # fmt: skip
+        return started
+
+    def replicas() -> int:
+        dep = apps_api.read_namespaced_deployment(f"{job.name}-worker", job.namespace)
+        return int(dep.spec.replicas)
+
+    def phase() -> str | None:
+        obj: Any = custom.get_namespaced_custom_object(
+            "collect.dev", "v1alpha1", job.namespace, "collectjobs", job.name
+        )
+        return (obj.get("status") or {}).get("phase")
+
+    to_replicas, to_suspended = [], []
+    for _ in range(ROUNDS):
+        wait_for(job.running_pod, timeout=120, message="a running worker pod")
+        assert phase() == "Running", "the job ended before the benchmark did: use more rows"
+        started = patch_suspend(True)
+        to_replicas.append(wait_until(lambda: replicas() == 0, 30, "replicas 0") - started)
+        done = wait_until(lambda: phase() == "Suspended", 60, "phase Suspended")
+        to_suspended.append(done - started)
+        patch_suspend(False)
+        wait_until(lambda: replicas() == 1, 30, "replicas 1")
+
+    report: dict[str, Any] = {
+        "rounds": ROUNDS,
+        "patch_to_replicas_s": {"p50": percentile(to_replicas, 0.5),
+                                "p99": percentile(to_replicas, 0.99),
+                                "mean": statistics.mean(to_replicas)},
+        "patch_to_suspended_s": {"p50": percentile(to_suspended, 0.5),
+                                 "p99": percentile(to_suspended, 0.99),
+                                 "mean": statistics.mean(to_suspended)},
+    }  # fmt: skip
+    out = ROOT / ".bench" / "operator_latency.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\noperator latency over {ROUNDS} rounds: {json.dumps(report, indent=2)}")
+    assert report["patch_to_replicas_s"]["p50"] < REPLICAS_TARGET
+    assert report["patch_to_suspended_s"]["p50"] < SUSPENDED_TARGET

@@ -1,0 +1,85 @@
+"""The API server refuses invalid CollectJobs itself, with a message a person can act on."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+
+def manifest(namespace: str, name: str = "bad", **spec) -> str:
+    body = {
+        "apiVersion": "collect.dev/v1alpha1",
+        "kind": "CollectJob",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "source": {"url": "file:///data/in.csv"},
+            "sink": {"url": "file:///data/out"},
+            **spec,
+        },
+    }
+    return yaml.safe_dump(body)
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ({"sink": {"url": "file:///o", "format": "xml"}},
+         'spec.sink.format: Unsupported value: "xml"'),
+        ({"chunkBytes": -1}, "spec.chunkBytes in body should be greater than or equal to 1024"),
+        ({"backoffLimit": -2}, "spec.backoffLimit in body should be greater than or equal to 0"),
+        ({"source": {"url": "ftp://host/in.csv"}},
+         "spec.source.url must start with file:///, s3://, http:// or https://"),
+        ({"sink": {"url": "https://host/out"}}, "spec.sink.url must start with file:/// or s3://"),
+        ({"shutdown": "Pause"}, 'spec.shutdown: Unsupported value: "Pause"'),
+        ({"worker": {"env": [{"name": "COLLECTJOB_CONFIG", "value": "{}"}]}},
+         "must not set COLLECTJOB_* variables"),
+    ],
+)  # fmt: skip
+def test_invalid_spec_is_refused_on_create(cluster, namespace, crd, spec, expected):
+    result = cluster.kubectl("apply", "-f", "-", input=manifest(namespace, **spec), check=False)
+    assert result.returncode != 0
+    assert expected in result.stderr
+
+
+def patch(cluster, namespace: str, spec: dict):
+    return cluster.kubectl("patch", "cjob", "good", "-n", namespace, "--type", "merge",
+                           "-p", json.dumps({"spec": spec}), check=False)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"source": {"url": "file:///data/other.csv"}},
+         "spec.source cannot change after creation"),
+        ({"sink": {"format": "parquet"}}, "spec.sink cannot change after creation"),
+        ({"transform": {"columns": [{"name": "id"}]}}, "spec.transform cannot be added or removed"),
+    ],
+)  # fmt: skip
+def test_immutable_fields_cannot_change(cluster, namespace, crd, change, expected):
+    cluster.kubectl("apply", "-f", "-", input=manifest(namespace, name="good"))
+    result = patch(cluster, namespace, change)
+    assert result.returncode != 0
+    assert expected in result.stderr
+
+
+def test_shutdown_is_one_way(cluster, namespace, crd):
+    cluster.kubectl("apply", "-f", "-", input=manifest(namespace, name="good"))
+    assert patch(cluster, namespace, {"shutdown": "Stop"}).returncode == 0
+    back = patch(cluster, namespace, {"shutdown": ""})
+    assert back.returncode != 0
+    assert "spec.shutdown is one-way: it was 'Stop' and cannot be changed to ''" in back.stderr
+    other = patch(cluster, namespace, {"shutdown": "Terminate"})
+    assert other.returncode != 0 and "one-way" in other.stderr
+
+
+def test_defaults_are_filled_in_by_the_api_server(cluster, namespace, crd):
+    cluster.kubectl("apply", "-f", "-", input=manifest(namespace, name="good"))
+    spec = json.loads(cluster.kubectl("get", "cjob", "good", "-n", namespace, "-o", "json").stdout)[
+        "spec"
+    ]
+    assert (spec["suspend"], spec["shutdown"], spec["backoffLimit"]) == (False, "", 3)
+    assert spec["worker"]["terminationGracePeriodSeconds"] == 30
+    assert spec["sink"]["format"] == "csv"
+    assert spec["source"]["header"] is True

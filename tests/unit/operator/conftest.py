@@ -1,0 +1,131 @@
+"""Builders for CollectJob bodies and observed worlds, shared by the operator's unit tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from collectjob_operator.decisions import PodView, World
+from collectjob_operator.job import CollectJob
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def job_body(spec: dict[str, Any] | None = None, status: dict[str, Any] | None = None,
+             name: str = "orders", generation: int = 1) -> dict[str, Any]:  # fmt: skip
+    return {
+        "apiVersion": "collect.dev/v1alpha1",
+        "kind": "CollectJob",
+        "metadata": {
+            "name": name,
+            "namespace": "team-a",
+            "uid": "0f4c5e2a-1111-2222-3333-444455556666",
+            "generation": generation,
+        },
+        "spec": {
+            "source": {"url": "file:///data/orders.csv"},
+            "sink": {"url": "file:///data/out", "format": "jsonl"},
+            **(spec or {}),
+        },
+        "status": status or {},
+    }
+
+
+@pytest.fixture
+def make_job() -> Callable[..., CollectJob]:
+    def make(**kwargs: Any) -> CollectJob:
+        return CollectJob.from_body(job_body(**kwargs))
+
+    return make
+
+
+@pytest.fixture
+def world() -> Callable[..., World]:
+    """A World at NOW; `pods` takes (name, running, terminating, restarts) shorthands."""
+
+    def make(pods: tuple[tuple[str, bool, bool, int], ...] = (), **kwargs: Any) -> World:
+        views = tuple(PodView(n, running, terminating, restarts)
+                      for n, running, terminating, restarts in pods)  # fmt: skip
+        kwargs.setdefault("checkpoint_configmap", "orders-checkpoint")
+        return World(now=kwargs.pop("now", NOW), pods=views, **kwargs)
+
+    return make
+
+
+class FakeKube:
+    """An in-memory stand-in for kube.Kube: objects by (kind, namespace, name), with
+    generations and resource versions bumped on every write, and a log of calls."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.calls: list[tuple[str, str]] = []
+        self.events: list[str] = []
+        self.status_patches: list[dict[str, Any]] = []
+        self.job = job
+        self._version = 0
+
+    def _store(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self._version += 1
+        meta = obj["metadata"]
+        key = (obj["kind"], meta["namespace"], meta["name"])
+        old = self.objects.get(key)
+        generation = old["metadata"]["generation"] + 1 if old else 1
+        stored = {**obj, "metadata": {**meta, "generation": generation,
+                                      "resourceVersion": str(self._version)}}  # fmt: skip
+        self.objects[key] = stored
+        return stored
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.objects.get((kind, namespace, name))
+
+    def create(self, manifest: dict[str, Any]) -> dict[str, Any] | None:
+        self.calls.append(("create", manifest["kind"]))
+        meta = manifest["metadata"]
+        if (manifest["kind"], meta["namespace"], meta["name"]) in self.objects:
+            return None
+        return self._store(manifest)
+
+    def ensure(self, manifest: dict[str, Any], compare: tuple[str, ...] = ()) -> dict[str, Any]:
+        created = self.create(manifest)
+        meta = manifest["metadata"]
+        return created or self.objects[(manifest["kind"], meta["namespace"], meta["name"])]
+
+    def replace(self, manifest: dict[str, Any], resource_version: str) -> dict[str, Any] | None:
+        self.calls.append(("replace", manifest["kind"]))
+        return self._store(manifest)
+
+    def list_pods(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
+        return [o for (kind, ns, _), o in self.objects.items() if kind == "Pod" and ns == namespace]
+
+    def add_pod(self, name: str, phase: str = "Running") -> None:
+        self._store({"kind": "Pod", "metadata": {"name": name, "namespace": "team-a"},
+                     "status": {"phase": phase}})  # fmt: skip
+
+    def delete_pod_now(self, namespace: str, name: str) -> None:
+        self.calls.append(("delete", name))
+        self.objects.pop(("Pod", namespace, name), None)
+
+    def get_job(self, ref: Any) -> dict[str, Any] | None:
+        return self.job
+
+    def patch_job_status(self, ref: Any, status: dict[str, Any]) -> bool:
+        self.status_patches.append(status)
+        self.job = {**self.job, "status": status}
+        return True
+
+    def post_event(self, target: Any, event_type: str, reason: str, message: str) -> None:
+        self.events.append(reason)
+
+    def deployment(self) -> dict[str, Any]:
+        return self.objects[("Deployment", "team-a", "orders-worker")]
+
+
+@pytest.fixture
+def fake_kube() -> Callable[..., FakeKube]:
+    def make(**kwargs: Any) -> FakeKube:
+        return FakeKube(job_body(**kwargs))
+
+    return make

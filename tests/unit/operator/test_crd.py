@@ -1,0 +1,85 @@
+"""The CRD and the typed models agree: every status field declared, defaults the same."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from collectjob_operator import spec as spec_module
+from collectjob_operator.status import ConditionType, JobStatus, Phase
+from collectjob_worker.contract import DEFAULT_METRICS_PORT, GROUP, KIND, PLURAL, VERSION
+
+CRD = Path(__file__).resolve().parents[3] / "crds" / "collectjob.yaml"
+
+
+def crd() -> dict:
+    return yaml.safe_load(CRD.read_text())
+
+
+def version() -> dict:
+    (v,) = crd()["spec"]["versions"]
+    return v
+
+
+def schema(*path: str) -> dict:
+    node = version()["schema"]["openAPIV3Schema"]
+    for key in path:
+        node = node["properties"][key]
+    return node
+
+
+def test_names_match_the_contract():
+    c = crd()
+    assert c["metadata"]["name"] == f"{PLURAL}.{GROUP}"
+    assert c["spec"]["group"] == GROUP
+    assert c["spec"]["names"]["kind"] == KIND
+    assert c["spec"]["names"]["shortNames"] == ["cjob"]
+    assert c["spec"]["names"]["categories"] == ["collect"]
+    assert version()["name"] == VERSION
+    assert version()["subresources"] == {"status": {}}
+
+
+def test_every_status_field_the_operator_writes_is_declared():
+    declared = set(schema("status")["properties"])
+    assert set(JobStatus().to_dict()) == declared
+
+
+def test_phase_and_condition_enums_match_the_models():
+    assert schema("status", "phase")["enum"] == [str(p) for p in Phase]
+    condition = schema("status", "conditions")["items"]
+    assert condition["properties"]["type"]["enum"] == [str(t) for t in ConditionType]
+    assert set(condition["properties"]) == {
+        "type",
+        "status",
+        "reason",
+        "message",
+        "lastTransitionTime",
+        "observedGeneration",
+    }
+
+
+def test_printer_columns():
+    columns = {c["name"]: c for c in version()["additionalPrinterColumns"]}
+    assert list(columns) == ["Phase", "Progress", "Rows", "Suspend", "Age", "Message"]
+    assert columns["Message"]["priority"] == 1
+    assert all("priority" not in c for n, c in columns.items() if n != "Message")
+
+
+def test_defaults_match_the_spec_parser():
+    spec = schema("spec")["properties"]
+    assert spec["chunkBytes"]["default"] == spec_module.DEFAULT_CHUNK_BYTES
+    assert spec["backoffLimit"]["default"] == spec_module.DEFAULT_BACKOFF_LIMIT
+    worker = spec["worker"]["properties"]
+    assert worker["metricsPort"]["default"] == DEFAULT_METRICS_PORT
+    assert worker["terminationGracePeriodSeconds"]["default"] == spec_module.DEFAULT_GRACE_SECONDS
+    assert spec["shutdown"]["enum"] == [str(s) for s in spec_module.Shutdown]
+    assert spec["sink"]["properties"]["format"]["enum"] == ["csv", "parquet", "jsonl"]
+
+
+def test_transform_schema_mirrors_the_workers_transform():
+    from collectjob_worker import transform
+
+    column = schema("spec", "transform", "columns")["items"]
+    assert set(column["properties"]) == transform.COLUMN_KEYS
+    assert column["properties"]["type"]["enum"] == list(transform.TYPES)

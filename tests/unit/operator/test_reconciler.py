@@ -1,0 +1,73 @@
+"""The reconcile loop against an in-memory API: what it writes, and when it does not."""
+
+from __future__ import annotations
+
+import asyncio
+
+from collectjob_operator.job import JobRef
+from collectjob_operator.metrics import JobsCollector
+from collectjob_operator.reconciler import Reconciler
+
+REF = JobRef("team-a", "orders")
+
+
+def reconcile(kube, reconciler: Reconciler | None = None) -> Reconciler:
+    reconciler = reconciler or Reconciler(kube, "collectjob:test", JobsCollector())
+    asyncio.run(reconciler.trigger(REF))
+    return reconciler
+
+
+def test_first_reconcile_creates_every_child_and_a_pending_status(fake_kube):
+    kube = fake_kube()
+    reconcile(kube)
+    kinds = {kind for kind, _, _ in kube.objects}
+    assert kinds == {"ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Deployment"}
+    assert kube.deployment()["spec"]["replicas"] == 1
+    assert kube.status_patches[-1]["phase"] == "Pending"
+
+
+def test_converged_job_is_not_written_again(fake_kube):
+    kube = fake_kube()
+    reconciler = reconcile(kube)
+    kube.add_pod("orders-worker-1")
+    reconcile(kube, reconciler)
+    calls, patches = list(kube.calls), len(kube.status_patches)
+    reconcile(kube, reconciler)
+    assert kube.calls == calls
+    assert len(kube.status_patches) == patches
+
+
+def test_suspend_scales_down_then_reports_suspended_once_the_pod_is_gone(fake_kube):
+    kube = fake_kube()
+    reconciler = reconcile(kube)
+    kube.add_pod("orders-worker-1")
+    reconcile(kube, reconciler)
+    kube.job["spec"]["suspend"] = True
+    reconcile(kube, reconciler)
+    assert kube.deployment()["spec"]["replicas"] == 0
+    assert kube.job["status"]["phase"] == "Suspending"
+    kube.objects.pop(("Pod", "team-a", "orders-worker-1"))
+    reconcile(kube, reconciler)
+    assert kube.job["status"]["phase"] == "Suspended"
+    assert kube.events[-2:] == ["Suspending", "Suspended"]
+
+
+def test_deployment_deleted_or_edited_by_hand_is_restored(fake_kube):
+    kube = fake_kube()
+    reconciler = reconcile(kube)
+    kube.objects.pop(("Deployment", "team-a", "orders-worker"))
+    reconcile(kube, reconciler)
+    assert kube.deployment()["spec"]["replicas"] == 1
+    edited = kube.deployment()
+    kube._store({**edited, "spec": {**edited["spec"], "replicas": 5}})
+    reconcile(kube, reconciler)
+    assert kube.deployment()["spec"]["replicas"] == 1
+
+
+def test_terminate_deletes_pods_without_grace(fake_kube):
+    kube = fake_kube(spec={"shutdown": "Terminate"})
+    kube.add_pod("orders-worker-1")
+    reconcile(kube)
+    assert ("delete", "orders-worker-1") in kube.calls
+    assert kube.job["status"]["phase"] == "Terminated"
+    assert kube.deployment()["spec"]["replicas"] == 0
