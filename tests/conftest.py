@@ -53,7 +53,11 @@ def wait_for() -> Callable[..., Any]:
 def cluster() -> Cluster:
     plane = ControlPlane()
     plane.ensure_up()
-    return Cluster(paths=plane.paths, server=plane.server)
+    cluster = Cluster(paths=plane.paths, server=plane.server)
+    # A cluster-wide operator left by `make demo` would race the tests' own operators.
+    cluster.kubectl("delete", "namespace", "collectjob-system", "--ignore-not-found",
+                    "--wait=true", "--timeout=120s", timeout=150)  # fmt: skip
+    return cluster
 
 
 @pytest.fixture(scope="session")

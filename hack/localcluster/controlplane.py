@@ -287,7 +287,6 @@ class ControlPlane:
         if self.paths.root.exists():
             subprocess.run(["rm", "-rf", str(self.paths.root)], check=True)
 
-
     def _stop(self, name: str) -> None:
         """SIGTERM the component's process group; SIGKILL it after 20 s."""
         pid = self._pid(name)
