@@ -27,8 +27,8 @@ from kubernetes import client
 from collectjob_worker.checkpoint import Checkpoint
 from collectjob_worker.contract import CHECKPOINT_KEY
 from localcluster.client import Cluster
+from localcluster.paths import REPO_ROOT as ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "collectjob.yaml"
 OPERATOR_BIN = Path(sys.executable).parent / "collectjob-operator"
 JOB_LABEL = "collect.dev/job"

@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 from kubernetes import client
 
+from localcluster.paths import REPO_ROOT as ROOT
+
 ROUNDS = 20
-ROOT = Path(__file__).resolve().parents[2]
 REPLICAS_TARGET = 0.2
 SUSPENDED_TARGET = 2.0
 

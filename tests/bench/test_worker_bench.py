@@ -39,8 +39,8 @@ from collectjob_worker.metrics import WorkerMetrics
 from collectjob_worker.pipeline import Job, Outcome, Pipeline
 from collectjob_worker.sinks import open_sink
 from collectjob_worker.sources import open_source
+from localcluster.paths import REPO_ROOT as ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / ".bench"
 ROWS = 2_000_000
 REPEATS = 3

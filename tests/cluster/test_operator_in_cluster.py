@@ -8,13 +8,12 @@ context for real. It is cluster-wide, so this module installs it only for its ow
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from localcluster.client import Cluster
+from localcluster.paths import REPO_ROOT as ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 SYSTEM_NS = "collectjob-system"
 OPERATOR_SA = f"system:serviceaccount:{SYSTEM_NS}:collectjob-operator"
 

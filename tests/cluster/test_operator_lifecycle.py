@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-ROOT = Path(__file__).resolve().parents[2]
+from localcluster.paths import REPO_ROOT as ROOT
+
 SAMPLE = ROOT / "deploy" / "samples" / "collectjob.yaml"
 CHILD_KINDS = "deployments,replicasets,pods,configmaps,serviceaccounts,roles,rolebindings"
 # Big enough that the worker is still busy when the test acts on it.

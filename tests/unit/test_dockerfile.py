@@ -9,7 +9,8 @@ import sys
 import tomllib
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from localcluster.paths import REPO_ROOT as ROOT
+
 VENV_BIN = Path(sys.executable).parent
 
 
