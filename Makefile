@@ -31,7 +31,7 @@ cluster: venv binaries
 cluster-down: venv
 	$(PY) -m localcluster down
 
-demo: cluster
+demo: venv binaries
 	$(PY) -m localcluster demo
 
 lint: venv
