@@ -1,8 +1,9 @@
 """The worker's checkpoint in a real ConfigMap on the local control plane.
 
 Conditional updates on resourceVersion, fencing of a second worker, a write whose response
-was lost, `collectjob-worker run` end to end (done means done, permanent errors recorded),
-and a worker that rides out an API server outage without losing or repeating anything.
+was lost, `collectjob-worker run` end to end (done means done, then idle until SIGTERM;
+permanent errors recorded), and a worker that rides out an API server outage without losing
+or repeating anything.
 The outage is made by a TCP relay between the worker and the shared API server, so that
 other tests using the same control plane are not disturbed.
 """
@@ -14,6 +15,7 @@ import csv
 import io
 import json
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -291,22 +293,51 @@ def _config(source: Path, sink: Path, chunk_bytes: int = 1 << 20) -> WorkerConfi
     )
 
 
-def test_run_processes_the_job_and_then_never_again(cluster, core_api, namespace, tmp_path):
+@contextlib.contextmanager
+def _running(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`collectjob-worker run` with its output in `log`; killed if the test leaves it running."""
+    with log.open("w") as out:
+        proc = subprocess.Popen(RUN, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _stop_when_idle(proc: subprocess.Popen[bytes], log: Path, wait_for, timeout: float) -> None:
+    """A done worker stays up (its Deployment would restart it otherwise) until SIGTERM."""
+    wait_for(
+        lambda: "idle until SIGTERM" in log.read_text() or proc.poll() is not None,
+        timeout,
+        "the worker to be done and idle",
+    )
+    assert proc.poll() is None, log.read_text()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0, log.read_text()
+
+
+def test_run_processes_the_job_and_then_never_again(
+    cluster, core_api, namespace, tmp_path, wait_for
+):
     job = "runmode"
     name = _configmap(core_api, namespace, job)
     source, expected = _source_csv(tmp_path / "source.csv", 2000)
     env = _worker_env(cluster.kubeconfig, namespace, job, _config(source, tmp_path / "sink", 8192))
 
-    first = subprocess.run(RUN, env=env, capture_output=True, text=True, timeout=120)
-    assert first.returncode == 0, first.stderr
+    first = tmp_path / "first.log"
+    with _running(env, first) as proc:
+        _stop_when_idle(proc, first, wait_for, 120)
     stored = _stored(core_api, namespace, name)
     assert stored.done and stored.rows_processed == 2000 and stored.holder == f"{job}-worker-test"
     assert _output(tmp_path / "sink") == expected
     written = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "sink").iterdir()}
 
-    again = subprocess.run(RUN, env=env, capture_output=True, text=True, timeout=60)
-    assert again.returncode == 0, again.stderr
-    assert "says done; nothing to do" in again.stderr
+    again = tmp_path / "again.log"
+    with _running(env, again) as proc:
+        _stop_when_idle(proc, again, wait_for, 60)
+    assert "says done; nothing to do" in again.read_text()
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "sink").iterdir()} == written
     assert _stored(core_api, namespace, name) == stored
 
@@ -330,19 +361,14 @@ def test_run_rides_out_an_api_server_outage(relay, core_api, namespace, tmp_path
     source, expected = _source_csv(tmp_path / "source.csv", 6000)
     env = _worker_env(kubeconfig, namespace, job, _config(source, tmp_path / "sink", 4096))
     log = tmp_path / "worker.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(RUN, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
+    with _running(env, log) as proc:
         wait_for(lambda: _stored(core_api, namespace, name).chunk_index >= 5, 60, "5 commits")
         relay_.cut()
         cut_at = _stored(core_api, namespace, name)
         wait_for(lambda: "(attempt 3, retrying" in log.read_text(), 60, "the worker to retry")
         assert proc.poll() is None, log.read_text()
         relay_.restore()
-        assert proc.wait(timeout=120) == 0, log.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        _stop_when_idle(proc, log, wait_for, 120)
     stored = _stored(core_api, namespace, name)
     assert not cut_at.done and stored.done and stored.epoch == 1
     assert stored.rows_processed == len(expected)
@@ -358,15 +384,10 @@ def test_run_resumes_after_a_real_api_server_restart(
     source, expected = _source_csv(tmp_path / "source.csv", 6000)
     env = _worker_env(cluster.kubeconfig, namespace, job, _config(source, tmp_path / "sink", 4096))
     log = tmp_path / "worker.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(RUN, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
+    with _running(env, log) as proc:
         wait_for(lambda: _stored(core_api, namespace, name).chunk_index >= 5, 60, "5 commits")
         ControlPlane(cluster.paths).restart_apiserver()
-        assert proc.wait(timeout=180) == 0, log.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        _stop_when_idle(proc, log, wait_for, 180)
     assert "retrying" in log.read_text(), "the worker never saw the API server go away"
     stored = _stored(core_api, namespace, name)
     assert stored.done and stored.rows_processed == len(expected)

@@ -2,12 +2,16 @@
 
 Exit codes (contract.EXIT_*): 0 when done, or stopped by a signal with its work committed or
 the in-flight chunk abandoned; 2 after a permanent error, which is first recorded in the
-checkpoint's `error` field (the operator fails the job with it; a restarted worker meets the
-same error again rather than running); 3 when fenced by another worker; 1 for anything else
-(transient trouble that outlasted the retries, or a bug), where a restart may help.
+checkpoint's `error` field (the operator fails the job with it); 3 when fenced by another
+worker; 1 for anything else (transient trouble that outlasted the retries, or a bug), where a
+restart may help. A rerun after a permanent error tries again and clears `error` when it
+takes the checkpoint, since the cause may have been put right; a cause that persists is met
+and recorded again (see pipeline.py).
 
-In cluster mode a checkpoint that says done makes the worker exit 0 at once, without
-touching the source or the sink.
+`local` exits when the job is done. `run` does not: its pod belongs to a Deployment, which
+restarts a container that exits, so a done worker (done when it starts, or just finished)
+stays up, idle and without touching the source or the sink, until SIGTERM or SIGINT, then
+exits 0. The operator scales the Deployment to zero when it sees the job done.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -29,8 +34,8 @@ from collectjob_worker.checkpoint_store import (
     FileCheckpointStore,
 )
 from collectjob_worker.contract import (
-    ENV_GRACE_SECONDS,
-    ENV_METRICS_PORT,
+    DEFAULT_CHUNK_BYTES,
+    DEFAULT_GRACE_SECONDS,
     EXIT_FAILED,
     EXIT_FENCED,
     EXIT_OK,
@@ -40,7 +45,6 @@ from collectjob_worker.contract import (
 from collectjob_worker.dialect import Dialect
 from collectjob_worker.errors import CheckpointConflict, PermanentError, WorkerError
 from collectjob_worker.formats import FORMATS
-from collectjob_worker.kube import core_v1_from_env
 from collectjob_worker.metrics import WorkerMetrics
 from collectjob_worker.pipeline import Job, Outcome, Pipeline
 from collectjob_worker.progress import ProgressReporter, describe
@@ -50,8 +54,8 @@ from collectjob_worker.supervise import run_supervised
 from collectjob_worker.transform import Transform, TransformError
 
 log = logging.getLogger("collectjob_worker")
-DEFAULT_GRACE_SECONDS = 30.0
 GRACE_MARGIN_SECONDS = 5.0
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,9 +68,15 @@ def _parser() -> argparse.ArgumentParser:
     local.add_argument("--sink", required=True, help="output directory: path, file:// or s3://")
     local.add_argument("--sink-format", choices=FORMATS, default="csv")
     local.add_argument("--schema", type=Path, help="transform, JSON or YAML (see transform.py)")
-    local.add_argument("--chunk-bytes", type=_positive, default=64 << 20)
+    local.add_argument("--chunk-bytes", type=_positive, default=DEFAULT_CHUNK_BYTES)
     local.add_argument("--state", required=True, type=Path, help="checkpoint file")
     local.add_argument("--metrics-port", type=int, help="serve /metrics on 127.0.0.1:PORT")
+    local.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=DEFAULT_GRACE_SECONDS,
+        help="how long a stop may take before the caller kills the process",
+    )
     local.add_argument("--delimiter", default=",")
     local.add_argument("--quote", default='"')
     local.add_argument("--encoding", default="utf-8")
@@ -99,14 +109,16 @@ def _load_schema(path: Path) -> Transform:
     return Transform.from_dict(raw)
 
 
-def _budget() -> float:
-    grace = float(os.environ.get(ENV_GRACE_SECONDS) or DEFAULT_GRACE_SECONDS)
-    return max(1.0, grace - GRACE_MARGIN_SECONDS)
+def _budget(grace_seconds: float) -> float:
+    """Seconds a stop may spend finishing the in-flight chunk, leaving time to exit."""
+    return max(1.0, grace_seconds - GRACE_MARGIN_SECONDS)
 
 
-def _execute(pipeline: Pipeline, on_exit: Callable[[], None] = lambda: None) -> int:
+def _execute(
+    pipeline: Pipeline, grace_seconds: float, on_exit: Callable[[], None] = lambda: None
+) -> int:
     try:
-        outcome = run_supervised(pipeline, _budget())
+        outcome = run_supervised(pipeline, _budget(grace_seconds))
     except PermanentError as e:
         on_exit()
         log.error("permanent error: %s", e)
@@ -156,7 +168,7 @@ def local(args: argparse.Namespace) -> int:
         metrics.serve(args.metrics_port, "127.0.0.1")
     progress = ProgressReporter(sys.stderr, sys.stderr.isatty())
     pipeline = Pipeline(job, metrics, threading.Event(), on_commit=progress.update)
-    return _execute(pipeline, on_exit=progress.end_line)
+    return _execute(pipeline, args.grace_seconds, on_exit=progress.end_line)
 
 
 def _record_setup_error(store: CheckpointStore, error: PermanentError) -> None:
@@ -167,13 +179,46 @@ def _record_setup_error(store: CheckpointStore, error: PermanentError) -> None:
         log.error("could not record the error: %s", e)
 
 
+def idle_until_stopped() -> int:
+    """Block until SIGTERM or SIGINT, then return EXIT_OK: what a done `run` does.
+
+    The wait is on a socket that the interpreter's C-level signal handler writes to
+    (signal.set_wakeup_fd): a signal that arrives at any moment, even before the wait begins,
+    is not lost. Setting a threading.Event from a Python signal handler instead can deadlock
+    when the signal lands while the main thread holds that event's lock.
+    """
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    previous = {sig: signal.signal(sig, lambda signum, frame: None) for sig in _STOP_SIGNALS}
+    try:
+        log.info("idle until SIGTERM or SIGINT")
+        reader.recv(1)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        signal.set_wakeup_fd(previous_fd)
+        reader.close()
+        writer.close()
+    log.info("stopped while idle")
+    return EXIT_OK
+
+
 def run() -> int:
+    # Imported here: the Kubernetes client takes a third of a second to import, and `local`
+    # never needs it.
+    from kubernetes.client import CoreV1Api
+
+    from collectjob_worker.credentials import api_client
+
     try:
         identity = WorkerIdentity.from_env()
-        store = ConfigMapCheckpointStore(core_v1_from_env(), identity.namespace, identity.configmap)
+        store = ConfigMapCheckpointStore(
+            CoreV1Api(api_client()), identity.namespace, identity.configmap
+        )
         if store.load().checkpoint.done:
             log.info("the checkpoint in %s says done; nothing to do", store.description)
-            return EXIT_OK
+            return idle_until_stopped()
     except (ValueError, WorkerError) as e:
         log.error("%s", e)
         return EXIT_FAILED
@@ -194,13 +239,16 @@ def run() -> int:
         _record_setup_error(store, e)
         return EXIT_PERMANENT_ERROR
     metrics = WorkerMetrics(identity.namespace, identity.job)
-    port = int(os.environ.get(ENV_METRICS_PORT) or config.metrics_port)
     address = identity.pod_ip or "0.0.0.0"
     try:
-        metrics.serve(port, address)
+        metrics.serve(config.metrics_port, address)
     except OSError as e:
-        log.warning("not serving metrics on %s:%d: %s", address, port, e.strerror)
-    return _execute(Pipeline(job, metrics, threading.Event()))
+        log.warning("not serving metrics on %s:%d: %s", address, config.metrics_port, e.strerror)
+    pipeline = Pipeline(job, metrics, threading.Event())
+    code = _execute(pipeline, identity.grace_seconds)
+    if code == EXIT_OK and pipeline.checkpoint.done and not pipeline.stop.is_set():
+        return idle_until_stopped()
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

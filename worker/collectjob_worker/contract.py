@@ -7,6 +7,7 @@ environment the worker reads can never drift apart.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -27,6 +28,10 @@ MANAGED_BY = "collectjob-operator"
 CHECKPOINT_KEY = "checkpoint.json"
 WORKER_CONTAINER = "worker"
 DEFAULT_METRICS_PORT = 9102
+DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024
+"""Upper bound on one chunk's bytes; the worker sizes chunks for promptness below it."""
+DEFAULT_GRACE_SECONDS = 30
+"""The pod's terminationGracePeriodSeconds unless the CollectJob sets one."""
 
 ENV_JOB_NAME = "COLLECTJOB_NAME"
 ENV_NAMESPACE = "COLLECTJOB_NAMESPACE"
@@ -34,7 +39,6 @@ ENV_POD_NAME = "COLLECTJOB_POD_NAME"
 ENV_POD_IP = "COLLECTJOB_POD_IP"
 ENV_CHECKPOINT_CONFIGMAP = "COLLECTJOB_CHECKPOINT_CONFIGMAP"
 ENV_CONFIG = "COLLECTJOB_CONFIG"
-ENV_METRICS_PORT = "COLLECTJOB_METRICS_PORT"
 ENV_GRACE_SECONDS = "COLLECTJOB_GRACE_SECONDS"
 """The pod's terminationGracePeriodSeconds, so the worker knows how long a stop may take."""
 
@@ -89,7 +93,7 @@ class WorkerConfig:
     source: SourceConfig
     sink: SinkConfig
     transform: dict[str, Any] | None = None
-    chunk_bytes: int = 64 * 1024 * 1024
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
     metrics_port: int = DEFAULT_METRICS_PORT
 
     def to_json(self) -> str:
@@ -102,7 +106,7 @@ class WorkerConfig:
             source=SourceConfig(**raw["source"]),
             sink=SinkConfig(**raw["sink"]),
             transform=raw.get("transform"),
-            chunk_bytes=int(raw.get("chunk_bytes", cls.chunk_bytes)),
+            chunk_bytes=int(raw.get("chunk_bytes", DEFAULT_CHUNK_BYTES)),
             metrics_port=int(raw.get("metrics_port", DEFAULT_METRICS_PORT)),
         )
 
@@ -117,6 +121,8 @@ class WorkerIdentity:
     configmap: str
     config: WorkerConfig
     pod_ip: str = ""
+    grace_seconds: float = DEFAULT_GRACE_SECONDS
+    """How long a stop may take before the kubelet kills the pod (ENV_GRACE_SECONDS)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> WorkerIdentity:
@@ -143,4 +149,19 @@ class WorkerIdentity:
             configmap=env[ENV_CHECKPOINT_CONFIGMAP],
             config=WorkerConfig.from_json(env[ENV_CONFIG]),
             pod_ip=env.get(ENV_POD_IP, ""),
+            grace_seconds=_grace_seconds(env),
         )
+
+
+def _grace_seconds(env: Mapping[str, str]) -> float:
+    text = env.get(ENV_GRACE_SECONDS) or str(DEFAULT_GRACE_SECONDS)
+    try:
+        grace = float(text)
+    except ValueError:
+        grace = math.nan
+    if not (math.isfinite(grace) and grace >= 0):
+        raise ValueError(
+            f"{ENV_GRACE_SECONDS} must be a number of seconds >= 0 (the pod's "
+            f"terminationGracePeriodSeconds), got {text!r}"
+        )
+    return grace

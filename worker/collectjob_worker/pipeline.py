@@ -14,6 +14,14 @@ Fencing. Taking over a checkpoint bumps its epoch with a conditional write; ever
 is conditional too. A worker whose write conflicts has been superseded and stops at once,
 without committing (CheckpointConflict propagates).
 
+Stopping. The stop flag is checked before every chunk and before finalising, so a stopped
+worker never writes `_manifest.json` or `_SUCCESS` nor commits `done`, even when the stop
+came during the last chunk: the next run finds every chunk committed and finalises.
+
+Errors. Acquiring clears the checkpoint's `error`: a rerun tries again, because the cause of
+a permanent error may have been put right (the original source restored, the source file
+put in place). A cause that persists is met, and recorded, again.
+
 Promptness. Each chunk aims at about one second of work (TARGET_CHUNK_SECONDS), within
 `chunk_bytes`, so a stop request is honoured quickly. The size of the next chunk is decided
 when a chunk commits and is stored in the checkpoint, which keeps redo cuts deterministic.
@@ -128,12 +136,12 @@ class Pipeline:
             return Outcome.DONE
         try:
             self._acquire()
-            while self.checkpoint.offset < self.checkpoint.bytes_total:
-                if self.stop.is_set():
-                    return Outcome.STOPPED
+            while not self.stop.is_set():
+                if self.checkpoint.offset >= self.checkpoint.bytes_total:
+                    self._finish()
+                    return Outcome.DONE
                 self._process_chunk()
-            self._finish()
-            return Outcome.DONE
+            return Outcome.STOPPED
         except PermanentError as e:
             self._record(e)
             raise

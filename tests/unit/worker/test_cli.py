@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 
@@ -15,11 +16,11 @@ from collectjob_worker.cli import main
 from collectjob_worker.contract import (
     ENV_CHECKPOINT_CONFIGMAP,
     ENV_CONFIG,
-    ENV_GRACE_SECONDS,
     ENV_JOB_NAME,
     ENV_NAMESPACE,
     ENV_POD_NAME,
     EXIT_FAILED,
+    EXIT_OK,
     EXIT_PERMANENT_ERROR,
     SinkConfig,
     SourceConfig,
@@ -80,9 +81,9 @@ def test_a_chunk_that_cannot_finish_in_time_is_abandoned(
     """SIGTERM while the source hangs: exit 0 within the grace period, nothing half-committed."""
     data = rows_csv(400)
     http_server.payload, http_server.stall_from = data, 4000
-    args = _args(tmp_path, 1024)
+    args = [*_args(tmp_path, 1024), "--grace-seconds", "6"]
     args[args.index("--source") + 1] = http_server.url
-    proc = worker_cli.start(*args, env={ENV_GRACE_SECONDS: "6"})
+    proc = worker_cli.start(*args)
     waiter(lambda: http_server.stalled.is_set() or proc.poll() is not None, 60, "a hung read")
     before = json.loads((tmp_path / "state.json").read_text())
     started = time.monotonic()
@@ -163,6 +164,32 @@ def test_schema_header_mismatch_is_recorded(worker_cli, rows_csv, tmp_path) -> N
     assert "missing column(s) 'missing'" in result.stderr
     error = json.loads((tmp_path / "state.json").read_text())["error"]
     assert "header does not match the transform" in error
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_done_run_worker_stays_up_until_signalled(sig) -> None:
+    """What `run` does once done: a Deployment restarts a container that exits."""
+    code = (
+        "import logging, sys\n"
+        "from collectjob_worker.cli import idle_until_stopped\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        "sys.exit(idle_until_stopped())\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        assert "idle until SIGTERM or SIGINT" in first, first + proc.stderr.read()
+        assert proc.poll() is None
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == EXIT_OK, err
+    assert "stopped while idle" in err
 
 
 def test_run_needs_its_identity(monkeypatch, caplog) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -102,6 +103,53 @@ def test_source_changed_between_suspend_and_resume_is_permanent(jobs, rows_csv) 
     assert sorted(p.name for p in (jobs.tmp / "sink").glob("part-*")) == committed
     with pytest.raises(SourceChanged):
         jobs.pipeline(jobs.job(source)).run()
+
+
+def test_a_rerun_after_the_source_is_restored_clears_the_error(jobs, outputs, rows_csv):
+    """A permanent error is recorded, not a verdict on every rerun: its cause may be fixed."""
+    data = rows_csv(500)
+    source = jobs.write(data)
+    jobs.run_until(jobs.job(source, chunk_bytes=2048), chunks=1)
+    original = source.stat()
+    source.write_bytes(data.replace(b"name", b"NAME", 1))
+    with pytest.raises(SourceChanged):
+        jobs.pipeline(jobs.job(source, chunk_bytes=2048)).run()
+    assert "changed since the checkpoint" in jobs.state().error
+
+    source.write_bytes(data)
+    os.utime(source, ns=(original.st_atime_ns, original.st_mtime_ns))
+    finished = jobs.run(jobs.job(source, chunk_bytes=2048))
+    assert finished.checkpoint.error == "" and finished.checkpoint.done
+    assert jobs.state().error == ""
+    _assert_exactly_once(outputs, jobs, data)
+
+
+def test_a_stop_during_the_last_chunk_never_finalises(jobs, outputs, recording, rows_csv):
+    """SIGTERM while the last chunk runs: it commits, but no manifest, _SUCCESS or `done`
+    until a rerun, which finalises without reading the source again."""
+    data = rows_csv(300)
+    source = jobs.write(data)
+    stop = threading.Event()
+
+    def stop_on_the_last_chunk(cp) -> None:
+        if cp.chunk_index > 0 and cp.offset == cp.bytes_total:
+            stop.set()
+
+    job = jobs.job(source, chunk_bytes=1024)
+    pipeline = Pipeline(job, WorkerMetrics("t", "j"), stop, stop_on_the_last_chunk)
+    assert pipeline.run() is Outcome.STOPPED
+    state = jobs.state()
+    assert state.offset == len(data) and not state.done
+    sink = jobs.tmp / "sink"
+    assert not (sink / "_manifest.json").exists() and not (sink / "_SUCCESS").exists()
+
+    job = jobs.job(source, chunk_bytes=1024)
+    spy = recording(job.source)
+    resumed = jobs.run(dataclasses.replace(job, source=spy))
+    assert spy.reads == []
+    assert resumed.checkpoint.done and resumed.checkpoint.chunk_index == state.chunk_index
+    assert (sink / "_SUCCESS").exists()
+    _assert_exactly_once(outputs, jobs, data)
 
 
 def test_unwritable_sink_fails_clearly_and_loses_nothing(jobs, outputs, rows_csv) -> None:
