@@ -54,6 +54,10 @@ class World:
     checkpoint_configmap: str = ""
     eta: datetime | None = None
     """Completion estimate from recent throughput, computed by the caller."""
+    deployment_scaled_down: bool = False
+    """The worker Deployment asks for zero replicas, its controller has seen that spec
+    (observedGeneration) and reports no replicas. Without it an empty pod list may only
+    mean the ReplicaSet has not created the pod yet."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,14 @@ class _Verdict:
 
 
 def decide(spec: CollectJobSpec, generation: int, current: JobStatus, world: World) -> Decision:
-    status = _count_restarts(_mirror_checkpoint(current, world), world.pods)
+    status = _mirror_checkpoint(current, world)
+    finished = (current.phase is not None and current.phase.final) or (
+        world.checkpoint is not None and world.checkpoint.done
+    )
+    if not finished:
+        # A worker that exits after its last row is restarted by its Deployment until the
+        # scale-down lands: those restarts are not failures worth a warning.
+        status = _count_restarts(status, world.pods)
     verdict = _verdict(spec, current, status, world)
     status = _account_time(status, verdict.phase, world.now)
     status = status.evolve(
@@ -136,21 +147,27 @@ def _count_restarts(status: JobStatus, pods: tuple[PodView, ...]) -> JobStatus:
 
 
 def _verdict(spec: CollectJobSpec, current: JobStatus, status: JobStatus, world: World) -> _Verdict:
-    """The phase the job is in now, in the order the API promises: final phases stay,
-    shutdown wins over everything else, then the worker's own report, then the limits,
-    then suspend."""
+    """The phase the job is in now, in the order the API promises: final phases stay, a
+    committed done checkpoint wins (every row really was processed), then shutdown, then
+    the worker's error, then the limits, then suspend."""
     previous = current.phase
-    pods_left = bool(world.pods)
+    worker_gone = world.deployment_scaled_down and not world.pods
     cp = world.checkpoint
     rows = status.rows_processed
     if previous is not None and previous.final:
         return _Verdict(previous, _reason_of(current, previous), current.message)
+    if cp is not None and cp.done:
+        return _Verdict(
+            Phase.SUCCEEDED,
+            "Completed",
+            f"Processed {rows} rows ({status.rows_rejected} rejected)",
+        )
     if spec.shutdown is Shutdown.TERMINATE:
         return _Verdict(
             Phase.TERMINATED, "Terminated", "Terminated: worker pods were deleted without grace"
         )
     if spec.shutdown is Shutdown.STOP:
-        if pods_left:
+        if not worker_gone:
             return _Verdict(
                 Phase.STOPPING,
                 "Stopping",
@@ -163,12 +180,6 @@ def _verdict(spec: CollectJobSpec, current: JobStatus, status: JobStatus, world:
         )
     if cp is not None and cp.error:
         return _Verdict(Phase.FAILED, "WorkerError", cp.error)
-    if cp is not None and cp.done:
-        return _Verdict(
-            Phase.SUCCEEDED,
-            "Completed",
-            f"Processed {rows} rows ({status.rows_rejected} rejected)",
-        )
     if status.worker_restarts > spec.backoff_limit:
         return _Verdict(
             Phase.FAILED,
@@ -184,7 +195,7 @@ def _verdict(spec: CollectJobSpec, current: JobStatus, status: JobStatus, world:
             f"({spec.active_deadline_seconds}s, time suspended not counted)",
         )
     if spec.suspend:
-        if pods_left:
+        if not worker_gone:
             return _Verdict(
                 Phase.SUSPENDING,
                 "Suspending",
@@ -237,9 +248,15 @@ def _deadline_requeue(spec: CollectJobSpec, status: JobStatus, now: datetime) ->
 
 
 def _account_time(status: JobStatus, phase: Phase, now: datetime) -> JobStatus:
-    """Track when the job started and how long it has been suspended (for the deadline)."""
-    if phase in ACTIVE and status.start_time is None:
-        status = status.evolve(start_time=now)
+    """Track when the job started and how long it has been suspended (for the deadline).
+
+    Suspended time counts only after the start: a job created suspended starts its clock
+    when it first becomes active, so subtracting that earlier wait would run it backwards.
+    """
+    if status.start_time is None:
+        if phase in ACTIVE:
+            return status.evolve(start_time=now, suspended_since=None)
+        return status.evolve(suspended_since=None)
     if phase in WAS_SUSPENDED:
         return status if status.suspended_since else status.evolve(suspended_since=now)
     if status.suspended_since is not None:

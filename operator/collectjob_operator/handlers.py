@@ -12,14 +12,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
-from kubernetes import client as k8s
 from prometheus_client import start_http_server
 
 from collectjob_operator import metrics
 from collectjob_operator import settings as operator_settings
 from collectjob_operator.job import JobRef
-from collectjob_operator.kube import Kube, client_configuration
+from collectjob_operator.kube import Kube
 from collectjob_operator.reconciler import Reconciler
+from collectjob_worker import credentials
 from collectjob_worker.contract import (
     GROUP,
     LABEL_JOB,
@@ -39,7 +39,7 @@ CHILD_LABELS: dict[str, Any] = {
 def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     operator_settings.configure(settings)
     config = operator_settings.OperatorConfig.from_env()
-    kube = Kube(k8s.ApiClient(client_configuration()))
+    kube = Kube(credentials.api_client())
     memo.reconciler = Reconciler(kube, config.worker_image, metrics.register_jobs_collector())
     if memo.get("metrics_port"):
         start_http_server(memo.metrics_port, addr=memo.listen_host)

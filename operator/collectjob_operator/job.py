@@ -29,7 +29,6 @@ class CollectJob:
     generation: int
     spec: CollectJobSpec
     status: JobStatus
-    deleting: bool = False
 
     @property
     def name(self) -> str:
@@ -53,7 +52,6 @@ class CollectJob:
             generation=int(meta.get("generation", 0)),
             spec=spec,
             status=JobStatus.from_dict(body.get("status")),
-            deleting=bool(meta.get("deletionTimestamp")),
         )
 
     def owner_reference(self) -> dict[str, Any]:
@@ -65,12 +63,4 @@ class CollectJob:
             "uid": self.uid,
             "controller": True,
             "blockOwnerDeletion": True,
-        }
-
-    def event_target(self) -> dict[str, Any]:
-        """The minimal body kopf needs to post an event about this job."""
-        return {
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "metadata": {"name": self.name, "namespace": self.namespace, "uid": self.uid},
         }

@@ -8,44 +8,28 @@ produce them, so nothing is converted twice.
 from __future__ import annotations
 
 import json
-import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes import client, config
+from kubernetes import client
 
-from collectjob_operator.job import JobRef
-from collectjob_worker.contract import GROUP, PLURAL, VERSION
+from collectjob_operator.job import API_VERSION, JobRef
+from collectjob_worker.contract import GROUP, KIND, PLURAL, VERSION
 
 FIELD_MANAGER = "collectjob-operator"
 Obj = dict[str, Any]
 
 
-class CredentialsError(RuntimeError):
-    """Neither KUBECONFIG nor an in-cluster service account is available."""
+class LeftoverError(RuntimeError):
+    """An object we would create still belongs to a deleted CollectJob of the same name.
 
-
-def client_configuration() -> client.Configuration:
-    """Credentials from the KUBECONFIG env var or the in-cluster service account only.
-
-    ~/.kube/config is never read: an operator that silently picks up whichever cluster a
-    developer last used is how test runs end up talking to production.
+    Raised rather than taking it over: a new job must never read an old job's checkpoint
+    or reuse its worker. The garbage collector removes such objects soon, so the
+    reconciler retries with backoff (and the object's deletion triggers it too).
     """
-    cfg = client.Configuration()
-    kubeconfig = os.environ.get("KUBECONFIG")
-    if kubeconfig:
-        config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
-    elif os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config(client_configuration=cfg)
-    else:
-        raise CredentialsError(
-            "no Kubernetes credentials: set KUBECONFIG to a kubeconfig file, or run in a pod "
-            "with a service account (~/.kube/config is deliberately not read)"
-        )
-    return cfg
 
 
 @dataclass(frozen=True)
@@ -85,12 +69,11 @@ def _call(call: Callable[[], Any], tolerated: int) -> Obj | None:
 
 class Kube:
     def __init__(self, api_client: client.ApiClient) -> None:
-        self._apis = {
+        self._apis: dict[str, Any] = {
             "core": client.CoreV1Api(api_client),
             "apps": client.AppsV1Api(api_client),
             "rbac": client.RbacAuthorizationV1Api(api_client),
         }
-        self._core = client.CoreV1Api(api_client)
         self._custom = client.CustomObjectsApi(api_client)
         self._instance = socket.gethostname()
 
@@ -156,7 +139,7 @@ class Kube:
     def list_pods(self, namespace: str, selector: dict[str, str]) -> list[Obj]:
         label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
         pods = _call(
-            lambda: self._core.list_namespaced_pod(
+            lambda: self._apis["core"].list_namespaced_pod(
                 namespace, label_selector=label_selector, _preload_content=False
             ),
             NOT_FOUND,
@@ -166,7 +149,7 @@ class Kube:
     def delete_pod_now(self, namespace: str, name: str) -> None:
         """Delete without grace (Terminate); a pod already gone is fine."""
         _call(
-            lambda: self._core.delete_namespaced_pod(
+            lambda: self._apis["core"].delete_namespaced_pod(
                 name, namespace, grace_period_seconds=0, _preload_content=False
             ),
             NOT_FOUND,
@@ -191,18 +174,18 @@ class Kube:
         )  # fmt: skip
         return patched is not None
 
-    def post_event(self, target: Obj, event_type: str, reason: str, message: str) -> None:
+    def post_event(self, ref: JobRef, uid: str, event_type: str, reason: str,
+                   message: str) -> None:  # fmt: skip
         """A core/v1 Event about a CollectJob, as `kubectl describe` shows them."""
-        meta = target["metadata"]
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         body: Any = {
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "metadata": {"generateName": f"{ref.name}.", "namespace": ref.namespace},
             "involvedObject": {
-                "apiVersion": target["apiVersion"],
-                "kind": target["kind"],
-                "name": meta["name"],
-                "namespace": meta["namespace"],
-                "uid": meta["uid"],
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "name": ref.name,
+                "namespace": ref.namespace,
+                "uid": uid,
             },
             "type": event_type,
             "reason": reason,
@@ -215,23 +198,54 @@ class Kube:
             "count": 1,
         }
         _call(
-            lambda: self._core.create_namespaced_event(
-                meta["namespace"], body, _preload_content=False
+            lambda: self._apis["core"].create_namespaced_event(
+                ref.namespace, body, _preload_content=False
             ),
             NOT_FOUND,
         )
 
 
+def _controller_uid(obj: Obj) -> str | None:
+    owners = obj.get("metadata", {}).get("ownerReferences") or ()
+    return next((o.get("uid") for o in owners if o.get("controller")), None)
+
+
+def refuse_leftover(actual: Obj, owner_uid: str) -> None:
+    """Raise LeftoverError when `actual` is controlled by another owner than `owner_uid`.
+
+    Objects with no controller are adopted; ours are fine. Another controller is a
+    previous CollectJob of the same name whose children the garbage collector has not
+    removed yet (or someone else's object): never ours to take.
+    """
+    uid = _controller_uid(actual)
+    if uid is not None and uid != owner_uid:
+        meta = actual.get("metadata", {})
+        raise LeftoverError(
+            f"waiting for the garbage collector to remove {actual.get('kind', 'object')} "
+            f"{meta.get('namespace')}/{meta.get('name')} left by a previous CollectJob "
+            f"with uid {uid} (this one is {owner_uid})"
+        )
+
+
 def ownership_patch(actual: Obj, desired: Obj, compare: tuple[str, ...]) -> Obj:
-    """The merge patch that makes `actual` carry our labels, owner and `compare` fields."""
-    patch: Obj = {}
+    """The merge patch that makes `actual` carry our labels, owner and `compare` fields.
+
+    Raises LeftoverError if another owner controls `actual` (see refuse_leftover).
+    """
     meta, want = actual.get("metadata", {}), desired["metadata"]
+    ours = want.get("ownerReferences", [])
+    controller = _controller_uid(desired)
+    if controller is not None:
+        refuse_leftover(actual, controller)
+    patch: Obj = {}
     labels = meta.get("labels") or {}
     if any(labels.get(k) != v for k, v in want.get("labels", {}).items()):
         patch.setdefault("metadata", {})["labels"] = want["labels"]
-    owners = {o.get("uid") for o in meta.get("ownerReferences") or ()}
-    if any(o["uid"] not in owners for o in want.get("ownerReferences", ())):
-        patch.setdefault("metadata", {})["ownerReferences"] = want["ownerReferences"]
+    owners = list(meta.get("ownerReferences") or ())
+    uids = {o.get("uid") for o in owners}
+    missing = [o for o in ours if o["uid"] not in uids]
+    if missing:
+        patch.setdefault("metadata", {})["ownerReferences"] = owners + missing
     for key in compare:
         if actual.get(key) != desired.get(key):
             patch[key] = desired[key]

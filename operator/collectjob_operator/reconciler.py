@@ -18,7 +18,7 @@ from typing import Any
 from collectjob_operator import manifests, metrics
 from collectjob_operator.decisions import WAS_SUSPENDED, Decision, PodView, World, decide
 from collectjob_operator.job import CollectJob, JobRef
-from collectjob_operator.kube import Kube, Obj
+from collectjob_operator.kube import Kube, LeftoverError, Obj, refuse_leftover
 from collectjob_operator.status import JobStatus, Phase, parse_time
 from collectjob_operator.throughput import Throughput
 from collectjob_worker.checkpoint import Checkpoint, CheckpointError
@@ -124,11 +124,15 @@ class Reconciler:
         try:
             await self._reconcile(ref, state)
             state.failures = 0
-        except Exception:
-            metrics.RECONCILE_ERRORS.inc()
+        except Exception as e:
             state.failures += 1
             delay = min(MAX_BACKOFF, 0.5 * 2**state.failures)
-            log.exception("reconciling CollectJob %s failed; retrying in %.1fs", ref, delay)
+            if isinstance(e, LeftoverError):
+                # Expected right after a job is deleted and created again: no traceback.
+                log.warning("CollectJob %s: %s; retrying in %.1fs", ref, e, delay)
+            else:
+                metrics.RECONCILE_ERRORS.inc()
+                log.exception("reconciling CollectJob %s failed; retrying in %.1fs", ref, delay)
             self._schedule(ref, state, delay)
         finally:
             metrics.RECONCILE_DURATION.observe(time.perf_counter() - started)
@@ -164,6 +168,10 @@ class Reconciler:
             await asyncio.to_thread(self._ensure_children, job)
             state.children_ensured = True
         observed = await self._observe(job)
+        # Never read a deleted namesake's checkpoint nor drive its worker: wait for the GC.
+        for child in (observed.configmap, observed.deployment):
+            if child is not None:
+                refuse_leftover(child, job.uid)
         if observed.configmap is None:
             await asyncio.to_thread(self._kube.ensure, manifests.checkpoint_configmap(job))
         world = self._world(job, state, observed)
@@ -205,6 +213,7 @@ class Reconciler:
             checkpoint_problem=problem,
             checkpoint_configmap=checkpoint_configmap_name(job.name),
             eta=eta,
+            deployment_scaled_down=_scaled_down(observed.deployment),
         )
 
     async def _apply_workload(
@@ -262,7 +271,7 @@ class Reconciler:
             log.info("CollectJob %s: %s -> %s", job.ref, current.phase, desired.phase)
         for event in decision.events:
             await asyncio.to_thread(
-                self._kube.post_event, job.event_target(), str(event.type), event.reason,
+                self._kube.post_event, job.ref, job.uid, str(event.type), event.reason,
                 event.message,
             )  # fmt: skip
 
@@ -294,6 +303,23 @@ def _read_checkpoint(job: CollectJob, configmap: Obj | None) -> tuple[Checkpoint
     except CheckpointError as e:
         log.warning("CollectJob %s: checkpoint unreadable: %s", job.ref, e)
         return None, str(e)
+
+
+def _scaled_down(deployment: Obj | None) -> bool:
+    """The Deployment asks for no pods, its controller has acted on that and counts none.
+
+    A missing Deployment is not: it is about to be created, and the pod list read before
+    that says nothing about what its ReplicaSet will do.
+    """
+    if deployment is None:
+        return False
+    meta, spec = deployment["metadata"], deployment.get("spec") or {}
+    status = deployment.get("status") or {}
+    return (
+        spec.get("replicas") == 0
+        and int(status.get("observedGeneration", 0)) >= int(meta.get("generation", 0))
+        and not status.get("replicas")
+    )
 
 
 def _pod_view(pod: Obj) -> PodView:

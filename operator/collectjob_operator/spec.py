@@ -13,15 +13,15 @@ from enum import StrEnum
 from typing import Any
 
 from collectjob_worker.contract import (
+    DEFAULT_CHUNK_BYTES,
+    DEFAULT_GRACE_SECONDS,
     DEFAULT_METRICS_PORT,
     SinkConfig,
     SourceConfig,
     WorkerConfig,
 )
 
-DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024
 DEFAULT_BACKOFF_LIMIT = 3
-DEFAULT_GRACE_SECONDS = 30
 
 
 class Shutdown(StrEnum):

@@ -66,15 +66,6 @@ class Condition:
     last_transition_time: datetime | None = None
     observed_generation: int = 0
 
-    def same_state(self, other: Condition) -> bool:
-        """Equal apart from timestamps: a condition only transitions when its state changes."""
-        return (self.status, self.reason, self.message, self.observed_generation) == (
-            other.status,
-            other.reason,
-            other.message,
-            other.observed_generation,
-        )
-
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Condition:
         return cls(

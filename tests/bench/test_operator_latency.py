@@ -21,6 +21,7 @@ from localcluster.paths import REPO_ROOT as ROOT
 ROUNDS = 20
 REPLICAS_TARGET = 0.2
 SUSPENDED_TARGET = 2.0
+POLL_INTERVAL = 0.005
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -28,19 +29,14 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def wait_until(check, timeout: float, what: str) -> float:
-    """Poll `check` every 5 ms; return the time it first held (perf_counter)."""
-    deadline = time.perf_counter() + timeout
-    while not check():
-        if time.perf_counter() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.005)
-    return time.perf_counter()
-
-
 def test_suspend_latency(cluster, operator, collectjob, apps_api, wait_for):
     job = collectjob(name="bench", rows=1_000_000)
     custom = client.CustomObjectsApi(cluster.api_client())
+
+    def held_at(check, timeout: float, what: str) -> float:
+        """Poll `check` every 5 ms; the perf_counter time it was first seen to hold."""
+        wait_for(check, timeout=timeout, message=what, interval=POLL_INTERVAL)
+        return time.perf_counter()
 
     def patch_suspend(value: bool) -> float:
         started = time.perf_counter()
@@ -65,11 +61,11 @@ def test_suspend_latency(cluster, operator, collectjob, apps_api, wait_for):
         wait_for(job.running_pod, timeout=120, message="a running worker pod")
         assert phase() == "Running", "the job ended before the benchmark did: use more rows"
         started = patch_suspend(True)
-        to_replicas.append(wait_until(lambda: replicas() == 0, 30, "replicas 0") - started)
-        done = wait_until(lambda: phase() == "Suspended", 60, "phase Suspended")
-        to_suspended.append(done - started)
+        to_replicas.append(held_at(lambda: replicas() == 0, 30, "replicas 0") - started)
+        suspended = held_at(lambda: phase() == "Suspended", 60, "phase Suspended")
+        to_suspended.append(suspended - started)
         patch_suspend(False)
-        wait_until(lambda: replicas() == 1, 30, "replicas 1")
+        wait_for(lambda: replicas() == 1, timeout=30, message="replicas 1", interval=POLL_INTERVAL)
 
     report: dict[str, Any] = {
         "rounds": ROUNDS,

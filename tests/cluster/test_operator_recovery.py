@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 LONG_ROWS = 60000
+HOLD = "test.collect.dev/hold"
 
 
 def test_operator_killed_mid_suspend_converges_after_restart(operator, collectjob, wait_for):
@@ -60,4 +62,51 @@ def test_replicas_changed_by_hand_are_restored(operator, collectjob, wait_for):
     wait_for(lambda: job.phase() == "Suspended", timeout=60, message="phase Suspended")
     job.kubectl("scale", f"deployment/{job.name}-worker", "--replicas=1")
     wait_for(lambda: job.replicas() == 0, timeout=30, message="replicas back to 0")
-    assert job.phase() == "Suspended"
+    # A pod the hand-made scale-up started is waited for: Suspending until it is gone.
+    wait_for(lambda: job.phase() == "Suspended", timeout=60, message="phase Suspended again")
+    assert job.pods() == []
+
+
+def test_a_job_created_again_under_a_deleted_jobs_name_starts_afresh(operator, collectjob,
+                                                                     wait_for):  # fmt: skip
+    """The old job's checkpoint is never taken over, however slow the garbage collector."""
+    old = collectjob(rows=LONG_ROWS)
+    wait_for(lambda: old.status().get("rowsProcessed", 0) > 0, timeout=90,
+             message="the old job's first committed chunk")  # fmt: skip
+    checkpoint = f"configmap/{old.name}-checkpoint"
+    # A finalizer holds the old checkpoint as a garbage collector that lags behind would.
+    hold = json.dumps({"metadata": {"finalizers": [HOLD]}})
+    release = json.dumps({"metadata": {"finalizers": None}})
+    old.kubectl("patch", checkpoint, "--type", "merge", "-p", hold)
+    try:
+        body = old.get()
+        old.kubectl("delete", "cjob", old.name, "--wait=true", "--timeout=60s")
+
+        new_sink = old.sink.parent / "again"
+        spec = {**body["spec"], "sink": {**body["spec"]["sink"], "url": f"file://{new_sink}"},
+                "chunkBytes": 1 << 20}  # fmt: skip
+        again = {"apiVersion": body["apiVersion"], "kind": body["kind"],
+                 "metadata": {"name": old.name, "namespace": old.namespace},
+                 "spec": spec}  # fmt: skip
+        old.cluster.kubectl("apply", "-f", "-", input=json.dumps(again))
+        new = replace(old, sink=new_sink)
+        old_uid, new_uid = body["metadata"]["uid"], new.get()["metadata"]["uid"]
+        assert new_uid != old_uid
+
+        def old_checkpoint() -> dict:
+            return dict(json.loads(old.kubectl("get", checkpoint, "-o", "json").stdout)["metadata"])
+
+        wait_for(lambda: f"remove ConfigMap {old.namespace}/{old.name}-checkpoint left by a "
+                 f"previous CollectJob with uid {old_uid}" in operator.log(), timeout=60,
+                 message="the operator to wait for the old checkpoint to go")  # fmt: skip
+        assert [o["uid"] for o in old_checkpoint()["ownerReferences"]] == [old_uid]
+        wait_for(lambda: old_checkpoint().get("deletionTimestamp"), timeout=60,
+                 message="the garbage collector to delete the old checkpoint")  # fmt: skip
+    finally:
+        old.kubectl("patch", checkpoint, "--type", "merge", "-p", release, check=False)
+
+    wait_for(lambda: new.phase() == "Succeeded", timeout=180, message="phase Succeeded")
+    assert new.status()["rowsProcessed"] == LONG_ROWS
+    assert new.output_ids() == new.source_ids(), "the new job started at row 0"
+    cm = json.loads(new.kubectl("get", checkpoint, "-o", "json").stdout)["metadata"]
+    assert [o["uid"] for o in cm["ownerReferences"]] == [new_uid]

@@ -35,12 +35,52 @@ def manifest(namespace: str, name: str = "bad", **spec) -> str:
         ({"shutdown": "Pause"}, 'spec.shutdown: Unsupported value: "Pause"'),
         ({"worker": {"env": [{"name": "COLLECTJOB_CONFIG", "value": "{}"}]}},
          "must not set COLLECTJOB_* variables"),
+        ({"worker": {"env": [{"name": "AWS_ACCESS_KEY_ID", "value": "AKIA0000"}]}},
+         "spec.worker.env[0]: Forbidden: AWS_ACCESS_KEY_ID looks like a credential and must "
+         "not be given as a literal value: put it in a Secret and use valueFrom.secretKeyRef"),
+        ({"worker": {"env": [{"name": "LOG_LEVEL", "value": "debug"},
+                             {"name": "db_password", "value": "hunter2"}]}},
+         "spec.worker.env[1]: Forbidden: db_password looks like a credential"),
+        ({"worker": {"env": [{"name": "AWS_SESSION_TOKEN", "value": "x"}]}},
+         "AWS_SESSION_TOKEN looks like a credential"),
+        ({"worker": {"env": [{"name": "Api_Secret", "value": "x"}]}},
+         "Api_Secret looks like a credential"),
     ],
 )  # fmt: skip
 def test_invalid_spec_is_refused_on_create(cluster, namespace, crd, spec, expected):
     result = cluster.kubectl("apply", "-f", "-", input=manifest(namespace, **spec), check=False)
     assert result.returncode != 0
     assert expected in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("field", "spec"),
+    [
+        ("source", {"source": {"url": "https://reader:pa55word@host/in.csv"}}),
+        ("sink", {"sink": {"url": "s3://KEYID:pa55word@bucket/out"}}),
+    ],
+)
+def test_credentials_in_a_url_are_refused_without_being_echoed(cluster, namespace, crd, field,
+                                                                spec):  # fmt: skip
+    result = cluster.kubectl("apply", "-f", "-", input=manifest(namespace, **spec), check=False)
+    assert result.returncode != 0
+    assert (
+        f"spec.{field}.url: Forbidden: must not carry credentials (user:password@host): put "
+        "them in a Secret and pass them with spec.worker.env valueFrom.secretKeyRef"
+    ) in result.stderr
+    assert "pa55word" not in result.stderr
+
+
+def test_credentials_by_secret_reference_and_at_signs_in_paths_are_accepted(cluster, namespace,
+                                                                            crd):  # fmt: skip
+    secret_ref = {"valueFrom": {"secretKeyRef": {"name": "aws", "key": "secret"}}}
+    body = manifest(namespace, name="good", source={"url": "https://host/v@2/in.csv"},
+                    worker={"env": [{"name": "AWS_SECRET_ACCESS_KEY", **secret_ref},
+                                    {"name": "LOG_LEVEL", "value": "debug"}]})  # fmt: skip
+    cluster.kubectl("apply", "-f", "-", input=body)
+    created = json.loads(cluster.kubectl("get", "cjob", "good", "-n", namespace,
+                                         "-o", "json").stdout)  # fmt: skip
+    assert created["spec"]["worker"]["env"][0] == {"name": "AWS_SECRET_ACCESS_KEY", **secret_ref}
 
 
 def patch(cluster, namespace: str, spec: dict):

@@ -10,6 +10,7 @@ import pytest
 
 from collectjob_operator.decisions import PodView, World
 from collectjob_operator.job import CollectJob
+from collectjob_operator.kube import ownership_patch
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -91,7 +92,9 @@ class FakeKube:
     def ensure(self, manifest: dict[str, Any], compare: tuple[str, ...] = ()) -> dict[str, Any]:
         created = self.create(manifest)
         meta = manifest["metadata"]
-        return created or self.objects[(manifest["kind"], meta["namespace"], meta["name"])]
+        actual = self.objects[(manifest["kind"], meta["namespace"], meta["name"])]
+        ownership_patch(actual, manifest, compare)  # refuses leftovers as Kube.ensure does
+        return created or actual
 
     def replace(self, manifest: dict[str, Any], resource_version: str) -> dict[str, Any] | None:
         self.calls.append(("replace", manifest["kind"]))
@@ -116,11 +119,17 @@ class FakeKube:
         self.job = {**self.job, "status": status}
         return True
 
-    def post_event(self, target: Any, event_type: str, reason: str, message: str) -> None:
+    def post_event(self, ref: Any, uid: str, event_type: str, reason: str, message: str) -> None:
         self.events.append(reason)
 
     def deployment(self) -> dict[str, Any]:
         return self.objects[("Deployment", "team-a", "orders-worker")]
+
+    def roll_out(self) -> None:
+        """Act as the deployment controller: observe the spec, count the pods it has."""
+        dep = self.deployment()
+        pods = sum(1 for kind, _, _ in self.objects if kind == "Pod")
+        dep["status"] = {"observedGeneration": dep["metadata"]["generation"], "replicas": pods}
 
 
 @pytest.fixture

@@ -8,7 +8,15 @@ import yaml
 
 from collectjob_operator import spec as spec_module
 from collectjob_operator.status import ConditionType, JobStatus, Phase
-from collectjob_worker.contract import DEFAULT_METRICS_PORT, GROUP, KIND, PLURAL, VERSION
+from collectjob_worker.contract import (
+    DEFAULT_CHUNK_BYTES,
+    DEFAULT_GRACE_SECONDS,
+    DEFAULT_METRICS_PORT,
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+)
 
 CRD = Path(__file__).resolve().parents[3] / "crds" / "collectjob.yaml"
 
@@ -68,11 +76,11 @@ def test_printer_columns():
 
 def test_defaults_match_the_spec_parser():
     spec = schema("spec")["properties"]
-    assert spec["chunkBytes"]["default"] == spec_module.DEFAULT_CHUNK_BYTES
+    assert spec["chunkBytes"]["default"] == DEFAULT_CHUNK_BYTES
     assert spec["backoffLimit"]["default"] == spec_module.DEFAULT_BACKOFF_LIMIT
     worker = spec["worker"]["properties"]
     assert worker["metricsPort"]["default"] == DEFAULT_METRICS_PORT
-    assert worker["terminationGracePeriodSeconds"]["default"] == spec_module.DEFAULT_GRACE_SECONDS
+    assert worker["terminationGracePeriodSeconds"]["default"] == DEFAULT_GRACE_SECONDS
     assert spec["shutdown"]["enum"] == [str(s) for s in spec_module.Shutdown]
     assert spec["sink"]["properties"]["format"]["enum"] == ["csv", "parquet", "jsonl"]
 

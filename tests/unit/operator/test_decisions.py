@@ -46,7 +46,8 @@ def test_running_pod_makes_the_job_running_with_a_started_event(make_job, world)
 
 
 def test_suspend_scales_to_zero_but_reports_suspending_while_a_pod_exists(make_job, world):
-    job = make_job(spec={"suspend": True}, status={"phase": "Running"})
+    start = (NOW - timedelta(seconds=60)).isoformat()
+    job = make_job(spec={"suspend": True}, status={"phase": "Running", "startTime": start})
     d = run(job, world(pods=GONE_POD))
     assert d.replicas == 0
     assert d.status.phase is Phase.SUSPENDING
@@ -59,7 +60,7 @@ def test_suspend_scales_to_zero_but_reports_suspending_while_a_pod_exists(make_j
 def test_suspended_is_reported_only_once_the_pod_is_gone(make_job, world):
     since = (NOW - timedelta(seconds=3)).isoformat()
     job = make_job(spec={"suspend": True}, status={"phase": "Suspending", "suspendedSince": since})
-    d = run(job, world())
+    d = run(job, world(deployment_scaled_down=True))
     assert d.replicas == 0
     assert d.status.phase is Phase.SUSPENDED
     suspended = condition(d, ConditionType.SUSPENDED)
@@ -70,8 +71,10 @@ def test_suspended_is_reported_only_once_the_pod_is_gone(make_job, world):
 
 
 def test_resume_scales_up_runs_and_counts_the_suspended_time(make_job, world):
+    start = (NOW - timedelta(seconds=60)).isoformat()
     since = (NOW - timedelta(seconds=40)).isoformat()
-    job = make_job(status={"phase": "Suspended", "suspendedSince": since, "suspendedSeconds": 5})
+    job = make_job(status={"phase": "Suspended", "startTime": start, "suspendedSince": since,
+                           "suspendedSeconds": 5})  # fmt: skip
     d = run(job, world())
     assert d.replicas == 1
     assert d.status.phase is Phase.RUNNING
@@ -86,7 +89,8 @@ def test_stop_is_graceful_then_final(make_job, world):
     stopping = run(job, world(pods=RUNNING_POD))
     assert (stopping.replicas, stopping.kill_pods) == (0, False)
     assert stopping.status.phase is Phase.STOPPING
-    stopped = run(make_job(spec={"shutdown": "Stop"}, status={"phase": "Stopping"}), world())
+    stopped = run(make_job(spec={"shutdown": "Stop"}, status={"phase": "Stopping"}),
+                  world(deployment_scaled_down=True))  # fmt: skip
     assert stopped.status.phase is Phase.STOPPED
     assert condition(stopped, ConditionType.COMPLETE).status is False
     assert reasons(stopped) == ["Stopped"]
@@ -109,7 +113,8 @@ def test_terminate_kills_pods_without_grace_and_stays_terminated(make_job, world
 
 
 def test_shutdown_wins_over_suspend(make_job, world):
-    d = run(make_job(spec={"shutdown": "Stop", "suspend": True}), world())
+    d = run(make_job(spec={"shutdown": "Stop", "suspend": True}),
+            world(deployment_scaled_down=True))  # fmt: skip
     assert d.status.phase is Phase.STOPPED
 
 
@@ -179,7 +184,8 @@ def test_deadline_does_not_run_while_suspended(make_job, world):
     start = (NOW - timedelta(seconds=500)).isoformat()
     since = (NOW - timedelta(seconds=480)).isoformat()
     status = {"phase": "Suspended", "startTime": start, "suspendedSince": since}
-    d = run(make_job(spec={"activeDeadlineSeconds": 60, "suspend": True}, status=status), world())
+    d = run(make_job(spec={"activeDeadlineSeconds": 60, "suspend": True}, status=status),
+            world(deployment_scaled_down=True))  # fmt: skip
     assert d.status.phase is Phase.SUSPENDED
 
 
@@ -235,3 +241,50 @@ def test_conditions_carry_the_generation_they_were_computed_for(make_job, world)
 def test_status_round_trips_through_its_dict_form(make_job, world):
     d = run(make_job(spec={"suspend": True}, status={"phase": "Running"}), world(pods=GONE_POD))
     assert JobStatus.from_dict(d.status.to_dict()).to_dict() == d.status.to_dict()
+
+
+def test_a_job_created_suspended_starts_its_deadline_clock_only_when_resumed(make_job, world):
+    spec = {"activeDeadlineSeconds": 600}
+    created = run(make_job(spec={**spec, "suspend": True}), world(deployment_scaled_down=True))
+    assert created.status.phase is Phase.SUSPENDED
+    assert (created.status.start_time, created.status.suspended_since) == (None, None)
+    resumed_at = NOW + timedelta(hours=1)
+    resumed = run(make_job(spec=spec, status=created.status.to_dict()),
+                  world(pods=RUNNING_POD, now=resumed_at))  # fmt: skip
+    assert resumed.status.phase is Phase.RUNNING
+    assert (resumed.status.start_time, resumed.status.suspended_seconds) == (resumed_at, 0)
+    later = world(pods=RUNNING_POD, now=resumed_at + timedelta(seconds=700))
+    past = run(make_job(spec=spec, status=resumed.status.to_dict()), later)
+    assert past.status.phase is Phase.FAILED
+    assert condition(past, ConditionType.FAILED).reason == "DeadlineExceeded"
+
+
+def test_suspended_waits_for_the_deployment_to_observe_the_scale_down(make_job, world):
+    """The pod list may be empty only because the ReplicaSet has not created the pod yet."""
+    job = make_job(spec={"suspend": True}, status={"phase": "Pending"})
+    d = run(job, world())
+    assert (d.replicas, d.status.phase) == (0, Phase.SUSPENDING)
+    stop = run(make_job(spec={"shutdown": "Stop"}, status={"phase": "Running"}), world())
+    assert stop.status.phase is Phase.STOPPING
+    not_gone = run(job, world(pods=GONE_POD, deployment_scaled_down=True))
+    assert not_gone.status.phase is Phase.SUSPENDING
+
+
+def test_a_done_checkpoint_wins_over_a_stop(make_job, world):
+    cp = Checkpoint(offset=800, bytes_total=800, rows_processed=10, done=True)
+    job = make_job(spec={"shutdown": "Stop"}, status={"phase": "Stopping"})
+    d = run(job, world(pods=GONE_POD, checkpoint=cp))
+    assert d.status.phase is Phase.SUCCEEDED
+    assert condition(d, ConditionType.COMPLETE).status is True
+    assert reasons(d) == ["Completed"]
+
+
+def test_restarts_after_the_last_row_are_not_counted(make_job, world):
+    cp = Checkpoint(offset=800, bytes_total=800, rows_processed=10, done=True)
+    status = {"phase": "Running", "workerPod": {"name": "p1", "restarts": 0}}
+    done = run(make_job(status=status), world(pods=(("p1", True, False, 1),), checkpoint=cp))
+    assert done.status.worker_restarts == 0
+    assert "WorkerRestarted" not in reasons(done)
+    final = run(make_job(status=done.status.to_dict()),
+                world(pods=(("p1", True, False, 2),), checkpoint=cp))  # fmt: skip
+    assert (final.status.worker_restarts, final.events) == (0, ())

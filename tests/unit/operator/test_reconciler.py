@@ -47,9 +47,50 @@ def test_suspend_scales_down_then_reports_suspended_once_the_pod_is_gone(fake_ku
     assert kube.deployment()["spec"]["replicas"] == 0
     assert kube.job["status"]["phase"] == "Suspending"
     kube.objects.pop(("Pod", "team-a", "orders-worker-1"))
+    kube.roll_out()
     reconcile(kube, reconciler)
     assert kube.job["status"]["phase"] == "Suspended"
     assert kube.events[-2:] == ["Suspending", "Suspended"]
+
+
+def test_suspend_before_the_first_pod_exists_waits_for_the_scale_down(fake_kube):
+    """No pod listed yet may only mean the ReplicaSet has not created it yet."""
+    kube = fake_kube()
+    reconciler = reconcile(kube)
+    kube.job["spec"]["suspend"] = True
+    reconcile(kube, reconciler)
+    assert kube.deployment()["spec"]["replicas"] == 0
+    assert kube.job["status"]["phase"] == "Suspending"
+    kube.add_pod("orders-worker-1")  # created from the old spec, before the scale-down
+    kube.roll_out()
+    reconcile(kube, reconciler)
+    assert kube.job["status"]["phase"] == "Suspending"
+    kube.objects.pop(("Pod", "team-a", "orders-worker-1"))
+    kube.roll_out()
+    reconcile(kube, reconciler)
+    assert kube.job["status"]["phase"] == "Suspended"
+
+
+def test_children_left_by_a_deleted_job_of_the_same_name_are_not_taken_over(fake_kube):
+    kube = fake_kube()
+    old_owner = [{"uid": "deleted-job", "controller": True}]
+    kube._store({"kind": "ConfigMap", "metadata": {"name": "orders-checkpoint",
+                 "namespace": "team-a", "ownerReferences": old_owner},
+                 "data": {"checkpoint.json": '{"offset": 100, "done": true}'}})  # fmt: skip
+    reconcile(kube)
+    assert kube.status_patches == []
+    assert ("Deployment", "team-a", "orders-worker") not in kube.objects
+    kube.objects.pop(("ConfigMap", "team-a", "orders-checkpoint"))  # garbage-collected
+    kube._store({"kind": "Deployment", "metadata": {"name": "orders-worker",
+                 "namespace": "team-a", "ownerReferences": old_owner}})  # fmt: skip
+    reconciler = reconcile(kube)
+    assert kube.status_patches == []
+    assert kube.deployment()["metadata"]["ownerReferences"] == old_owner
+    kube.objects.pop(("Deployment", "team-a", "orders-worker"))
+    reconcile(kube, reconciler)
+    assert kube.job["status"]["phase"] == "Pending"
+    assert kube.job["status"]["rowsProcessed"] == 0
+    assert kube.deployment()["metadata"]["ownerReferences"][0]["uid"] != "deleted-job"
 
 
 def test_deployment_deleted_or_edited_by_hand_is_restored(fake_kube):
