@@ -69,7 +69,8 @@ class OperatorProcess:
         env["KUBECONFIG"] = str(self._cluster.kubeconfig)
         argv = [str(OPERATOR_BIN), "--namespace", self.namespace, "--listen-host", "127.0.0.1",
                 "--metrics-port", str(self.metrics_port),
-                "--liveness-port", str(self.liveness_port)]  # fmt: skip
+                "--liveness-port", str(self.liveness_port),
+                *(["-v"] if os.environ.get("CJ_OPERATOR_DEBUG") else [])]  # fmt: skip
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
         self._wait_for(self._healthy, timeout=30, message="the operator's /healthz")

@@ -1,9 +1,9 @@
 """kopf handlers: each one only names the job it concerns and hands it to the reconciler.
 
-A CollectJob's create, update and the operator's own restart (resume) all lead to the
-same idempotent reconcile. Changes of the objects a job owns (its Deployment, pods and
-checkpoint ConfigMap) lead there too, which is how progress, a pod that finished
-terminating, or a Deployment edited by hand are noticed.
+A CollectJob's create, every spec change and the operator's own restart (the initial
+listing) all lead to the same idempotent reconcile. Changes of the objects a job owns (its
+Deployment, pods and checkpoint ConfigMap) lead there too, which is how progress, a pod that
+finished terminating, or a Deployment edited by hand are noticed.
 """
 
 from __future__ import annotations
@@ -55,17 +55,22 @@ def tracked_jobs(memo: kopf.Memo, **_: Any) -> int:
     return int(memo.reconciler.tracked)
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL)
-async def job_changed(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
-    await memo.reconciler.trigger(_ref(namespace, name))
-
-
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def job_event(type: str, name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+async def job_event(
+    type: str | None, name: str, namespace: str | None, meta: Mapping[str, Any], memo: Any, **_: Any
+) -> None:
+    """Every event of a job, including the initial listing after an operator restart.
+
+    kopf's create/update handlers compare the spec with the one last handled, so a spec that
+    flips (suspend true, then false) while a reconcile runs looks unchanged to them and the
+    flip is lost. The generation, bumped by every spec change, cannot miss one.
+    """
+    ref = _ref(namespace, name)
     if type == "DELETED":
-        memo.reconciler.forget(_ref(namespace, name))
+        memo.reconciler.forget(ref)
+        return
+    version = (str(meta.get("uid", "")), int(meta.get("generation") or 0))
+    await memo.reconciler.trigger_on_change(ref, version)
 
 
 @kopf.on.event("", "v1", "configmaps", labels=CHILD_LABELS)

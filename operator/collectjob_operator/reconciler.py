@@ -44,6 +44,8 @@ class _JobState:
     costs one extra write per object, never correctness."""
 
     uid: str = ""
+    spec_version: tuple[str, int] = ("", 0)
+    """The job's (uid, metadata.generation) last handed to a reconcile."""
     running: bool = False
     dirty: bool = False
     failures: int = 0
@@ -94,6 +96,14 @@ class Reconciler:
                 await self._attempt(ref, state)
         finally:
             state.running = False
+
+    async def trigger_on_change(self, ref: JobRef, spec_version: tuple[str, int]) -> None:
+        """Reconcile when the job is new to this operator or its spec has changed."""
+        state = self._states.setdefault(ref, _JobState())
+        if state.spec_version == spec_version:
+            return
+        state.spec_version = spec_version
+        await self.trigger(ref)
 
     async def trigger_progress(self, ref: JobRef) -> None:
         """A checkpoint moved on: reconcile at most about once per STATUS_INTERVAL.

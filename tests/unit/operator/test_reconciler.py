@@ -112,3 +112,21 @@ def test_terminate_deletes_pods_without_grace(fake_kube):
     assert ("delete", "orders-worker-1") in kube.calls
     assert kube.job["status"]["phase"] == "Terminated"
     assert kube.deployment()["spec"]["replicas"] == 0
+
+
+def test_every_new_spec_generation_is_reconciled_and_a_repeat_is_not(fake_kube):
+    """A spec that flips back (suspend true, then false) is a new generation each time, so
+    it cannot be mistaken for "unchanged" the way a diff against the last handled spec can."""
+    kube = fake_kube()
+    reconciler = reconcile(kube)
+    kube.add_pod("orders-worker-1")
+    asyncio.run(reconciler.trigger_on_change(REF, ("uid-1", 1)))
+    calls = len(kube.calls)
+    asyncio.run(reconciler.trigger_on_change(REF, ("uid-1", 1)))
+    assert len(kube.calls) == calls, "the same generation was reconciled twice"
+    kube.job["spec"]["suspend"] = True
+    asyncio.run(reconciler.trigger_on_change(REF, ("uid-1", 2)))
+    assert kube.deployment()["spec"]["replicas"] == 0
+    kube.job["spec"]["suspend"] = False
+    asyncio.run(reconciler.trigger_on_change(REF, ("uid-1", 3)))
+    assert kube.deployment()["spec"]["replicas"] == 1
