@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+from kubernetes import client
+
 LONG_ROWS = 60000
 HOLD = "test.collect.dev/hold"
 
@@ -110,3 +112,26 @@ def test_a_job_created_again_under_a_deleted_jobs_name_starts_afresh(operator, c
     assert new.output_ids() == new.source_ids(), "the new job started at row 0"
     cm = json.loads(new.kubectl("get", checkpoint, "-o", "json").stdout)["metadata"]
     assert [o["uid"] for o in cm["ownerReferences"]] == [new_uid]
+
+
+def test_suspend_and_resume_in_quick_succession_are_each_applied(
+    cluster, operator, collectjob, wait_for
+):
+    """A resume that lands while an earlier reconcile still runs must not be lost: the spec
+    then looks unchanged against what kopf handled last, but its generation is new. The API
+    is used directly here: kubectl is too slow to land inside that window."""
+    job = collectjob(rows=LONG_ROWS)
+    api = client.CustomObjectsApi(cluster.api_client())
+    where = ("collect.dev", "v1alpha1", job.namespace, "collectjobs", job.name)
+
+    def phase() -> str | None:
+        return (api.get_namespaced_custom_object(*where).get("status") or {}).get("phase")
+
+    for _ in range(5):
+        wait_for(job.running_pod, timeout=90, message="a running worker pod")
+        api.patch_namespaced_custom_object(*where, {"spec": {"suspend": True}})
+        wait_for(lambda: phase() == "Suspended", timeout=60, message="Suspended", interval=0.005)
+        api.patch_namespaced_custom_object(*where, {"spec": {"suspend": False}})
+        wait_for(lambda: job.replicas() == 1, timeout=30, message="replicas 1 after the resume")
+    wait_for(lambda: job.phase() == "Succeeded", timeout=300, message="phase Succeeded")
+    assert job.output_ids() == job.source_ids()
