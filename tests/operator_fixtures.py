@@ -3,7 +3,8 @@
 `operator` runs `collectjob-operator` as a local process, scoped to the test's namespace
 and handed the local kubeconfig explicitly. `collectjob` writes a small CSV into a temp
 dir and applies a CollectJob reading it with file:// (worker pods are local processes
-on this machine, so the path is theirs too).
+on this machine, so the path is theirs too). Set CJ_OPERATOR_DEBUG=1 to run the operator
+with debug logging; its log is printed when a test fails.
 """
 
 from __future__ import annotations
