@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -28,17 +27,12 @@ from kubernetes import client
 from collectjob_worker.checkpoint import Checkpoint
 from collectjob_worker.contract import CHECKPOINT_KEY
 from localcluster.client import Cluster
+from localcluster.controlplane import free_port
 from localcluster.paths import REPO_ROOT as ROOT
 
 CRD = ROOT / "crds" / "collectjob.yaml"
 OPERATOR_BIN = Path(sys.executable).parent / "collectjob-operator"
 JOB_LABEL = "collect.dev/job"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

@@ -40,10 +40,10 @@ class Ports:
 
     @classmethod
     def free(cls) -> Ports:
-        return cls(*(_free_port() for _ in range(5)))
+        return cls(*(free_port() for _ in range(5)))
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -297,12 +297,12 @@ class ControlPlane:
         except ProcessLookupError:
             return
         try:
-            wait_until(partial(_gone, pid), 20, f"{name} to stop", interval=0.05)
+            wait_until(partial(process_exited, pid), 20, f"{name} to stop", interval=0.05)
         except TimeoutError:
             os.killpg(pid, signal.SIGKILL)
 
 
-def _gone(pid: int) -> bool:
+def process_exited(pid: int) -> bool:
     """True once the process has exited (a zombie left for its parent to reap counts)."""
     try:
         with open(f"/proc/{pid}/stat") as f:

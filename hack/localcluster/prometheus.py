@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from localcluster.controlplane import _free_port, _gone, wait_until
+from localcluster.controlplane import free_port, process_exited, wait_until
 
 INSTALL_SCRIPT = "hack/install-prometheus.sh"
 PR_SET_PDEATHSIG = 1
@@ -140,7 +140,7 @@ class LocalPrometheus:
         if binary is None:
             raise PrometheusError(f"prometheus is not installed: run `bash {INSTALL_SCRIPT}`")
         self.config_file.write_text(yaml.safe_dump(dict(config)))
-        self.port = _free_port()
+        self.port = free_port()
         with open(self.log_file, "ab") as log:
             self._proc = subprocess.Popen(
                 [
@@ -188,7 +188,7 @@ class LocalPrometheus:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        wait_until(partial(_gone, proc.pid), 10, "prometheus to exit")
+        wait_until(partial(process_exited, proc.pid), 10, "prometheus to exit")
 
     def _api(self, path: str, params: Mapping[str, str] | None = None) -> Any:
         query = f"?{urllib.parse.urlencode(params)}" if params else ""

@@ -54,7 +54,7 @@ from collectjob_worker.pipeline import Job, Outcome, Pipeline
 from collectjob_worker.retry import Backoff
 from collectjob_worker.sinks import open_sink
 from collectjob_worker.sources import open_source
-from localcluster.controlplane import ControlPlane
+from localcluster.controlplane import ControlPlane, free_port
 
 RUN = [sys.executable, "-m", "collectjob_worker", "run"]
 
@@ -278,18 +278,12 @@ def _worker_env(kubeconfig: Path, namespace: str, job: str, config: WorkerConfig
     return env
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _config(source: Path, sink: Path, chunk_bytes: int = 1 << 20) -> WorkerConfig:
     return WorkerConfig(
         SourceConfig(f"file://{source}"),
         SinkConfig(f"file://{sink}"),
         chunk_bytes=chunk_bytes,
-        metrics_port=_free_port(),
+        metrics_port=free_port(),
     )
 
 

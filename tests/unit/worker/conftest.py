@@ -12,7 +12,6 @@ import io
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import threading
@@ -33,6 +32,7 @@ from collectjob_worker.pipeline import Job, Outcome, Pipeline
 from collectjob_worker.sinks import open_sink
 from collectjob_worker.sources import Source, SourceStat, open_source
 from collectjob_worker.transform import Transform
+from localcluster.controlplane import free_port as find_free_port
 
 Rows = list[list[str]]
 
@@ -283,10 +283,7 @@ def rows_csv() -> Callable[..., bytes]:
 
 @pytest.fixture
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
+    return find_free_port()
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
