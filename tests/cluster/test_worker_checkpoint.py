@@ -348,8 +348,11 @@ def test_run_records_a_permanent_error_in_the_configmap(cluster, core_api, names
     assert error in result.stderr
 
 
-def test_run_rides_out_an_api_server_outage(relay, core_api, namespace, tmp_path, wait_for):
-    relay_, kubeconfig = relay
+def _run_through_an_outage(
+    core_api, namespace: str, tmp_path: Path, kubeconfig: Path, wait_for, outage
+) -> tuple[Checkpoint, list[list[str]], str]:
+    """Run a worker, call `outage(proc, log)` after 5 commits, let it finish; return the
+    stored checkpoint, the expected rows and the worker's log."""
     job = "outage"
     name = _configmap(core_api, namespace, job)
     source, expected = _source_csv(tmp_path / "source.csv", 6000)
@@ -357,32 +360,39 @@ def test_run_rides_out_an_api_server_outage(relay, core_api, namespace, tmp_path
     log = tmp_path / "worker.log"
     with _running(env, log) as proc:
         wait_for(lambda: _stored(core_api, namespace, name).chunk_index >= 5, 60, "5 commits")
+        outage(proc, log)
+        _stop_when_idle(proc, log, wait_for, 180)
+    assert _output(tmp_path / "sink") == expected
+    return _stored(core_api, namespace, name), expected, log.read_text()
+
+
+def test_run_rides_out_an_api_server_outage(relay, core_api, namespace, tmp_path, wait_for):
+    relay_, kubeconfig = relay
+    cut_at: list[Checkpoint] = []
+
+    def cut_then_restore(proc, log: Path) -> None:
         relay_.cut()
-        cut_at = _stored(core_api, namespace, name)
+        cut_at.append(_stored(core_api, namespace, checkpoint_configmap_name("outage")))
         wait_for(lambda: "(attempt 3, retrying" in log.read_text(), 60, "the worker to retry")
         assert proc.poll() is None, log.read_text()
         relay_.restore()
-        _stop_when_idle(proc, log, wait_for, 120)
-    stored = _stored(core_api, namespace, name)
-    assert not cut_at.done and stored.done and stored.epoch == 1
+
+    stored, expected, log = _run_through_an_outage(
+        core_api, namespace, tmp_path, kubeconfig, wait_for, cut_then_restore
+    )
+    assert not cut_at[0].done and stored.done and stored.epoch == 1
     assert stored.rows_processed == len(expected)
-    assert _output(tmp_path / "sink") == expected
-    print(f"outage began after chunk {cut_at.chunk_index}; worker log:\n{log.read_text()[-3000:]}")
+    print(f"outage began after chunk {cut_at[0].chunk_index}; worker log:\n{log[-3000:]}")
 
 
 def test_run_resumes_after_a_real_api_server_restart(
     cluster, core_api, namespace, tmp_path, wait_for
 ):
-    job = "restart"
-    name = _configmap(core_api, namespace, job)
-    source, expected = _source_csv(tmp_path / "source.csv", 6000)
-    env = _worker_env(cluster.kubeconfig, namespace, job, _config(source, tmp_path / "sink", 4096))
-    log = tmp_path / "worker.log"
-    with _running(env, log) as proc:
-        wait_for(lambda: _stored(core_api, namespace, name).chunk_index >= 5, 60, "5 commits")
+    def restart(proc, log: Path) -> None:
         ControlPlane(cluster.paths).restart_apiserver()
-        _stop_when_idle(proc, log, wait_for, 180)
-    assert "retrying" in log.read_text(), "the worker never saw the API server go away"
-    stored = _stored(core_api, namespace, name)
+
+    stored, expected, log = _run_through_an_outage(
+        core_api, namespace, tmp_path, cluster.kubeconfig, wait_for, restart
+    )
+    assert "retrying" in log, "the worker never saw the API server go away"
     assert stored.done and stored.rows_processed == len(expected)
-    assert _output(tmp_path / "sink") == expected
