@@ -3,6 +3,7 @@
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml requirements.lock README.md ./
+COPY api ./api
 COPY operator ./operator
 COPY worker ./worker
 # requirements.lock pins every runtime dependency to the versions the tests ran with.

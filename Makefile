@@ -35,9 +35,10 @@ demo: venv binaries
 	$(PY) -m localcluster demo
 
 lint: venv
-	$(VENV)/bin/ruff check operator worker hack tests
-	$(VENV)/bin/ruff format --check operator worker hack tests
-	$(VENV)/bin/mypy operator/collectjob_operator worker/collectjob_worker hack/localcluster
+	$(VENV)/bin/ruff check api operator worker hack tests
+	$(VENV)/bin/ruff format --check api operator worker hack tests
+	$(VENV)/bin/lint-imports --config pyproject.toml
+	$(VENV)/bin/mypy api/collectjob_api operator/collectjob_operator worker/collectjob_worker hack/localcluster
 
 unit: venv prometheus
 	$(PY) -m pytest -q tests/unit

@@ -24,8 +24,8 @@ import pytest
 import yaml
 from kubernetes import client
 
-from collectjob_worker.checkpoint import Checkpoint
-from collectjob_worker.contract import CHECKPOINT_KEY
+from collectjob_api.checkpoint import Checkpoint
+from collectjob_api.contract import CHECKPOINT_KEY
 from localcluster.client import Cluster
 from localcluster.controlplane import free_port
 from localcluster.paths import REPO_ROOT as ROOT

@@ -1,7 +1,7 @@
 """`collectjob-operator`: run the CollectJob operator (kopf) with its metrics and liveness.
 
 Credentials come only from KUBECONFIG or the pod's service account (the rule in
-collectjob_worker.credentials, shared with the worker). The listen address defaults to the
+collectjob_api.credentials, shared with the worker). The listen address defaults to the
 pod's IP when the Deployment hands it over, otherwise to loopback: pods on the local node
 share one network namespace, and nothing here should listen on every interface by accident.
 """

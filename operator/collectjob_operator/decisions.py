@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from collectjob_api.checkpoint import Checkpoint
 from collectjob_operator.spec import CollectJobSpec, Shutdown
 from collectjob_operator.status import (
     Condition,
@@ -21,7 +22,6 @@ from collectjob_operator.status import (
     WorkerPodCount,
     parse_time,
 )
-from collectjob_worker.checkpoint import Checkpoint
 
 ACTIVE = frozenset({Phase.PENDING, Phase.RUNNING})
 WAS_SUSPENDED = frozenset({Phase.SUSPENDING, Phase.SUSPENDED})

@@ -14,13 +14,8 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
-from collectjob_operator import metrics
-from collectjob_operator import settings as operator_settings
-from collectjob_operator.job import JobRef
-from collectjob_operator.kube import Kube
-from collectjob_operator.reconciler import Reconciler
-from collectjob_worker import credentials
-from collectjob_worker.contract import (
+from collectjob_api import credentials
+from collectjob_api.contract import (
     GROUP,
     LABEL_JOB,
     LABEL_MANAGED_BY,
@@ -28,6 +23,11 @@ from collectjob_worker.contract import (
     PLURAL,
     VERSION,
 )
+from collectjob_operator import metrics
+from collectjob_operator import settings as operator_settings
+from collectjob_operator.job import JobRef
+from collectjob_operator.kube import Kube
+from collectjob_operator.reconciler import Reconciler
 
 CHILD_LABELS: dict[str, Any] = {
     LABEL_MANAGED_BY: MANAGED_BY,

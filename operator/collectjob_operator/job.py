@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from collectjob_api.contract import GROUP, KIND, VERSION
 from collectjob_operator.spec import CollectJobSpec
 from collectjob_operator.status import JobStatus
-from collectjob_worker.contract import GROUP, KIND, VERSION
 
 API_VERSION = f"{GROUP}/{VERSION}"
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from kubernetes import client
 
+from collectjob_api.contract import GROUP, KIND, PLURAL, VERSION
 from collectjob_operator.job import API_VERSION, JobRef
-from collectjob_worker.contract import GROUP, KIND, PLURAL, VERSION
 
 FIELD_MANAGER = "collectjob-operator"
 Obj = dict[str, Any]

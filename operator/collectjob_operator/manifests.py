@@ -11,8 +11,7 @@ import hashlib
 import json
 from typing import Any
 
-from collectjob_operator.job import CollectJob
-from collectjob_worker.contract import (
+from collectjob_api.contract import (
     ENV_CHECKPOINT_CONFIGMAP,
     ENV_CONFIG,
     ENV_GRACE_SECONDS,
@@ -29,6 +28,7 @@ from collectjob_worker.contract import (
     worker_labels,
     worker_name,
 )
+from collectjob_operator.job import CollectJob
 
 WORKER_UID = 10001
 WORKER_COMMAND = ("collectjob-worker", "run")

@@ -15,14 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from collectjob_operator import manifests, metrics
-from collectjob_operator.decisions import WAS_SUSPENDED, Decision, PodView, World, decide
-from collectjob_operator.job import CollectJob, JobRef
-from collectjob_operator.kube import Kube, LeftoverError, Obj, refuse_leftover
-from collectjob_operator.status import JobStatus, Phase, parse_time
-from collectjob_operator.throughput import Throughput
-from collectjob_worker.checkpoint import Checkpoint, CheckpointError
-from collectjob_worker.contract import (
+from collectjob_api.checkpoint import Checkpoint, CheckpointError
+from collectjob_api.contract import (
     CHECKPOINT_KEY,
     LABEL_COMPONENT,
     LABEL_JOB,
@@ -30,6 +24,12 @@ from collectjob_worker.contract import (
     checkpoint_configmap_name,
     worker_name,
 )
+from collectjob_operator import manifests, metrics
+from collectjob_operator.decisions import WAS_SUSPENDED, Decision, PodView, World, decide
+from collectjob_operator.job import CollectJob, JobRef
+from collectjob_operator.kube import Kube, LeftoverError, Obj, refuse_leftover
+from collectjob_operator.status import JobStatus, Phase, parse_time
+from collectjob_operator.throughput import Throughput
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import kopf
 
-from collectjob_worker.contract import GROUP
-from collectjob_worker.credentials import client_configuration
+from collectjob_api.contract import GROUP
+from collectjob_api.credentials import client_configuration
 
 FINALIZER = f"{GROUP}/finalizer"
 ANNOTATIONS_PREFIX = GROUP

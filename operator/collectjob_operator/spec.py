@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from collectjob_worker.contract import (
+from collectjob_api.contract import (
     DEFAULT_CHUNK_BYTES,
     DEFAULT_GRACE_SECONDS,
     DEFAULT_METRICS_PORT,

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
-from collectjob_worker.checkpoint import Checkpoint
+from collectjob_api.checkpoint import Checkpoint
 from collectjob_worker.checkpoint_store import CheckpointStore, FileCheckpointStore, Stored
 from collectjob_worker.dialect import Dialect
 from collectjob_worker.metrics import WorkerMetrics

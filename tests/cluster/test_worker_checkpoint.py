@@ -31,9 +31,8 @@ import yaml
 from kubernetes import client
 from urllib3.exceptions import ProtocolError
 
-from collectjob_worker.checkpoint import Checkpoint
-from collectjob_worker.checkpoint_store import ConfigMapCheckpointStore
-from collectjob_worker.contract import (
+from collectjob_api.checkpoint import Checkpoint
+from collectjob_api.contract import (
     CHECKPOINT_KEY,
     ENV_CHECKPOINT_CONFIGMAP,
     ENV_CONFIG,
@@ -47,6 +46,7 @@ from collectjob_worker.contract import (
     WorkerConfig,
     checkpoint_configmap_name,
 )
+from collectjob_worker.checkpoint_store import ConfigMapCheckpointStore
 from collectjob_worker.dialect import Dialect
 from collectjob_worker.errors import CheckpointConflict, WorkerError
 from collectjob_worker.metrics import WorkerMetrics

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from collectjob_worker.checkpoint import Checkpoint, CheckpointError
-from collectjob_worker.contract import CHECKPOINT_KEY
+from collectjob_api.checkpoint import Checkpoint, CheckpointError
+from collectjob_api.contract import CHECKPOINT_KEY
 from collectjob_worker.errors import CheckpointConflict, PermanentError, WorkerError
 from collectjob_worker.retry import DEFAULT_BACKOFF, Backoff, retry
 

@@ -28,12 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from collectjob_worker.checkpoint_store import (
-    CheckpointStore,
-    ConfigMapCheckpointStore,
-    FileCheckpointStore,
-)
-from collectjob_worker.contract import (
+from collectjob_api.contract import (
     DEFAULT_CHUNK_BYTES,
     DEFAULT_GRACE_SECONDS,
     EXIT_FAILED,
@@ -41,6 +36,11 @@ from collectjob_worker.contract import (
     EXIT_OK,
     EXIT_PERMANENT_ERROR,
     WorkerIdentity,
+)
+from collectjob_worker.checkpoint_store import (
+    CheckpointStore,
+    ConfigMapCheckpointStore,
+    FileCheckpointStore,
 )
 from collectjob_worker.dialect import Dialect
 from collectjob_worker.errors import CheckpointConflict, PermanentError, WorkerError
@@ -209,7 +209,7 @@ def run() -> int:
     # never needs it.
     from kubernetes.client import CoreV1Api
 
-    from collectjob_worker.credentials import api_client
+    from collectjob_api.credentials import CredentialsError, api_client
 
     try:
         identity = WorkerIdentity.from_env()
@@ -219,7 +219,7 @@ def run() -> int:
         if store.load().checkpoint.done:
             log.info("the checkpoint in %s says done; nothing to do", store.description)
             return idle_until_stopped()
-    except (ValueError, WorkerError) as e:
+    except (ValueError, WorkerError, CredentialsError) as e:
         log.error("%s", e)
         return EXIT_FAILED
     config = identity.config

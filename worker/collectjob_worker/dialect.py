@@ -10,7 +10,7 @@ from __future__ import annotations
 import codecs
 from dataclasses import dataclass
 
-from collectjob_worker.contract import SourceConfig
+from collectjob_api.contract import SourceConfig
 from collectjob_worker.errors import PermanentError
 
 UTF8_BOM = codecs.BOM_UTF8

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from collectjob_worker.checkpoint import Checkpoint
+from collectjob_api.checkpoint import Checkpoint
 
 LABELS = ("namespace", "collectjob")
 MetricT = TypeVar("MetricT", Counter, Gauge, Histogram)

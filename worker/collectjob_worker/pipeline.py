@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from collectjob_worker.checkpoint import Checkpoint
+from collectjob_api.checkpoint import Checkpoint
 from collectjob_worker.checkpoint_store import CheckpointStore
 from collectjob_worker.chunking import Block, Quoting, iter_chunk
 from collectjob_worker.csvparse import BlockParser, Reject

@@ -6,7 +6,7 @@ import logging
 import time
 from typing import TextIO
 
-from collectjob_worker.checkpoint import Checkpoint
+from collectjob_api.checkpoint import Checkpoint
 
 log = logging.getLogger("collectjob_worker")
 _BAR = 30

@@ -6,9 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from collectjob_operator import spec as spec_module
-from collectjob_operator.status import ConditionType, JobStatus, Phase
-from collectjob_worker.contract import (
+from collectjob_api.contract import (
     DEFAULT_CHUNK_BYTES,
     DEFAULT_GRACE_SECONDS,
     DEFAULT_METRICS_PORT,
@@ -17,6 +15,8 @@ from collectjob_worker.contract import (
     PLURAL,
     VERSION,
 )
+from collectjob_operator import spec as spec_module
+from collectjob_operator.status import ConditionType, JobStatus, Phase
 
 CRD = Path(__file__).resolve().parents[3] / "crds" / "collectjob.yaml"
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from collectjob_api.checkpoint import Checkpoint
 from collectjob_operator.decisions import Decision, EventType, decide
 from collectjob_operator.job import CollectJob
 from collectjob_operator.status import ConditionType, JobStatus, Phase
-from collectjob_worker.checkpoint import Checkpoint
 from unit.operator.conftest import NOW
 
 RUNNING_POD = (("orders-worker-abc", True, False, 0),)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collectjob_operator import manifests
-from collectjob_operator.job import CollectJob
-from collectjob_worker.contract import (
+from collectjob_api.contract import (
     CHECKPOINT_KEY,
     ENV_CONFIG,
     WorkerConfig,
     WorkerIdentity,
     worker_labels,
 )
+from collectjob_operator import manifests
+from collectjob_operator.job import CollectJob
 
 IMAGE = "collectjob:test"
 

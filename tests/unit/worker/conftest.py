@@ -24,7 +24,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from collectjob_worker.checkpoint import Checkpoint
+from collectjob_api.checkpoint import Checkpoint
 from collectjob_worker.checkpoint_store import CheckpointStore, FileCheckpointStore
 from collectjob_worker.dialect import Dialect
 from collectjob_worker.metrics import WorkerMetrics

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from collectjob_worker.checkpoint import (
+from collectjob_api.checkpoint import (
     MAX_CHECKPOINT_BYTES,
     MAX_ERROR_CHARS,
     Checkpoint,

@@ -12,8 +12,7 @@ import urllib.request
 
 import pytest
 
-from collectjob_worker.cli import main
-from collectjob_worker.contract import (
+from collectjob_api.contract import (
     ENV_CHECKPOINT_CONFIGMAP,
     ENV_CONFIG,
     ENV_JOB_NAME,
@@ -26,6 +25,7 @@ from collectjob_worker.contract import (
     SourceConfig,
     WorkerConfig,
 )
+from collectjob_worker.cli import main
 from collectjob_worker.metrics import WorkerMetrics
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from collectjob_worker.contract import (
+from collectjob_api.contract import (
     DEFAULT_CHUNK_BYTES,
     DEFAULT_GRACE_SECONDS,
     ENV_CHECKPOINT_CONFIGMAP,

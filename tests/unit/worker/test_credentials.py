@@ -8,7 +8,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from collectjob_worker.credentials import CredentialsError, api_client, client_configuration
+from collectjob_api.credentials import CredentialsError, api_client, client_configuration
 
 
 def _kubeconfig(path: Path, server: str) -> Path:

@@ -17,13 +17,11 @@ from collections.abc import Mapping
 
 from kubernetes import client, config
 
-from collectjob_worker.errors import WorkerError
-
 ENV_KUBECONFIG = "KUBECONFIG"
 ENV_SERVICE_HOST = "KUBERNETES_SERVICE_HOST"
 
 
-class CredentialsError(WorkerError):
+class CredentialsError(Exception):
     """Neither KUBECONFIG nor an in-cluster service account gives usable credentials."""
 
 
