@@ -13,6 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from collectjob_api.checkpoint import Checkpoint
+from collectjob_api.rfc3339 import parse_time
 from collectjob_operator.spec import CollectJobSpec, Shutdown
 from collectjob_operator.status import (
     Condition,
@@ -20,7 +21,6 @@ from collectjob_operator.status import (
     JobStatus,
     Phase,
     WorkerPodCount,
-    parse_time,
 )
 
 ACTIVE = frozenset({Phase.PENDING, Phase.RUNNING})

@@ -11,12 +11,12 @@ import json
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client
 
 from collectjob_api.contract import GROUP, KIND, PLURAL, VERSION
+from collectjob_api.rfc3339 import now_text
 from collectjob_operator.job import API_VERSION, JobRef
 
 FIELD_MANAGER = "collectjob-operator"
@@ -177,7 +177,7 @@ class Kube:
     def post_event(self, ref: JobRef, uid: str, event_type: str, reason: str,
                    message: str) -> None:  # fmt: skip
         """A core/v1 Event about a CollectJob, as `kubectl describe` shows them."""
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = now_text()
         body: Any = {
             "metadata": {"generateName": f"{ref.name}.", "namespace": ref.namespace},
             "involvedObject": {

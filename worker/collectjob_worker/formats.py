@@ -18,6 +18,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from collectjob_api.rfc3339 import format_time
+
 FORMATS = ("csv", "parquet", "jsonl")
 REJECT_SCHEMA = pa.schema([("line", pa.int64()), ("reason", pa.string()), ("record", pa.string())])
 
@@ -75,7 +77,7 @@ class JsonlPart:
 
 def _json_default(value: Any) -> str:
     if isinstance(value, dt.datetime):
-        return value.isoformat().replace("+00:00", "Z")
+        return format_time(value, fraction=True)
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 

@@ -29,7 +29,6 @@ when a chunk commits and is stored in the checkpoint, which keeps redo cuts dete
 
 from __future__ import annotations
 
-import datetime as dt
 import enum
 import logging
 import threading
@@ -40,6 +39,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from collectjob_api.checkpoint import Checkpoint
+from collectjob_api.rfc3339 import now_text
 from collectjob_worker.checkpoint_store import CheckpointStore
 from collectjob_worker.chunking import Block, Quoting, iter_chunk
 from collectjob_worker.csvparse import BlockParser, Reject
@@ -100,10 +100,6 @@ class Job:
 def next_chunk_size(current: int, seconds: float, limit: int) -> int:
     factor = 2.0 if seconds <= 0 else max(0.25, min(2.0, TARGET_CHUNK_SECONDS / seconds))
     return max(min(limit, MIN_CHUNK_BYTES), min(limit, int(current * factor)))
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Pipeline:
@@ -173,7 +169,7 @@ class Pipeline:
 
     def _acquire(self) -> None:
         cp, job = self.checkpoint, self.job
-        taken = cp.evolve(holder=job.holder, epoch=cp.epoch + 1, error="", updated_at=_now())
+        taken = cp.evolve(holder=job.holder, epoch=cp.epoch + 1, error="", updated_at=now_text())
         if cp.fingerprint:
             self._check_source()
         else:
@@ -233,7 +229,7 @@ class Pipeline:
                 rows_rejected=cp.rows_rejected + len(rejects),
                 chunk_index=cp.chunk_index + 1,
                 next_chunk_bytes=next_chunk_size(cp.next_chunk_bytes, seconds, job.chunk_bytes),
-                updated_at=_now(),
+                updated_at=now_text(),
             )
         )
         self.chunk_started, self.last_chunk_seconds = None, seconds
@@ -300,4 +296,4 @@ class Pipeline:
             fmt=self.job.sink_format,
             columns=self._schema.names,
         )
-        self._commit(cp.evolve(done=True, updated_at=_now()))
+        self._commit(cp.evolve(done=True, updated_at=now_text()))
