@@ -7,8 +7,12 @@ CollectJob's status. One parser, used by both sides.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, field, replace
 from typing import Any
+
+from pydantic.dataclasses import dataclass
+
+from collectjob_api.models import Count, Flag, Strings, Text, parse
 
 CHECKPOINT_FORMAT_VERSION = 1
 MAX_CHECKPOINT_BYTES = 4096
@@ -22,44 +26,32 @@ class CheckpointError(ValueError):
 
 @dataclass(frozen=True)
 class Checkpoint:
-    offset: int = 0
-    """Byte offset in the source of the next unprocessed record."""
-    rows_processed: int = 0
-    rows_rejected: int = 0
-    chunk_index: int = 0
-    """Index of the next part file to write."""
-    next_chunk_bytes: int = 0
-    """Size of the next chunk, fixed at commit time so that a redo cuts the same chunk."""
-    bytes_total: int = 0
-    fingerprint: str = ""
-    header: list[str] = field(default_factory=list)
-    header_end: int = 0
-    """Byte offset where the first data record starts."""
-    line: int = 1
-    """Source line number (1-based) at `offset`, for reject and error messages."""
-    holder: str = ""
-    epoch: int = 0
-    done: bool = False
-    error: str = ""
-    """A permanent error in the worker's own words; the operator fails the job with it."""
-    started_at: str = ""
-    updated_at: str = ""
-    version: int = CHECKPOINT_FORMAT_VERSION
+    """Types are strict: a checkpoint is only ever written by `to_json`, so anything else
+    (a string offset, a negative count) means it was damaged and must not be trusted."""
 
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            expected = _FIELD_TYPES[f.name]
-            if expected is list:
-                ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-            elif expected is int:
-                ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
-            else:
-                ok = isinstance(value, expected)
-            if not ok:
-                raise CheckpointError(
-                    f"checkpoint field {f.name!r} must be {_FIELD_NAMES[expected]}, got {value!r}"
-                )
+    offset: Count = 0
+    """Byte offset in the source of the next unprocessed record."""
+    rows_processed: Count = 0
+    rows_rejected: Count = 0
+    chunk_index: Count = 0
+    """Index of the next part file to write."""
+    next_chunk_bytes: Count = 0
+    """Size of the next chunk, fixed at commit time so that a redo cuts the same chunk."""
+    bytes_total: Count = 0
+    fingerprint: Text = ""
+    header: Strings = field(default_factory=list)
+    header_end: Count = 0
+    """Byte offset where the first data record starts."""
+    line: Count = 1
+    """Source line number (1-based) at `offset`, for reject and error messages."""
+    holder: Text = ""
+    epoch: Count = 0
+    done: Flag = False
+    error: Text = ""
+    """A permanent error in the worker's own words; the operator fails the job with it."""
+    started_at: Text = ""
+    updated_at: Text = ""
+    version: Count = CHECKPOINT_FORMAT_VERSION
 
     @property
     def progress_ratio(self) -> float:
@@ -95,26 +87,4 @@ class Checkpoint:
                 f"checkpoint format version {version} is not supported "
                 f"(this build reads version {CHECKPOINT_FORMAT_VERSION})"
             )
-        known = {f.name for f in fields(cls)}
-        try:
-            return cls(**{k: v for k, v in raw.items() if k in known})
-        except TypeError as e:
-            raise CheckpointError(f"checkpoint has unexpected content: {e}") from e
-
-
-_FIELD_TYPES: dict[str, type] = {
-    "header": list,
-    "done": bool,
-    "error": str,
-    "fingerprint": str,
-    "holder": str,
-    "started_at": str,
-    "updated_at": str,
-}
-_FIELD_TYPES.update({f.name: int for f in fields(Checkpoint) if f.name not in _FIELD_TYPES})
-_FIELD_NAMES = {
-    list: "a list of strings",
-    int: "a non-negative integer",
-    bool: "true or false",
-    str: "a string",
-}
+        return parse(cls, raw, CheckpointError, lambda path: f"checkpoint field {path!r}")

@@ -10,8 +10,13 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, ConfigDict, Field, PlainValidator
+from pydantic.dataclasses import dataclass
+
+from collectjob_api.models import CAMEL_CASE, Name, Pruned, keys, parse, refuse, show, under
 
 GROUP = "collect.dev"
 VERSION = "v1alpha1"
@@ -70,9 +75,11 @@ def worker_labels(job: str) -> dict[str, str]:
     }
 
 
-@dataclass(frozen=True)
-class SourceConfig:
-    url: str
+@dataclass(frozen=True, config=CAMEL_CASE)
+class SourceConfig(Pruned):
+    """`spec.source`, handed to the worker as it stands."""
+
+    url: Name
     format: str = "csv"
     delimiter: str = ","
     quote: str = '"'
@@ -80,9 +87,11 @@ class SourceConfig:
     header: bool = True
 
 
-@dataclass(frozen=True)
-class SinkConfig:
-    url: str
+@dataclass(frozen=True, config=CAMEL_CASE)
+class SinkConfig(Pruned):
+    """`spec.sink`, handed to the worker as it stands."""
+
+    url: Name
     format: str = "csv"
 
 
@@ -101,67 +110,57 @@ class WorkerConfig:
 
     @classmethod
     def from_json(cls, text: str) -> WorkerConfig:
-        raw = json.loads(text)
-        return cls(
-            source=SourceConfig(**raw["source"]),
-            sink=SinkConfig(**raw["sink"]),
-            transform=raw.get("transform"),
-            chunk_bytes=int(raw.get("chunk_bytes", DEFAULT_CHUNK_BYTES)),
-            metrics_port=int(raw.get("metrics_port", DEFAULT_METRICS_PORT)),
-        )
+        return parse(cls, json.loads(text), ValueError, under(ENV_CONFIG))
 
 
-@dataclass(frozen=True)
-class WorkerIdentity:
-    """Who this worker is, read from the env the operator's pod template sets."""
-
-    job: str
-    namespace: str
-    pod: str
-    configmap: str
-    config: WorkerConfig
-    pod_ip: str = ""
-    grace_seconds: float = DEFAULT_GRACE_SECONDS
-    """How long a stop may take before the kubelet kills the pod (ENV_GRACE_SECONDS)."""
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> WorkerIdentity:
-        missing = [
-            k
-            for k in (
-                ENV_JOB_NAME,
-                ENV_NAMESPACE,
-                ENV_POD_NAME,
-                ENV_CHECKPOINT_CONFIGMAP,
-                ENV_CONFIG,
-            )
-            if not env.get(k)
-        ]
-        if missing:
-            raise ValueError(
-                f"worker environment is incomplete: {', '.join(missing)} not set "
-                "(these come from the operator's pod template)"
-            )
-        return cls(
-            job=env[ENV_JOB_NAME],
-            namespace=env[ENV_NAMESPACE],
-            pod=env[ENV_POD_NAME],
-            configmap=env[ENV_CHECKPOINT_CONFIGMAP],
-            config=WorkerConfig.from_json(env[ENV_CONFIG]),
-            pod_ip=env.get(ENV_POD_IP, ""),
-            grace_seconds=_grace_seconds(env),
-        )
+def _json_object(value: Any) -> Any:
+    """The config arrives as JSON text; a parse error names the position, never the text
+    (it holds the source and sink URLs)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as e:
+        raise refuse("is not valid JSON: {reason}", reason=f"{e.msg} at position {e.pos}") from None
 
 
-def _grace_seconds(env: Mapping[str, str]) -> float:
-    text = env.get(ENV_GRACE_SECONDS) or str(DEFAULT_GRACE_SECONDS)
+def _grace_seconds(value: Any) -> float:
+    text = str(value) if value != "" else str(DEFAULT_GRACE_SECONDS)
     try:
         grace = float(text)
     except ValueError:
         grace = math.nan
     if not (math.isfinite(grace) and grace >= 0):
-        raise ValueError(
-            f"{ENV_GRACE_SECONDS} must be a number of seconds >= 0 (the pod's "
-            f"terminationGracePeriodSeconds), got {text!r}"
+        raise refuse(
+            "must be a number of seconds >= 0 (the pod's terminationGracePeriodSeconds), got {got}",
+            got=show(text),
         )
     return grace
+
+
+@dataclass(frozen=True, config=ConfigDict(populate_by_name=True))
+class WorkerIdentity:
+    """Who this worker is, read from the env the operator's pod template sets; each field's
+    alias is its environment variable."""
+
+    job: Annotated[Name, Field(alias=ENV_JOB_NAME)]
+    namespace: Annotated[Name, Field(alias=ENV_NAMESPACE)]
+    pod: Annotated[Name, Field(alias=ENV_POD_NAME)]
+    configmap: Annotated[Name, Field(alias=ENV_CHECKPOINT_CONFIGMAP)]
+    config: Annotated[WorkerConfig, Field(alias=ENV_CONFIG), BeforeValidator(_json_object)]
+    pod_ip: Annotated[str, Field(alias=ENV_POD_IP)] = ""
+    grace_seconds: Annotated[
+        float, Field(alias=ENV_GRACE_SECONDS), PlainValidator(_grace_seconds)
+    ] = DEFAULT_GRACE_SECONDS
+    """How long a stop may take before the kubelet kills the pod (ENV_GRACE_SECONDS)."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> WorkerIdentity:
+        ours = {k: v for k, v in env.items() if k in keys(cls)}
+        try:
+            return parse(cls, ours, ValueError, lambda path: path or "the environment")
+        except ValueError as e:
+            raise ValueError(
+                f"worker environment is incomplete or wrong: {e} "
+                "(these variables come from the operator's pod template)"
+            ) from None

@@ -14,7 +14,7 @@ from enum import StrEnum
 
 from collectjob_api.checkpoint import Checkpoint
 from collectjob_api.rfc3339 import parse_time
-from collectjob_operator.spec import CollectJobSpec, Shutdown
+from collectjob_api.spec import CollectJobSpec, Shutdown
 from collectjob_operator.status import (
     Condition,
     ConditionType,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from collectjob_api.contract import GROUP, KIND, VERSION
-from collectjob_operator.spec import CollectJobSpec
+from collectjob_api.spec import CollectJobSpec
 from collectjob_operator.status import JobStatus
 
 API_VERSION = f"{GROUP}/{VERSION}"

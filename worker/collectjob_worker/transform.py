@@ -33,18 +33,37 @@ patterns are RE2 (linear time, no backtracking), and there is no eval and no que
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic.dataclasses import dataclass
 
+from collectjob_api.models import (
+    CAMEL_CASE,
+    Closed,
+    Count,
+    Flag,
+    Name,
+    StringTuple,
+    keys,
+    one_of,
+    parse,
+    refuse,
+    under,
+)
 from collectjob_worker.errors import PermanentError
 
 TYPES = ("string", "integer", "number", "boolean", "datetime")
-COLUMN_KEYS = {"name", "from", "type", "required", "pattern", "allowed", "maxLength", "format"}
 _INTEGER = r"^[+-]?[0-9]+$"
 _NUMBER = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 _ISO_DATETIME = (
@@ -68,57 +87,41 @@ class TransformError(PermanentError):
     """The transform in the job's spec is invalid, or does not fit the source header."""
 
 
-@dataclass(frozen=True)
-class Column:
-    name: str
-    source: str
-    type: str = "string"
-    required: bool = False
-    pattern: str | None = None
-    allowed: tuple[str, ...] | None = None
-    max_length: int | None = None
-    format: str | None = None
+def _re2(pattern: str | None) -> str | None:
+    if pattern is not None:
+        try:
+            pc.match_substring_regex(pa.array([""], pa.string()), f"^(?:{pattern})$")
+        except pa.ArrowInvalid as e:
+            raise refuse("is not a valid RE2 regular expression: {reason}", reason=str(e)) from None
+    return pattern
+
+
+@dataclass(frozen=True, config=CAMEL_CASE)
+class Column(Closed):
+    name: Name
+    type: Annotated[str, one_of(TYPES)] = "string"
+    required: Flag = False
+    pattern: Annotated[Name | None, AfterValidator(_re2)] = None
+    allowed: StringTuple | None = None
+    max_length: Count | None = None
+    format: Name | None = None
+    from_: Annotated[Name | None, Field(alias="from")] = None
+
+    @field_validator("format")
+    @classmethod
+    def _only_for_datetimes(cls, fmt: str | None, info: ValidationInfo) -> str | None:
+        if fmt is not None and info.data.get("type") != "datetime":
+            raise refuse("applies only to type datetime")
+        return fmt
+
+    @property
+    def source(self) -> str:
+        """The source header column: `from`, or the column's own name."""
+        return self.from_ or self.name
 
     @property
     def arrow_type(self) -> pa.DataType:
         return _ARROW_TYPES[self.type]
-
-    @classmethod
-    def from_dict(cls, raw: Any, where: str) -> Column:
-        if not isinstance(raw, Mapping):
-            raise TransformError(f"{where} must be an object, got {type(raw).__name__}")
-        unknown = sorted(set(raw) - COLUMN_KEYS)
-        if unknown:
-            raise TransformError(
-                f"{where} has unknown keys {unknown}; known: {sorted(COLUMN_KEYS)}"
-            )
-        name = _string(raw.get("name"), f"{where}.name")
-        type_ = raw.get("type", "string")
-        if type_ not in TYPES:
-            raise TransformError(f"{where}.type is {type_!r}, expected one of {', '.join(TYPES)}")
-        required = raw.get("required", False)
-        if not isinstance(required, bool):
-            raise TransformError(f"{where}.required must be true or false, got {required!r}")
-        pattern = raw.get("pattern")
-        if pattern is not None:
-            _check_pattern(_string(pattern, f"{where}.pattern"), f"{where}.pattern")
-        allowed = raw.get("allowed")
-        if allowed is not None:
-            if not isinstance(allowed, list) or not all(isinstance(a, str) for a in allowed):
-                raise TransformError(f"{where}.allowed must be a list of strings")
-            allowed = tuple(allowed)
-        max_length = raw.get("maxLength")
-        if max_length is not None and (
-            not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 0
-        ):
-            raise TransformError(f"{where}.maxLength must be a non-negative integer")
-        fmt = raw.get("format")
-        if fmt is not None:
-            fmt = _string(fmt, f"{where}.format")
-            if type_ != "datetime":
-                raise TransformError(f"{where}.format applies only to type datetime")
-        source = _string(raw.get("from", name), f"{where}.from")
-        return cls(name, source, type_, required, pattern, allowed, max_length, fmt)
 
     def failures(self, values: pa.Array, present: np.ndarray) -> list[tuple[np.ndarray, str]]:
         """Rows failing each check, in check order, with the reason (without the value)."""
@@ -143,27 +146,31 @@ class Column:
         return _CONVERTERS[self.type](self, values, present)
 
 
+COLUMN_KEYS = keys(Column)
+"""A column's keys as the spec spells them; the CRD schema lists the same."""
+
+
+def _non_empty_list(value: Any) -> Any:
+    if not isinstance(value, list) or not value:
+        raise refuse("must be a non-empty list")
+    return value
+
+
 @dataclass(frozen=True)
-class Transform:
-    columns: tuple[Column, ...]
+class Transform(Closed):
+    columns: Annotated[tuple[Column, ...], BeforeValidator(_non_empty_list)]
+
+    @field_validator("columns")
+    @classmethod
+    def _unique_names(cls, columns: tuple[Column, ...]) -> tuple[Column, ...]:
+        dupes = [n for n, k in Counter(c.name for c in columns).items() if k > 1]
+        if dupes:
+            raise refuse("names must be unique; repeated: {dupes}", dupes=str(dupes))
+        return columns
 
     @classmethod
     def from_dict(cls, raw: Any) -> Transform:
-        if not isinstance(raw, Mapping):
-            raise TransformError(f"transform must be an object, got {type(raw).__name__}")
-        unknown = sorted(set(raw) - {"columns"})
-        if unknown:
-            raise TransformError(f"transform has unknown keys {unknown}; known: ['columns']")
-        columns = raw.get("columns")
-        if not isinstance(columns, list) or not columns:
-            raise TransformError("transform.columns must be a non-empty list")
-        parsed = tuple(
-            Column.from_dict(c, f"transform.columns[{i}]") for i, c in enumerate(columns)
-        )
-        dupes = [n for n, k in Counter(c.name for c in parsed).items() if k > 1]
-        if dupes:
-            raise TransformError(f"transform.columns names must be unique; repeated: {dupes}")
-        return cls(parsed)
+        return parse(cls, raw, TransformError, under("transform"))
 
     @property
     def schema(self) -> pa.Schema:
@@ -205,19 +212,6 @@ class Transform:
         if bad.any():
             result = result.filter(pa.array(~bad))
         return result, sorted(reasons.items())
-
-
-def _string(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise TransformError(f"{where} must be a non-empty string, got {value!r}")
-    return value
-
-
-def _check_pattern(pattern: str, where: str) -> None:
-    try:
-        pc.match_substring_regex(pa.array([""], pa.string()), f"^(?:{pattern})$")
-    except pa.ArrowInvalid as e:
-        raise TransformError(f"{where} is not a valid RE2 regular expression: {e}") from None
 
 
 def _mask(result: pa.Array | pa.ChunkedArray) -> np.ndarray:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import is_dataclass
 from pathlib import Path
 
 import yaml
+from pydantic import TypeAdapter
 
+from collectjob_api import spec as spec_module
 from collectjob_api.contract import (
     DEFAULT_CHUNK_BYTES,
     DEFAULT_GRACE_SECONDS,
@@ -15,7 +18,6 @@ from collectjob_api.contract import (
     PLURAL,
     VERSION,
 )
-from collectjob_operator import spec as spec_module
 from collectjob_operator.status import ConditionType, JobStatus, Phase
 
 CRD = Path(__file__).resolve().parents[3] / "crds" / "collectjob.yaml"
@@ -91,3 +93,43 @@ def test_transform_schema_mirrors_the_workers_transform():
     column = schema("spec", "transform", "columns")["items"]
     assert set(column["properties"]) == transform.COLUMN_KEYS
     assert column["properties"]["type"]["enum"] == list(transform.TYPES)
+
+
+def _crd_defaults(node: dict, path: tuple[str, ...] = ()):
+    """(path, default) for every property of the CRD schema below `node` that declares one."""
+    for key, prop in node.get("properties", {}).items():
+        if "default" in prop:
+            yield (*path, key), prop["default"]
+        yield from _crd_defaults(prop, (*path, key))
+
+
+def _model_defaults(model: type, path: tuple[str, ...] = ()):
+    """(path, field) for every field of the model and of the models it nests, by CRD name."""
+    for name, info in model.__pydantic_fields__.items():
+        key = (*path, info.alias or name)
+        yield key, info
+        if is_dataclass(info.annotation):
+            yield from _model_defaults(info.annotation, key)
+
+
+def test_every_crd_default_is_the_models_default():
+    fields = dict(_model_defaults(spec_module.CollectJobSpec))
+    crd_defaults = dict(_crd_defaults(schema("spec")))
+    assert crd_defaults, "the CRD declares no defaults: the schema walk is broken"
+    for path, default in crd_defaults.items():
+        assert path in fields, f"the CRD defaults spec.{'.'.join(path)}, which no model has"
+        info = fields[path]
+        as_parsed = TypeAdapter(info.annotation).validate_python(default)
+        assert as_parsed == info.get_default(call_default_factory=True), ".".join(path)
+
+
+def test_every_model_default_that_means_something_is_in_the_crd():
+    """A default the API server does not apply would differ between kubectl and the operator."""
+    crd_defaults = dict(_crd_defaults(schema("spec")))
+    for path, info in _model_defaults(spec_module.CollectJobSpec):
+        if info.is_required():
+            continue
+        default = info.get_default(call_default_factory=True)
+        if default in (None, "", (), {}) or is_dataclass(default):
+            continue
+        assert path in crd_defaults, f"spec.{'.'.join(path)} has a default only in the model"
