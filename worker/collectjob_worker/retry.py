@@ -2,28 +2,21 @@
 
 An API server restart, a dropped connection or a throttled object store must cost time, never
 progress: the caller's operation is simply tried again until it succeeds, fails for a reason
-that is not transient, or the deadline passes.
+that is not transient, or the deadline passes (then the last error is raised as it was).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TypeVar
+
+import tenacity
+
+from collectjob_api.backoff import Backoff
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Backoff:
-    initial: float = 0.2
-    maximum: float = 5.0
-    deadline: float = 300.0
-    """Give up after this many seconds of consecutive transient failures."""
-
 
 DEFAULT_BACKOFF = Backoff()
 
@@ -35,17 +28,18 @@ def retry(
     what: str,
     backoff: Backoff = DEFAULT_BACKOFF,
 ) -> T:
-    started = time.monotonic()
-    delay = backoff.initial
-    attempt = 1
-    while True:
-        try:
-            return call()
-        except Exception as e:
-            waited = time.monotonic() - started
-            if not transient(e) or waited + delay > backoff.deadline:
-                raise
-            log.warning("%s failed (attempt %d, retrying in %.1fs): %s", what, attempt, delay, e)
-        time.sleep(delay)
-        delay = min(backoff.maximum, delay * 2)
-        attempt += 1
+    def warn(state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        delay = state.next_action.sleep if state.next_action else 0.0
+        attempt = state.attempt_number
+        log.warning("%s failed (attempt %d, retrying in %.1fs): %s", what, attempt, delay, error)
+
+    retrying = tenacity.Retrying(
+        # Only errors, and only transient ones: a KeyboardInterrupt or SystemExit goes through.
+        retry=tenacity.retry_if_exception(lambda e: isinstance(e, Exception) and transient(e)),
+        wait=backoff.wait,
+        stop=backoff.stop(),
+        before_sleep=warn,
+        reraise=True,
+    )
+    return retrying(call)
