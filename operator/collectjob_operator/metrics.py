@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -46,22 +45,16 @@ RESUME_LATENCY = Histogram(
 )
 
 
-@dataclass(frozen=True)
-class JobSnapshot:
-    status: JobStatus
-    suspend: bool
-
-
 class JobsCollector(Collector):
     """Reads the operator's last written status of every job at scrape time."""
 
     def __init__(self) -> None:
-        self._jobs: dict[JobRef, JobSnapshot] = {}
+        self._jobs: dict[JobRef, JobStatus] = {}
         self._lock = threading.Lock()
 
-    def record(self, ref: JobRef, status: JobStatus, suspend: bool) -> None:
+    def record(self, ref: JobRef, status: JobStatus) -> None:
         with self._lock:
-            self._jobs[ref] = JobSnapshot(status, suspend)
+            self._jobs[ref] = status
 
     def forget(self, ref: JobRef) -> None:
         with self._lock:
@@ -72,16 +65,16 @@ class JobsCollector(Collector):
             jobs = dict(self._jobs)
         by_phase = GaugeMetricFamily("collectjob_jobs", "CollectJobs by phase.", labels=["phase"])
         counts = dict.fromkeys(Phase, 0)
-        for snap in jobs.values():
-            if snap.status.phase is not None:
-                counts[snap.status.phase] += 1
+        for status in jobs.values():
+            if status.phase is not None:
+                counts[status.phase] += 1
         for phase, count in counts.items():
             by_phase.add_metric([str(phase)], count)
         yield by_phase
         yield from _per_job(jobs)
 
 
-def _per_job(jobs: dict[JobRef, JobSnapshot]) -> Iterator[Metric]:
+def _per_job(jobs: dict[JobRef, JobStatus]) -> Iterator[Metric]:
     labels = ["namespace", "collectjob"]
     families = {
         "progress": GaugeMetricFamily(
@@ -115,9 +108,8 @@ def _per_job(jobs: dict[JobRef, JobSnapshot]) -> Iterator[Metric]:
             labels=labels,
         ),
     }
-    for ref, snap in jobs.items():
+    for ref, status in jobs.items():
         key = [ref.namespace, ref.name]
-        status = snap.status
         ratio = status.bytes_processed / status.bytes_total if status.bytes_total else 0.0
         if status.phase is Phase.SUCCEEDED:
             ratio = 1.0

@@ -268,7 +268,7 @@ class Reconciler:
         current, desired = job.status, decision.status
         running = any(p.running and not p.terminating for p in world.pods)
         self._observe_latencies(job, state, desired, observed_running=running)
-        self._jobs_metrics.record(job.ref, desired, job.spec.suspend)
+        self._jobs_metrics.record(job.ref, desired)
         if current.to_dict() != desired.to_dict():
             elapsed = time.monotonic() - state.last_status_patch
             if current.progress_only_change(desired) and elapsed < STATUS_INTERVAL:

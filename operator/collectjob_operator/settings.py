@@ -1,7 +1,7 @@
 """How the operator runs: kopf settings, credentials, and its own configuration.
 
-The finalizer and annotation prefixes live under the project's API group and must never
-change: kopf would treat every existing CollectJob as unhandled after such a change.
+The handlers are all `kopf.on.event`: kopf keeps no finalizer, progress or last-handled
+state on the objects, so none of its persistence settings apply.
 """
 
 from __future__ import annotations
@@ -12,11 +12,8 @@ from dataclasses import dataclass
 
 import kopf
 
-from collectjob_api.contract import GROUP
 from collectjob_api.credentials import client_configuration
 
-FINALIZER = f"{GROUP}/finalizer"
-ANNOTATIONS_PREFIX = GROUP
 DEFAULT_WORKER_IMAGE = "collectjob:dev"
 ENV_WORKER_IMAGE = "COLLECTJOB_WORKER_IMAGE"
 
@@ -37,13 +34,6 @@ class OperatorConfig:
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
-    settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
-        prefix=ANNOTATIONS_PREFIX
-    )
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=ANNOTATIONS_PREFIX, key="last-handled-configuration"
-    )
     settings.watching.server_timeout = WATCH_SERVER_TIMEOUT
     settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT
     settings.watching.connect_timeout = CONNECT_TIMEOUT

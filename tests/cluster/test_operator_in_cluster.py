@@ -70,6 +70,7 @@ def test_operator_can_do_what_it_needs(cluster, installed, args):
         ("get", "secrets", "-n", SYSTEM_NS),
         ("list", "secrets", "--all-namespaces"),
         ("delete", "collectjobs.collect.dev", "-n", "any"),
+        ("patch", "collectjobs.collect.dev", "-n", "any"),
         ("delete", "deployments.apps", "-n", "any"),
         ("create", "pods", "-n", "any"),
         ("get", "pods", "-n", "any"),

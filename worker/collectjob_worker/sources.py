@@ -46,8 +46,6 @@ class Source(Protocol):
 
     def read(self, offset: int, size: int) -> bytes: ...
 
-    def close(self) -> None: ...
-
 
 def open_source(url: str, backoff: Backoff = DEFAULT_BACKOFF) -> Source:
     scheme = urllib.parse.urlsplit(url).scheme
@@ -69,6 +67,8 @@ def local_path(url: str) -> Path:
 
 
 class FileSource:
+    """Reads with pread on one descriptor, open for the source's life: the worker process's."""
+
     block_bytes = 4 << 20
 
     def __init__(self, url: str) -> None:
@@ -90,11 +90,6 @@ class FileSource:
             return os.pread(self._fd, size, offset)
         except OSError as e:
             raise PermanentError(f"cannot read source {self.url}: {e.strerror}") from e
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
 
 
 def _http_transient(e: BaseException) -> bool:
@@ -180,7 +175,7 @@ class HttpSource:
     def _read_stream(self, offset: int, size: int) -> bytes:
         try:
             if self._stream is None or offset < self._stream_pos:
-                self.close()
+                self._drop_stream()
                 self._stream = self._open({})
                 self._stream_pos = 0
             while self._stream_pos < offset:
@@ -192,10 +187,10 @@ class HttpSource:
             self._stream_pos += len(data)
             return data
         except Exception:
-            self.close()
+            self._drop_stream()
             raise
 
-    def close(self) -> None:
+    def _drop_stream(self) -> None:
         if self._stream is not None:
             self._stream.close()
             self._stream = None
@@ -233,6 +228,3 @@ class S3Source:
             "GET", lambda: self.fs.cat_file(self.path, start=offset, end=offset + size)
         )
         return result
-
-    def close(self) -> None:
-        """s3fs keeps no per-source state worth releasing."""
