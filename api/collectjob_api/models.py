@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping
 from typing import Annotated, Any, TypeVar
 
-from pydantic import ConfigDict, PlainValidator, TypeAdapter, ValidationError, model_validator
+from pydantic import ConfigDict, PlainValidator, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic.dataclasses import dataclass
 from pydantic_core import ArgsKwargs, PydanticCustomError
@@ -117,7 +117,7 @@ class Pruned:
 def parse(model: type[T], raw: Any, error: type[Exception], name: Callable[[str], str]) -> T:
     """Validate `raw` as `model`; on failure raise `error` naming each field with `name(path)`."""
     try:
-        return TypeAdapter(model).validate_python(raw)
+        return model.__pydantic_validator__.validate_python(raw)  # type: ignore[attr-defined]
     except ValidationError as e:
         raise error(explain(e, name)) from None
 
