@@ -1,17 +1,22 @@
 """The CollectJob status as one typed value: phases, conditions and mirrored progress.
 
-Only the operator writes status, and it always writes the whole value it computed, so
-the parser and the serializer here are the only places that know the camelCase names.
+Only the operator writes status, and it always writes the whole value it computed, so the
+models here are the only place that knows the camelCase names (their aliases). A phase or
+condition type this build does not know (written by a newer operator) reads as absent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import BeforeValidator, Field, PlainSerializer, TypeAdapter
+from pydantic.dataclasses import dataclass
+
+from collectjob_api.models import CAMEL_CASE, Pruned, parse, under
 from collectjob_api.rfc3339 import format_time, parse_time
 
 
@@ -42,64 +47,72 @@ class ConditionType(StrEnum):
     FAILED = "Failed"
 
 
-@dataclass(frozen=True)
-class Condition:
+def _known(kind: type[StrEnum]) -> Callable[[Any], Any]:
+    """A value that is not one of `kind` reads as absent (written by a newer operator)."""
+    return lambda value: value if isinstance(value, str) and value in set(kind) else None
+
+
+def _condition_status(value: Any) -> bool:
+    return value is True or value == "True"
+
+
+Time = Annotated[
+    datetime | None,
+    BeforeValidator(lambda v: parse_time(v) if isinstance(v, str) else v),
+    PlainSerializer(format_time),
+]
+"""RFC 3339 in the object, a datetime in Python (collectjob_api.rfc3339)."""
+
+
+@dataclass(frozen=True, config=CAMEL_CASE)
+class Condition(Pruned):
     type: ConditionType
-    status: bool
-    reason: str
+    status: Annotated[
+        bool,
+        BeforeValidator(_condition_status),
+        PlainSerializer(lambda status: "True" if status else "False"),
+    ]
+    reason: str = ""
     message: str = ""
-    last_transition_time: datetime | None = None
+    last_transition_time: Time = None
     observed_generation: int = 0
 
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> Condition:
-        return cls(
-            type=ConditionType(raw["type"]),
-            status=raw.get("status") == "True",
-            reason=str(raw.get("reason", "")),
-            message=str(raw.get("message", "")),
-            last_transition_time=parse_time(raw.get("lastTransitionTime")),
-            observed_generation=int(raw.get("observedGeneration", 0)),
-        )
-
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "type": str(self.type),
-            "status": "True" if self.status else "False",
-            "reason": self.reason,
-            "message": self.message,
-            "lastTransitionTime": format_time(self.last_transition_time),
-            "observedGeneration": self.observed_generation,
-        }
+        return _dump(self)
 
 
-@dataclass(frozen=True)
-class WorkerPodCount:
+@dataclass(frozen=True, config=CAMEL_CASE)
+class WorkerPodCount(Pruned):
     """The worker pod whose restartCount was last added to `workerRestarts`."""
 
     name: str = ""
     restarts: int = 0
 
 
-@dataclass(frozen=True)
-class JobStatus:
-    phase: Phase | None = None
+def _known_conditions(value: Any) -> Any:
+    known = set(ConditionType)
+    return [c for c in value or () if not isinstance(c, Mapping) or c.get("type") in known]
+
+
+@dataclass(frozen=True, config=CAMEL_CASE)
+class JobStatus(Pruned):
+    phase: Annotated[Phase | None, BeforeValidator(_known(Phase))] = None
     observed_generation: int = 0
-    conditions: tuple[Condition, ...] = ()
+    conditions: Annotated[tuple[Condition, ...], BeforeValidator(_known_conditions)] = ()
     rows_processed: int = 0
     rows_rejected: int = 0
     bytes_processed: int = 0
     bytes_total: int = 0
     progress: str = ""
-    start_time: datetime | None = None
-    completion_time: datetime | None = None
-    last_checkpoint_time: datetime | None = None
-    estimated_completion_time: datetime | None = None
-    suspended_since: datetime | None = None
+    start_time: Time = None
+    completion_time: Time = None
+    last_checkpoint_time: Time = None
+    estimated_completion_time: Time = None
+    suspended_since: Time = None
     suspended_seconds: int = 0
     worker_restarts: int = 0
-    worker_pod: WorkerPodCount = field(default_factory=WorkerPodCount)
-    checkpoint_configmap: str = ""
+    worker_pod: WorkerPodCount = WorkerPodCount()
+    checkpoint_configmap: Annotated[str, Field(alias="checkpointConfigMap")] = ""
     message: str = ""
 
     def condition(self, kind: ConditionType) -> Condition | None:
@@ -110,58 +123,11 @@ class JobStatus:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any] | None) -> JobStatus:
-        raw = raw or {}
-        pod = raw.get("workerPod") or {}
-        phase = raw.get("phase")
-        return cls(
-            phase=Phase(phase) if isinstance(phase, str) and phase in set(Phase) else None,
-            observed_generation=int(raw.get("observedGeneration", 0)),
-            conditions=tuple(
-                Condition.from_dict(c)
-                for c in raw.get("conditions") or ()
-                if c.get("type") in set(ConditionType)
-            ),
-            rows_processed=int(raw.get("rowsProcessed", 0)),
-            rows_rejected=int(raw.get("rowsRejected", 0)),
-            bytes_processed=int(raw.get("bytesProcessed", 0)),
-            bytes_total=int(raw.get("bytesTotal", 0)),
-            progress=str(raw.get("progress", "")),
-            start_time=parse_time(raw.get("startTime")),
-            completion_time=parse_time(raw.get("completionTime")),
-            last_checkpoint_time=parse_time(raw.get("lastCheckpointTime")),
-            estimated_completion_time=parse_time(raw.get("estimatedCompletionTime")),
-            suspended_since=parse_time(raw.get("suspendedSince")),
-            suspended_seconds=int(raw.get("suspendedSeconds", 0)),
-            worker_restarts=int(raw.get("workerRestarts", 0)),
-            worker_pod=WorkerPodCount(
-                name=str(pod.get("name", "")), restarts=int(pod.get("restarts", 0))
-            ),
-            checkpoint_configmap=str(raw.get("checkpointConfigMap", "")),
-            message=str(raw.get("message", "")),
-        )
+        return parse(cls, raw or {}, ValueError, under("status"))
 
     def to_dict(self) -> dict[str, Any]:
         """The full status as a merge patch: absent values are sent as null to clear them."""
-        return {
-            "phase": str(self.phase) if self.phase else None,
-            "observedGeneration": self.observed_generation,
-            "conditions": [c.to_dict() for c in self.conditions],
-            "rowsProcessed": self.rows_processed,
-            "rowsRejected": self.rows_rejected,
-            "bytesProcessed": self.bytes_processed,
-            "bytesTotal": self.bytes_total,
-            "progress": self.progress,
-            "startTime": format_time(self.start_time),
-            "completionTime": format_time(self.completion_time),
-            "lastCheckpointTime": format_time(self.last_checkpoint_time),
-            "estimatedCompletionTime": format_time(self.estimated_completion_time),
-            "suspendedSince": format_time(self.suspended_since),
-            "suspendedSeconds": self.suspended_seconds,
-            "workerRestarts": self.worker_restarts,
-            "workerPod": {"name": self.worker_pod.name, "restarts": self.worker_pod.restarts},
-            "checkpointConfigMap": self.checkpoint_configmap,
-            "message": self.message,
-        }
+        return _dump(self)
 
     def progress_only_change(self, other: JobStatus) -> bool:
         """True when `other` differs from this status only in mirrored progress.
@@ -188,3 +154,12 @@ PROGRESS_KEYS = frozenset(
         "estimatedCompletionTime",
     }
 )
+
+
+def _dump(value: Condition | JobStatus) -> dict[str, Any]:
+    """The object's form: camelCase, RFC 3339 times, every field (None clears it)."""
+    dumped: dict[str, Any] = _ADAPTERS[type(value)].dump_python(value, mode="json", by_alias=True)
+    return dumped
+
+
+_ADAPTERS: dict[type, TypeAdapter[Any]] = {m: TypeAdapter(m) for m in (Condition, JobStatus)}
