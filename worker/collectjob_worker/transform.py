@@ -151,7 +151,7 @@ COLUMN_KEYS = keys(Column)
 
 
 def _non_empty_list(value: Any) -> Any:
-    if not isinstance(value, list) or not value:
+    if not isinstance(value, list | tuple) or not value:
         raise refuse("must be a non-empty list")
     return value
 
