@@ -13,6 +13,7 @@ from typing import Any
 from pydantic.dataclasses import dataclass
 
 from collectjob_api.models import Count, Flag, Strings, Text, parse
+from collectjob_api.redact import safe_message
 
 CHECKPOINT_FORMAT_VERSION = 1
 MAX_CHECKPOINT_BYTES = 4096
@@ -65,10 +66,9 @@ class Checkpoint:
         return replace(self, **changes)
 
     def with_error(self, message: str) -> Checkpoint:
-        """Record a permanent error, shortened so the checkpoint stays small."""
-        if len(message) > MAX_ERROR_CHARS:
-            message = message[: MAX_ERROR_CHARS - 3] + "..."
-        return replace(self, error=message)
+        """Record a permanent error, its URLs redacted and shortened so the checkpoint stays
+        small (the operator copies it into the job's status)."""
+        return replace(self, error=safe_message(message, MAX_ERROR_CHARS))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))

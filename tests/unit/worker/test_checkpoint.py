@@ -10,6 +10,7 @@ from collectjob_api.checkpoint import (
     Checkpoint,
     CheckpointError,
 )
+from collectjob_api.redact import TRUNCATION_MARKER
 from collectjob_worker.checkpoint_store import FileCheckpointStore
 from collectjob_worker.errors import PermanentError
 
@@ -53,7 +54,7 @@ def test_a_wide_job_with_a_long_error_stays_small() -> None:
         started_at="2024-01-01T00:00:00Z",
         updated_at="2024-01-01T00:00:00Z",
     ).with_error("x" * 10_000)
-    assert len(cp.error) == MAX_ERROR_CHARS and cp.error.endswith("...")
+    assert len(cp.error) == MAX_ERROR_CHARS and cp.error.endswith(TRUNCATION_MARKER)
     assert len(cp.to_json().encode()) < MAX_CHECKPOINT_BYTES
 
 
