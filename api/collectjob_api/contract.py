@@ -46,6 +46,9 @@ ENV_CHECKPOINT_CONFIGMAP = "COLLECTJOB_CHECKPOINT_CONFIGMAP"
 ENV_CONFIG = "COLLECTJOB_CONFIG"
 ENV_GRACE_SECONDS = "COLLECTJOB_GRACE_SECONDS"
 """The pod's terminationGracePeriodSeconds, so the worker knows how long a stop may take."""
+ENV_URL_ALLOWLIST = "COLLECTJOB_URL_ALLOWLIST"
+"""Hosts, addresses and CIDRs that really are internal and that sources and S3 endpoints may
+reach (comma-separated); everything not globally routable is refused otherwise."""
 
 EXIT_OK = 0
 """Done, or stopped by a signal with everything committed (or the in-flight chunk abandoned)."""

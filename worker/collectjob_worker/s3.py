@@ -3,7 +3,8 @@
 Credentials and the endpoint come from the standard AWS environment, which a CollectJob sets
 through `spec.worker.env` (from a Secret): AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
 AWS_REGION/AWS_DEFAULT_REGION, and AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_S3) for a store
-other than AWS, such as MinIO or a local test server.
+other than AWS, such as MinIO or a local test server. Which endpoints may be reached is
+urlpolicy's rule.
 """
 
 from __future__ import annotations
@@ -11,15 +12,27 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from collectjob_worker.urlpolicy import UrlPolicy, guarded_resolver
+
 ENDPOINT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 
 
-def filesystem() -> Any:
+def filesystem(policy: UrlPolicy | None = None) -> Any:
+    """An S3 filesystem whose every connection obeys `policy` (by default from the env):
+    a custom endpoint is checked now, each connection's address by the resolver, and the
+    proxy variables are ignored (`proxies={}` stops botocore reading them)."""
     import s3fs
 
+    policy = policy or UrlPolicy.from_env()
     endpoint = next((os.environ[k] for k in ENDPOINT_ENV if os.environ.get(k)), None)
     client_kwargs = {"endpoint_url": endpoint} if endpoint else {}
-    return s3fs.S3FileSystem(skip_instance_cache=True, client_kwargs=client_kwargs)
+    if endpoint:
+        policy.check_url(endpoint, "S3 endpoint")
+    return s3fs.S3FileSystem(
+        skip_instance_cache=True,
+        client_kwargs=client_kwargs,
+        config_kwargs={"proxies": {}, "connector_args": {"resolver": guarded_resolver(policy)}},
+    )
 
 
 def path_of(url: str) -> str:

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from collectjob_api.checkpoint import Checkpoint
+from collectjob_api.contract import ENV_URL_ALLOWLIST
 from collectjob_worker.checkpoint_store import CheckpointStore, FileCheckpointStore
 from collectjob_worker.dialect import Dialect
 from collectjob_worker.metrics import WorkerMetrics
@@ -345,7 +346,14 @@ class FileServer(http.server.ThreadingHTTPServer):
 
 
 @pytest.fixture
-def http_server() -> Iterator[FileServer]:
+def loopback_allowed(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Test servers listen on loopback, which the URL policy refuses unless allowlisted."""
+    monkeypatch.setenv(ENV_URL_ALLOWLIST, "127.0.0.1")
+    return "127.0.0.1"
+
+
+@pytest.fixture
+def http_server(loopback_allowed: str) -> Iterator[FileServer]:
     server = FileServer()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -389,7 +397,7 @@ def moto_server() -> Iterator[str]:
 
 
 @pytest.fixture
-def s3_store(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> S3:
+def s3_store(moto_server: str, monkeypatch: pytest.MonkeyPatch, loopback_allowed: str) -> S3:
     import boto3
 
     env = {

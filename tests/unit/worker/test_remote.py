@@ -3,9 +3,14 @@ support) and S3 (moto's server, reached through the standard AWS_ENDPOINT_URL en
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import http.server
 import json
 import logging
+import threading
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -121,3 +126,97 @@ def test_s3_sink_that_cannot_be_written_commits_nothing(jobs, rows_csv, s3_store
 
 def _sink(url: str) -> SinkStore:
     return open_sink(url, Backoff(deadline=2))
+
+
+class _Misbehaving(http.server.BaseHTTPRequestHandler):
+    """Answers every ranged GET with 206 and whatever `server.mode` says is wrong with it."""
+
+    server: MisbehavingServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+    def do_HEAD(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", self.server.head_length)
+        self.end_headers()
+
+    def do_GET(self) -> None:
+        first, last = map(int, self.headers["Range"].removeprefix("bytes=").split("-"))
+        mode, total = self.server.mode, MisbehavingServer.SIZE
+        self.send_response(206)
+        if mode == "shifted":
+            self.send_header("Content-Range", f"bytes {first + 1}-{last + 1}/{total}")
+        elif mode == "wider":
+            self.send_header("Content-Range", f"bytes {first}-{last + 1000}/{total}")
+        elif mode == "resized":
+            self.send_header("Content-Range", f"bytes {first}-{last}/{total + 1}")
+        else:
+            self.send_header("Content-Range", f"bytes {first}-{last}/{total}")
+        if mode == "endless":
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if mode != "endless":
+            self.wfile.write(b"x" * (last - first + 1))
+            return
+        # far more than asked, without a Content-Length: only a bounded read survives this
+        with contextlib.suppress(OSError):
+            for _ in range(self.server.endless_mib):
+                self.wfile.write(b"y" * (1 << 20))
+                self.server.sent_mib += 1
+
+
+class MisbehavingServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    SIZE = 1 << 30
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Misbehaving)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}/data.csv"
+        self.mode = "endless"
+        self.head_length = str(self.SIZE)
+        self.endless_mib = 256
+        self.sent_mib = 0
+
+
+@pytest.fixture
+def misbehaving(loopback_allowed: str) -> Iterator[MisbehavingServer]:
+    server = MisbehavingServer()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(30)
+
+
+def test_a_server_sending_more_than_asked_is_refused_after_one_extra_byte(misbehaving) -> None:
+    source = HttpSource(misbehaving.url, Backoff(deadline=1))
+    source.stat()
+    with pytest.raises(PermanentError, match="sent more than the 4096 bytes it announced"):
+        source.read(0, 4096)
+    assert misbehaving.sent_mib < misbehaving.endless_mib
+
+
+@pytest.mark.parametrize(
+    ("mode", "error", "match"),
+    [
+        ("shifted", PermanentError, r"answered the range 0-4095 with Content-Range 'bytes 1-4096/"),
+        ("wider", PermanentError, r"answered the range 0-4095 with Content-Range 'bytes 0-5095/"),
+        ("resized", SourceChanged, r"size was 1073741824, Content-Range says 1073741825"),
+    ],
+)
+def test_a_content_range_other_than_the_asked_range_is_refused(
+    misbehaving, mode: str, error: type[Exception], match: str
+) -> None:
+    misbehaving.mode = mode
+    source = HttpSource(misbehaving.url, Backoff(deadline=1))
+    source.stat()
+    with pytest.raises(error, match=match):
+        source.read(0, 4096)
+
+
+def test_a_content_length_that_is_not_a_size_is_refused(misbehaving) -> None:
+    misbehaving.head_length = "12abc"
+    with pytest.raises(PermanentError, match="Content-Length '12abc' is not a size"):
+        HttpSource(misbehaving.url, Backoff(deadline=1)).stat()
