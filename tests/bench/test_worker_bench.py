@@ -114,13 +114,14 @@ def _job(
 ) -> Job:
     sink = _fresh(BENCH / f"worker-out-{name}")
     state = _fresh(BENCH / f"worker-state-{name}.json")
+    store = store or FileCheckpointStore(state)
     return Job(
         source=open_source(str(source)),
-        sink=open_sink(str(sink)),
+        sink=open_sink(str(sink), owner=store.owner_id()),
         sink_format=fmt,
         dialect=Dialect(),
         transform=None,
-        store=store or FileCheckpointStore(state),
+        store=store,
         holder="bench",
         chunk_bytes=chunk_bytes,
     )

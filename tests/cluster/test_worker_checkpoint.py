@@ -154,13 +154,14 @@ def test_a_second_worker_is_fenced(core_api, namespace, tmp_path) -> None:
     source, expected = _source_csv(tmp_path / "source.csv", 3000)
 
     def job(holder: str) -> Job:
+        store = ConfigMapCheckpointStore(core_api, namespace, name)
         return Job(
             source=open_source(str(source)),
-            sink=open_sink(str(tmp_path / "sink")),
+            sink=open_sink(str(tmp_path / "sink"), owner=store.owner_id()),
             sink_format="csv",
             dialect=Dialect(),
             transform=None,
-            store=ConfigMapCheckpointStore(core_api, namespace, name),
+            store=store,
             holder=holder,
             chunk_bytes=8192,
         )

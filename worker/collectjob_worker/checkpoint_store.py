@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from collectjob_api.checkpoint import Checkpoint, CheckpointError
-from collectjob_api.contract import CHECKPOINT_KEY
+from collectjob_api.contract import CHECKPOINT_KEY, KIND
 from collectjob_worker.errors import CheckpointConflict, PermanentError, WorkerError
 from collectjob_worker.retry import DEFAULT_BACKOFF, Backoff, retry
 
@@ -35,6 +35,11 @@ class Stored:
 
 class CheckpointStore(Protocol):
     description: str
+
+    def owner_id(self) -> str:
+        """Who owns this job's outputs (see ownership): stable for the job's whole life,
+        different for any other job."""
+        ...
 
     def load(self) -> Stored: ...
 
@@ -69,6 +74,11 @@ class FileCheckpointStore:
             yield
         finally:
             os.close(fd)
+
+    def owner_id(self) -> str:
+        """Local mode has no job UID: the state file stands for the job, by absolute path."""
+        digest = hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:32]
+        return f"local-{digest}"
 
     def _read(self) -> tuple[str | None, str]:
         try:
@@ -133,13 +143,24 @@ class ConfigMapCheckpointStore:
         self.name = name
         self.backoff = backoff
         self.description = f"ConfigMap {namespace}/{name}"
+        self._owner = ""
+
+    def owner_id(self) -> str:
+        """The UID of the CollectJob that controls the checkpoint ConfigMap (the operator
+        creates it so), else the ConfigMap's own UID: the worker may read nothing else."""
+        if not self._owner:
+            meta = self._read().metadata
+            owners = meta.owner_references or ()
+            job = next((o for o in owners if o.controller and o.kind == KIND), None)
+            self._owner = job.uid if job is not None else meta.uid
+        return self._owner
 
     def _retry(self, what: str, call: Any) -> Any:
         return retry(call, transient=kube_transient, what=what, backoff=self.backoff)
 
-    def _get(self) -> tuple[str | None, str]:
+    def _read(self) -> Any:
         try:
-            cm = self._retry(
+            return self._retry(
                 f"read {self.description}",
                 lambda: self.api.read_namespaced_config_map(
                     self.name, self.namespace, _request_timeout=API_TIMEOUT
@@ -149,6 +170,9 @@ class ConfigMapCheckpointStore:
             if _api_status(e) == 404:
                 raise WorkerError(f"{self.description} does not exist") from e
             raise
+
+    def _get(self) -> tuple[str | None, str]:
+        cm = self._read()
         return (cm.data or {}).get(CHECKPOINT_KEY), cm.metadata.resource_version
 
     def load(self) -> Stored:

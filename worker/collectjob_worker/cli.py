@@ -31,6 +31,7 @@ from typing import Any
 from collectjob_api.contract import (
     DEFAULT_CHUNK_BYTES,
     DEFAULT_GRACE_SECONDS,
+    ENV_URL_ALLOWLIST,
     EXIT_FAILED,
     EXIT_FENCED,
     EXIT_OK,
@@ -81,6 +82,11 @@ def _parser() -> argparse.ArgumentParser:
     local.add_argument("--quote", default='"')
     local.add_argument("--encoding", default="utf-8")
     local.add_argument("--no-header", dest="header", action="store_false")
+    local.add_argument(
+        "--url-allowlist",
+        help=f"internal hosts, addresses and CIDRs that sources and S3 endpoints may reach "
+        f"(comma-separated; default ${ENV_URL_ALLOWLIST})",
+    )
     commands.add_parser("run", help="cluster mode: identity and job from the pod's env")
     return parser
 
@@ -150,13 +156,16 @@ def local(args: argparse.Namespace) -> int:
     try:
         dialect = Dialect(args.delimiter, args.quote, args.encoding, args.header)
         transform = _load_schema(args.schema) if args.schema else None
+        if args.url_allowlist is not None:
+            os.environ[ENV_URL_ALLOWLIST] = args.url_allowlist
+        store = FileCheckpointStore(args.state)
         job = Job(
             source=open_source(args.source),
-            sink=open_sink(args.sink),
+            sink=open_sink(args.sink, owner=store.owner_id()),
             sink_format=args.sink_format,
             dialect=dialect,
             transform=transform,
-            store=FileCheckpointStore(args.state),
+            store=store,
             holder=f"{socket.gethostname()}:{os.getpid()}",
             chunk_bytes=args.chunk_bytes,
         )
@@ -219,6 +228,7 @@ def run() -> int:
         if store.load().checkpoint.done:
             log.info("the checkpoint in %s says done; nothing to do", store.description)
             return idle_until_stopped()
+        owner = store.owner_id()
     except (ValueError, WorkerError, CredentialsError) as e:
         log.error("%s", e)
         return EXIT_FAILED
@@ -226,7 +236,7 @@ def run() -> int:
     try:
         job = Job(
             source=open_source(config.source.url),
-            sink=open_sink(config.sink.url),
+            sink=open_sink(config.sink.url, owner=owner),
             sink_format=config.sink.format,
             dialect=Dialect.from_source(config.source),
             transform=Transform.from_dict(config.transform) if config.transform else None,

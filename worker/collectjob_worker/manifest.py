@@ -11,9 +11,11 @@ lets the manifest be built at the end without reading the parts again. Everythin
 writes is a function of the source bytes and the job's spec, so a chunk redone after a crash,
 or the same chunk written by a fenced worker, produces identical objects.
 
-On success the sink holds exactly what the manifest lists: leftover temporary files, ledger
-entries and parts from any abandoned attempt are removed. Files the worker did not create
-(names outside this layout) are left alone.
+On success the sink holds what the manifest lists (and the ownership marker). Cleaning up
+deletes only what this job's own ledger names: the ledger entries themselves, the parts and
+rejects that ledger entries beyond the last committed chunk recorded (an abandoned attempt),
+and the worker's own temporary files. It lists only the three directories of this layout,
+never recursively, and the sink is this job's (see ownership), so nothing else is touched.
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ MANIFEST = "_manifest.json"
 SUCCESS = "_SUCCESS"
 LEDGER_DIR = "_ledger"
 REJECTS_DIR = "rejects"
-_OURS = re.compile(
-    rf"^(({REJECTS_DIR}/)?part-\d{{6,}}\.\w+|{LEDGER_DIR}/\d{{6,}}\.json"
-    rf"|(.*/)?{re.escape(TEMP_PREFIX)}.*)$"
+_LEDGER_ENTRY = re.compile(rf"{LEDGER_DIR}/(?P<index>\d{{6,}})\.json")
+_TEMPORARY = re.compile(
+    rf"(({REJECTS_DIR}|{LEDGER_DIR})/)?{re.escape(TEMP_PREFIX)}[^/]+-[0-9a-f]{{8}}"
 )
 
 
@@ -121,6 +123,24 @@ def clear_success(sink: SinkStore) -> None:
     sink.delete([n for n in sink.list() if n in (SUCCESS, MANIFEST)])
 
 
+def _leftovers(sink: SinkStore, chunks: int, keep: set[str]) -> list[str]:
+    """What this job wrote and no longer needs (see the module docstring)."""
+    ledger = [n for n in sink.list(LEDGER_DIR) if _LEDGER_ENTRY.fullmatch(n)]
+    recorded: set[str] = set(ledger)
+    for name in ledger:
+        match = _LEDGER_ENTRY.fullmatch(name)
+        if match and int(match["index"]) >= chunks:
+            record = _abandoned_entry(sink, name)
+            if record is not None:
+                recorded |= {record.part.path} | (
+                    {record.rejects.path} if record.rejects else set()
+                )
+    temporary = {
+        n for d in ("", REJECTS_DIR, LEDGER_DIR) for n in sink.list(d) if _TEMPORARY.fullmatch(n)
+    }
+    return sorted((recorded | temporary) - keep)
+
+
 def finalize(
     sink: SinkStore, *, chunks: int, source: str, fingerprint: str, fmt: str, columns: list[str]
 ) -> Manifest:
@@ -142,8 +162,7 @@ def finalize(
             chunks=records,
         )
         sink.put(MANIFEST, [manifest.to_json().encode()])
-    keep = manifest.files | {MANIFEST, SUCCESS}
-    sink.delete([n for n in sink.list() if n not in keep and _OURS.match(n)])
+    sink.delete(_leftovers(sink, chunks, manifest.files | {MANIFEST, SUCCESS}))
     sink.put(SUCCESS, [])
     return manifest
 
@@ -159,6 +178,16 @@ def _existing(sink: SinkStore, chunks: int, fingerprint: str) -> Manifest | None
     if manifest.fingerprint != fingerprint or len(manifest.chunks) != chunks:
         return None
     return manifest
+
+
+def _abandoned_entry(sink: SinkStore, name: str) -> ChunkRecord | None:
+    """The ledger entry of an abandoned attempt, or None if it cannot be read (then only the
+    entry itself is removed, and the files it may have named are kept)."""
+    data = sink.get(name)
+    try:
+        return ChunkRecord.from_dict(json.loads(data)) if data is not None else None
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _ledger_entry(sink: SinkStore, index: int) -> ChunkRecord:

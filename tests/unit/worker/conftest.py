@@ -152,13 +152,14 @@ class JobFactory:
         sink: Path | None = None,
         holder: str = "test-worker",
     ) -> Job:
+        store = store or FileCheckpointStore(self.tmp / "state.json")
         return Job(
             source=open_source(str(source)),
-            sink=open_sink(str(sink or self.tmp / "sink")),
+            sink=open_sink(str(sink or self.tmp / "sink"), owner=store.owner_id()),
             sink_format=fmt,
             dialect=dialect or Dialect(),
             transform=Transform.from_dict(transform) if transform else None,
-            store=store or FileCheckpointStore(self.tmp / "state.json"),
+            store=store,
             holder=holder,
             chunk_bytes=chunk_bytes,
         )

@@ -14,6 +14,8 @@ import subprocess
 
 import pytest
 
+from collectjob_worker.ownership import OWNER_MARKER
+
 TRIALS = 6
 KILLS_PER_TRIAL = 3
 
@@ -66,5 +68,10 @@ def test_exactly_once_under_kill_9(worker_cli, outputs, rows_csv, waiter, tmp_pa
     assert manifest["rows"] == len(expected.rows)
     files = sorted(p.relative_to(sink).as_posix() for p in sink.rglob("*") if p.is_file())
     assert files == sorted(
-        ["_SUCCESS", "_manifest.json", *(c["part"]["path"] for c in manifest["chunks"])]
+        [
+            "_SUCCESS",
+            "_manifest.json",
+            OWNER_MARKER,
+            *(c["part"]["path"] for c in manifest["chunks"]),
+        ]
     )

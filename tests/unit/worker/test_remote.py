@@ -16,6 +16,8 @@ import pytest
 
 from collectjob_worker.checkpoint_store import FileCheckpointStore
 from collectjob_worker.errors import PermanentError, SinkError, SourceChanged
+from collectjob_worker.ownership import OWNER_MARKER
+from collectjob_worker.pipeline import Job
 from collectjob_worker.retry import Backoff
 from collectjob_worker.sinks import SinkStore, open_sink
 from collectjob_worker.sources import HttpSource
@@ -100,9 +102,8 @@ def test_s3_source_replaced_is_detected(jobs, rows_csv, s3_store) -> None:
 def test_s3_sink(jobs, outputs, rows_csv, s3_store, tmp_path, fmt: str) -> None:
     data = rows_csv(1200, seed=6)
     prefix = f"out-{fmt}"
-    s3_store.fs().pipe_file(f"{s3_store.bucket}/{prefix}/part-000099.{fmt}", b"stale")
     job = jobs.job(jobs.write(data), fmt=fmt, chunk_bytes=8192)
-    job = dataclasses.replace(job, sink=_sink(f"s3://{s3_store.bucket}/{prefix}"))
+    job = dataclasses.replace(job, sink=_sink(job, f"s3://{s3_store.bucket}/{prefix}"))
     jobs.run(job)
 
     local = s3_store.download(prefix, tmp_path / "downloaded")
@@ -111,21 +112,21 @@ def test_s3_sink(jobs, outputs, rows_csv, s3_store, tmp_path, fmt: str) -> None:
     manifest = json.loads((local / "_manifest.json").read_text())
     names = sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
     parts = [c["part"]["path"] for c in manifest["chunks"]]
-    assert names == sorted(["_SUCCESS", "_manifest.json", *parts])
+    assert names == sorted(["_SUCCESS", "_manifest.json", OWNER_MARKER, *parts])
 
 
 def test_s3_sink_that_cannot_be_written_commits_nothing(jobs, rows_csv, s3_store) -> None:
     data = rows_csv(300)
     job = jobs.job(jobs.write(data), store=FileCheckpointStore(jobs.tmp / "state.json"))
-    job = dataclasses.replace(job, sink=_sink("s3://no-such-bucket-here/out"))
+    job = dataclasses.replace(job, sink=_sink(job, "s3://no-such-bucket-here/out"))
     with pytest.raises(SinkError, match=r"cannot \w+ s3://no-such-bucket-here/out.*bucket"):
         jobs.pipeline(job).run()
     state = jobs.state()
     assert state.chunk_index == 0 and state.rows_processed == 0
 
 
-def _sink(url: str) -> SinkStore:
-    return open_sink(url, Backoff(deadline=2))
+def _sink(job: Job, url: str) -> SinkStore:
+    return open_sink(url, owner=job.store.owner_id(), backoff=Backoff(deadline=2))
 
 
 class _Misbehaving(http.server.BaseHTTPRequestHandler):
