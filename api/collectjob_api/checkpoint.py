@@ -1,7 +1,13 @@
-"""The checkpoint: where a job stands, small enough for one ConfigMap key (< 4 KiB).
+"""The checkpoint: where a job stands, small enough for one ConfigMap key.
 
 The worker writes it after every committed chunk; the operator mirrors it into the
 CollectJob's status. One parser, used by both sides.
+
+Its size is bounded because every write stores the whole ConfigMap again in etcd: the header
+(the only part that grows with the source) by MAX_HEADER_BYTES and MAX_COLUMNS, the error by
+MAX_ERROR_CHARS, and the whole by MAX_CHECKPOINT_BYTES, checked by the worker before every
+write (checkpoint_store). At a few commits a second, MAX_HEADER_BYTES keeps one hostile job's
+etcd growth to a few MB a minute.
 """
 
 from __future__ import annotations
@@ -16,8 +22,13 @@ from collectjob_api.models import Count, Flag, Strings, Text, parse
 from collectjob_api.redact import safe_message
 
 CHECKPOINT_FORMAT_VERSION = 1
-MAX_CHECKPOINT_BYTES = 4096
-"""A checkpoint stays this small so the operator can read it cheaply and often."""
+MAX_HEADER_BYTES = 32 * 1024
+"""The header's column names as stored (JSON), at most; a wider header is a permanent error."""
+MAX_COLUMNS = 4096
+"""Columns in the header, at most; more is a permanent error."""
+MAX_CHECKPOINT_BYTES = 1024 * 1024 - 64 * 1024
+"""The serialized checkpoint, at most: a ConfigMap holds 1 MiB, less headroom for metadata.
+With the header capped it stays far below; this is the last line before the API server."""
 MAX_ERROR_CHARS = 1024
 
 

@@ -11,13 +11,20 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from collectjob_api.checkpoint import Checkpoint, CheckpointError
+from collectjob_api.checkpoint import (
+    MAX_CHECKPOINT_BYTES,
+    MAX_COLUMNS,
+    MAX_HEADER_BYTES,
+    Checkpoint,
+    CheckpointError,
+)
 from collectjob_api.contract import CHECKPOINT_KEY, KIND
 from collectjob_worker.errors import CheckpointConflict, PermanentError, WorkerError
 from collectjob_worker.retry import DEFAULT_BACKOFF, Backoff, retry
@@ -44,6 +51,36 @@ class CheckpointStore(Protocol):
     def load(self) -> Stored: ...
 
     def save(self, checkpoint: Checkpoint, version: str) -> str: ...
+
+
+class CheckpointTooLarge(PermanentError):
+    """The checkpoint would break one of its size limits; nothing was written."""
+
+
+def serialize(checkpoint: Checkpoint, where: str) -> str:
+    """The checkpoint's JSON, after checking it against its limits (see collectjob_api.
+    checkpoint). Called before every write: a breach is a permanent error naming the limit.
+    It can only first happen when a job takes its source (header and fingerprint are set
+    then), so the error is recorded on the previous, small checkpoint."""
+    if len(checkpoint.header) > MAX_COLUMNS:
+        raise CheckpointTooLarge(
+            f"the source's header has {len(checkpoint.header)} columns, over the limit of "
+            f"{MAX_COLUMNS} (MAX_COLUMNS) that {where} can hold"
+        )
+    header_bytes = len(json.dumps(checkpoint.header, separators=(",", ":")).encode())
+    if header_bytes > MAX_HEADER_BYTES:
+        raise CheckpointTooLarge(
+            f"the source's header takes {header_bytes} bytes, over the limit of "
+            f"{MAX_HEADER_BYTES} bytes (MAX_HEADER_BYTES) that {where} can hold"
+        )
+    text = checkpoint.to_json()
+    size = len(text.encode())
+    if size > MAX_CHECKPOINT_BYTES:
+        raise CheckpointTooLarge(
+            f"the checkpoint would take {size} bytes, over the limit of "
+            f"{MAX_CHECKPOINT_BYTES} bytes (MAX_CHECKPOINT_BYTES) of {where}"
+        )
+    return text
 
 
 def _parse(text: str, where: str) -> Checkpoint:
@@ -95,7 +132,7 @@ class FileCheckpointStore:
         return Stored(_parse(text, self.description), version)
 
     def save(self, checkpoint: Checkpoint, version: str) -> str:
-        text = checkpoint.to_json()
+        text = serialize(checkpoint, self.description)
         with self._locked():
             current, current_version = self._read()
             if current_version != version:
@@ -182,7 +219,7 @@ class ConfigMapCheckpointStore:
         return Stored(_parse(text, self.description), version)
 
     def save(self, checkpoint: Checkpoint, version: str) -> str:
-        text = checkpoint.to_json()
+        text = serialize(checkpoint, self.description)
         body = {"metadata": {"resourceVersion": version}, "data": {CHECKPOINT_KEY: text}}
         attempts = 0
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from collectjob_api.checkpoint import (
     MAX_CHECKPOINT_BYTES,
+    MAX_COLUMNS,
     MAX_ERROR_CHARS,
+    MAX_HEADER_BYTES,
     Checkpoint,
     CheckpointError,
 )
 from collectjob_api.redact import TRUNCATION_MARKER
-from collectjob_worker.checkpoint_store import FileCheckpointStore
+from collectjob_worker.checkpoint_store import CheckpointTooLarge, FileCheckpointStore, serialize
 from collectjob_worker.errors import PermanentError
 
 
@@ -78,3 +82,36 @@ def test_file_store_versions_change_with_every_save(tmp_path) -> None:
     v1 = store.save(Checkpoint(offset=1), empty.version)
     v2 = store.save(Checkpoint(offset=2), v1)
     assert v1 != v2 and store.load() == type(empty)(Checkpoint(offset=2), v2)
+
+
+@pytest.mark.parametrize(
+    ("names", "limit"),
+    [
+        ([f"c{i}" for i in range(MAX_COLUMNS + 1)], f"{MAX_COLUMNS} \\(MAX_COLUMNS\\)"),
+        (["x" * (MAX_HEADER_BYTES // 4)] * 5, f"{MAX_HEADER_BYTES} bytes \\(MAX_HEADER_BYTES\\)"),
+    ],
+)
+def test_a_header_over_its_limit_fails_the_job_with_the_limit_recorded(
+    jobs, names: list[str], limit: str
+) -> None:
+    source = jobs.write((",".join(names) + "\n" + ",".join("1" for _ in names) + "\n").encode())
+    with pytest.raises(CheckpointTooLarge, match=limit):
+        jobs.pipeline(jobs.job(source)).run()
+    state = jobs.tmp / "state.json"
+    recorded = Checkpoint.from_json(state.read_text())
+    assert recorded.header == [] and "over the limit of" in recorded.error
+    assert len(state.read_bytes()) < 4096
+
+
+def test_a_header_at_its_limits_is_kept() -> None:
+    names = [f"{i:04d}" for i in range(MAX_COLUMNS)]
+    assert len(json.dumps(names, separators=(",", ":"))) <= MAX_HEADER_BYTES
+    assert Checkpoint.from_json(serialize(Checkpoint(header=names), "test")).header == names
+
+
+def test_a_checkpoint_over_its_size_limit_is_refused_before_writing(tmp_path) -> None:
+    store = FileCheckpointStore(tmp_path / "state.json")
+    huge = Checkpoint(fingerprint="etag=" + "e" * MAX_CHECKPOINT_BYTES)
+    with pytest.raises(CheckpointTooLarge, match=f"limit of {MAX_CHECKPOINT_BYTES} bytes"):
+        store.save(huge, "")
+    assert not (tmp_path / "state.json").exists()
