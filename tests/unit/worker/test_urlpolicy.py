@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from collectjob_api.contract import ENV_URL_ALLOWLIST
+from collectjob_api.contract import ENV_URL_ALLOWLIST, EXIT_PERMANENT_ERROR
 from collectjob_worker import s3
 from collectjob_worker.errors import PermanentError
 from collectjob_worker.retry import Backoff
@@ -228,3 +228,21 @@ def test_s3_connections_resolve_through_the_policy(monkeypatch, s3_store) -> Non
     with pytest.raises(UrlRefused, match="host localhost resolves to"):
         asyncio.run(lookup(UrlPolicy()))
     assert asyncio.run(lookup(UrlPolicy.parse("localhost")))
+
+
+def test_local_mode_takes_the_allowlist_as_a_flag(serve, worker_cli, monkeypatch, tmp_path):
+    monkeypatch.delenv(ENV_URL_ALLOWLIST, raising=False)
+    server = serve("127.0.0.1")
+    args = ["local", "--source", server.url, "--sink", str(tmp_path / "out")]
+    refused = worker_cli.run(*args, "--state", str(tmp_path / "a.json"))
+    assert refused.returncode == EXIT_PERMANENT_ERROR
+    assert (
+        f"a loopback address; internal addresses are refused unless allowed in {ENV_URL_ALLOWLIST}"
+        in refused.stderr
+    )
+
+    allowed = worker_cli.run(
+        *args, "--state", str(tmp_path / "b.json"), "--url-allowlist", "127.0.0.1"
+    )
+    assert allowed.returncode == 0, allowed.stderr
+    assert (tmp_path / "out" / "_SUCCESS").exists()
