@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from collectjob_api.redact import redact_url
+from collectjob_api.redact import redact_text, redact_url
 from collectjob_worker import s3
 from collectjob_worker.errors import PermanentError, SinkError
 from collectjob_worker.ownership import OwnedSink
@@ -169,7 +169,7 @@ class S3Sink:
                 backoff=self.backoff,
             )
         except (OSError, ValueError) as e:
-            raise SinkError(f"cannot {action} {self.url}/{name}: {e}") from e
+            raise SinkError(f"cannot {action} {self.url}/{name}: {redact_text(str(e))}") from e
 
     def put(self, name: str, data: Sequence[bytes]) -> None:
         body = b"".join(data)

@@ -331,7 +331,7 @@ class S3Source:
                 call, transient=s3.transient, what=f"{what} {self.url}", backoff=self.backoff
             )
         except (FileNotFoundError, PermissionError) as e:
-            raise PermanentError(f"cannot read source {self.url}: {e}") from e
+            raise PermanentError(f"cannot read source {self.url}: {redact_text(str(e))}") from e
 
     def stat(self) -> SourceStat:
         def info() -> SourceStat:
