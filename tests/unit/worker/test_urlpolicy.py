@@ -230,6 +230,16 @@ def test_s3_connections_resolve_through_the_policy(monkeypatch, s3_store) -> Non
     assert asyncio.run(lookup(UrlPolicy.parse("localhost")))
 
 
+def test_s3_ignores_proxy_variables(serve, monkeypatch, s3_store) -> None:
+    proxy = serve("127.0.0.3")
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.setenv(name, f"http://127.0.0.3:{proxy.server_address[1]}")
+    fs = s3.filesystem(UrlPolicy.parse("127.0.0.1,127.0.0.3"))
+    fs.pipe_file(f"{s3_store.bucket}/y.csv", BODY)
+    assert fs.cat_file(f"{s3_store.bucket}/y.csv") == BODY
+    assert proxy.requests == []
+
+
 def test_local_mode_takes_the_allowlist_as_a_flag(serve, worker_cli, monkeypatch, tmp_path):
     monkeypatch.delenv(ENV_URL_ALLOWLIST, raising=False)
     server = serve("127.0.0.1")
