@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import random
+import shutil
 from pathlib import Path
 
 import yaml
@@ -81,6 +82,11 @@ def run_demo(plane: ControlPlane) -> int:
         DEMO_DIR.mkdir(exist_ok=True)
         write_responses_csv(source, DEMO_ROWS)
     sink = DEMO_DIR / "out" / DEMO_JOB
+    exists = cluster.kubectl("get", "cjob", DEMO_JOB, "-n", DEMO_NAMESPACE, check=False)
+    if exists.returncode != 0 and sink.exists():
+        # a sink belongs to one job (its ownership marker): a new demo job needs a fresh one
+        print(f">> removing {sink}, the output of an earlier demo job")
+        shutil.rmtree(sink)
     namespace = {
         "apiVersion": "v1",
         "kind": "Namespace",
