@@ -15,13 +15,20 @@ from typing import Any
 from collectjob_worker.urlpolicy import UrlPolicy, guarded_resolver
 
 ENDPOINT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+IMDS_DISABLED_ENV = "AWS_EC2_METADATA_DISABLED"
 
 
 def filesystem(policy: UrlPolicy | None = None) -> Any:
     """An S3 filesystem whose every connection obeys `policy` (by default from the env):
     a custom endpoint is checked now, each connection's address by the resolver, and the
-    proxy variables are ignored (`proxies={}` stops botocore reading them)."""
+    proxy variables are ignored (`proxies={}` stops botocore reading them).
+
+    The instance metadata service is switched off for this process (botocore reads the
+    switch only from the environment): a job without credentials of its own must not borrow
+    the node's IAM role, which would let a tenant read any bucket the node can."""
     import s3fs
+
+    os.environ[IMDS_DISABLED_ENV] = "true"
 
     policy = policy or UrlPolicy.from_env()
     endpoint = next((os.environ[k] for k in ENDPOINT_ENV if os.environ.get(k)), None)

@@ -256,3 +256,22 @@ def test_local_mode_takes_the_allowlist_as_a_flag(serve, worker_cli, monkeypatch
     )
     assert allowed.returncode == 0, allowed.stderr
     assert (tmp_path / "out" / "_SUCCESS").exists()
+
+
+def test_s3_never_asks_the_instance_metadata_service_for_credentials(
+    serve, monkeypatch, s3_store
+) -> None:
+    """Without credentials of its own, a job must not borrow the node's IAM role."""
+    imds = serve("127.0.0.3")
+    monkeypatch.setenv(
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT", f"http://127.0.0.3:{imds.server_address[1]}"
+    )
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "false")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    fs = s3.filesystem(UrlPolicy.parse("127.0.0.1,127.0.0.3"))
+    with pytest.raises(Exception, match=r"(?i)credentials") as caught:
+        fs.cat_file(f"{s3_store.bucket}/absent.csv")
+    assert imds.requests == [], caught.value
