@@ -156,6 +156,15 @@ def test_a_host_name_is_checked_after_dns(serve) -> None:
     assert HttpSource(url, _FAST, UrlPolicy.parse("localhost")).stat().size == len(BODY)
 
 
+@pytest.mark.parametrize("spelling", ["2130706433", "0177.0.0.1", "0x7f.1", "[::ffff:127.0.0.1]"])
+def test_odd_spellings_of_loopback_are_checked_as_the_address_they_reach(serve, spelling) -> None:
+    server = serve("127.0.0.1")
+    url = server.url.replace("127.0.0.1", spelling)
+    with pytest.raises(UrlRefused, match="a loopback address"):
+        HttpSource(url, _FAST, UrlPolicy()).stat()
+    assert server.requests == []
+
+
 def test_every_redirect_is_checked(serve) -> None:
     """An allowed server redirecting to an internal address (here another loopback address,
     standing for 169.254.169.254) is refused, and the internal server is never contacted."""
