@@ -149,6 +149,34 @@ def test_a_missing_configmap_is_reported(core_api, namespace) -> None:
         store.load()
 
 
+def test_the_sink_owner_is_the_collectjob_controlling_the_checkpoint(
+    cluster, core_api, namespace, collectjob
+) -> None:
+    """Sinks are claimed with this id (see ownership): the job's UID, read from the
+    ConfigMap the worker may read; a ConfigMap without a CollectJob owner gives its own."""
+    collectjob("owner")
+    job = json.loads(cluster.kubectl("get", "cjob", "owner", "-n", namespace, "-o", "json").stdout)
+    owned = client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(
+            name="owned-checkpoint",
+            owner_references=[
+                client.V1OwnerReference(
+                    api_version="collect.dev/v1alpha1", kind="CollectJob", name="owner",
+                    uid=job["metadata"]["uid"], controller=True,
+                )
+            ],
+        ),
+        data={},
+    )  # fmt: skip
+    core_api.create_namespaced_config_map(namespace, owned)
+    store = ConfigMapCheckpointStore(core_api, namespace, "owned-checkpoint")
+    assert store.owner_id() == job["metadata"]["uid"]
+
+    plain = _configmap(core_api, namespace, "plain")
+    uid = core_api.read_namespaced_config_map(plain, namespace).metadata.uid
+    assert ConfigMapCheckpointStore(core_api, namespace, plain).owner_id() == uid
+
+
 def test_a_second_worker_is_fenced(core_api, namespace, tmp_path) -> None:
     name = _configmap(core_api, namespace, "fence")
     source, expected = _source_csv(tmp_path / "source.csv", 3000)
