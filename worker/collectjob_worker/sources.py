@@ -27,7 +27,7 @@ from collectjob_api.redact import bounded, redact_text, redact_url
 from collectjob_worker import s3
 from collectjob_worker.errors import PermanentError, SourceChanged
 from collectjob_worker.retry import DEFAULT_BACKOFF, Backoff, retry
-from collectjob_worker.urlpolicy import UrlPolicy
+from collectjob_worker.urlpolicy import UrlPolicy, UrlRefused
 
 log = logging.getLogger(__name__)
 SCHEMES = ("file", "http", "https", "s3")
@@ -184,6 +184,8 @@ class HttpSource:
             raise PermanentError(f"cannot read source {self.url}: HTTP {e.code} {e.reason}") from e
         except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
             raise PermanentError(f"cannot read source {self.url}: {redact_text(str(e))}") from e
+        except UrlRefused as e:
+            raise UrlRefused(f"source {self.url}: {e}") from e
 
     def _open(self, headers: dict[str, str], method: str = "GET") -> Any:
         request = urllib.request.Request(self._target, headers=headers, method=method)

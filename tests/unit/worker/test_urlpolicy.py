@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import http.server
 import ipaddress
+import re
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -135,7 +136,8 @@ def test_a_loopback_source_is_refused_without_the_allowlist(serve, monkeypatch) 
     monkeypatch.delenv(ENV_URL_ALLOWLIST, raising=False)
     server = serve("127.0.0.1")
     source = open_source(server.url, _FAST)
-    with pytest.raises(UrlRefused, match=f"127.0.0.1, a loopback address.*{ENV_URL_ALLOWLIST}"):
+    expected = f"source {re.escape(server.url)}: host 127.0.0.1 resolves to 127.0.0.1, a loopback"
+    with pytest.raises(UrlRefused, match=f"{expected} address.*{ENV_URL_ALLOWLIST}"):
         source.stat()
     assert server.requests == []
 
