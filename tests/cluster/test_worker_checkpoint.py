@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
+import functools
+import http.server
 import io
 import json
 import os
@@ -40,6 +43,7 @@ from collectjob_api.contract import (
     ENV_NAMESPACE,
     ENV_POD_IP,
     ENV_POD_NAME,
+    ENV_URL_ALLOWLIST,
     EXIT_PERMANENT_ERROR,
     SinkConfig,
     SourceConfig,
@@ -375,6 +379,40 @@ def test_run_records_a_permanent_error_in_the_configmap(cluster, core_api, names
     error = _stored(core_api, namespace, name).error
     assert error.startswith(f"cannot read source file://{tmp_path}/missing.csv")
     assert error in result.stderr
+
+
+def test_run_refuses_an_internal_source_unless_allowlisted(
+    cluster, core_api, namespace, tmp_path, wait_for
+) -> None:
+    """The URL policy in the real worker: a loopback HTTP source (standing for an internal
+    service) fails the job with a reason naming the rule; allowlisted, the same job runs."""
+    (tmp_path / "served").mkdir()
+    source, expected = _source_csv(tmp_path / "served" / "source.csv", 500)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=source.parent)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/source.csv?token=s3cr3t"
+        config = dataclasses.replace(
+            _config(source, tmp_path / "sink", 8192), source=SourceConfig(url)
+        )
+        name = _configmap(core_api, namespace, "internal")
+        env = _worker_env(cluster.kubeconfig, namespace, "internal", config)
+        env.pop(ENV_URL_ALLOWLIST, None)
+        result = subprocess.run(RUN, env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == EXIT_PERMANENT_ERROR, result.stderr
+        error = _stored(core_api, namespace, name).error
+        assert "a loopback address; internal addresses are refused" in error
+        assert "s3cr3t" not in error and "s3cr3t" not in result.stderr
+
+        log = tmp_path / "allowed.log"
+        with _running({**env, ENV_URL_ALLOWLIST: "127.0.0.1"}, log) as proc:
+            _stop_when_idle(proc, log, wait_for, 120)
+        assert _stored(core_api, namespace, name).done
+        assert _output(tmp_path / "sink") == expected
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def _run_through_an_outage(
