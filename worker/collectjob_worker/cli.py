@@ -48,8 +48,10 @@ from collectjob_worker.errors import CheckpointConflict, PermanentError, WorkerE
 from collectjob_worker.formats import FORMATS
 from collectjob_worker.metrics import WorkerMetrics
 from collectjob_worker.pipeline import Job, Outcome, Pipeline
+from collectjob_worker.processors import ProcessorError, ProcessorRunner, ProcessSpec
+from collectjob_worker.processors.runner import JobRef
 from collectjob_worker.progress import ProgressReporter, describe
-from collectjob_worker.sinks import open_sink
+from collectjob_worker.sinks import SinkStore, open_sink
 from collectjob_worker.sources import open_source
 from collectjob_worker.supervise import run_supervised
 from collectjob_worker.transform import Transform, TransformError
@@ -86,6 +88,13 @@ def _parser() -> argparse.ArgumentParser:
         "--url-allowlist",
         help=f"internal hosts, addresses and CIDRs that sources and S3 endpoints may reach "
         f"(comma-separated; default ${ENV_URL_ALLOWLIST})",
+    )
+    local.add_argument("--process", metavar="NAME", help="an installed processor to run")
+    local.add_argument(
+        "--process-options", metavar="JSON", default="{}", help="the processor's options"
+    )
+    local.add_argument(
+        "--process-attempts", type=_positive, default=1, help="tries of a failing chunk"
     )
     commands.add_parser("run", help="cluster mode: identity and job from the pod's env")
     return parser
@@ -152,6 +161,19 @@ def _execute(
     return EXIT_OK
 
 
+def _local_processor(args: argparse.Namespace, sink: SinkStore) -> ProcessorRunner | None:
+    if not args.process:
+        return None
+    try:
+        options = json.loads(args.process_options)
+    except json.JSONDecodeError as e:
+        raise ProcessorError(f"--process-options is not valid JSON: {e}") from e
+    spec = ProcessSpec.from_dict({"name": args.process, "options": options})
+    # A local job's identity is its state file: stable across reruns, distinct per job.
+    uid = f"local-{args.state.resolve()}"
+    return ProcessorRunner(spec, sink, JobRef(args.state.stem, "local", uid), args.process_attempts)
+
+
 def local(args: argparse.Namespace) -> int:
     try:
         dialect = Dialect(args.delimiter, args.quote, args.encoding, args.header)
@@ -159,15 +181,17 @@ def local(args: argparse.Namespace) -> int:
         if args.url_allowlist is not None:
             os.environ[ENV_URL_ALLOWLIST] = args.url_allowlist
         store = FileCheckpointStore(args.state)
+        sink = open_sink(args.sink, owner=store.owner_id())
         job = Job(
             source=open_source(args.source),
-            sink=open_sink(args.sink, owner=store.owner_id()),
+            sink=sink,
             sink_format=args.sink_format,
             dialect=dialect,
             transform=transform,
             store=store,
             holder=f"{socket.gethostname()}:{os.getpid()}",
             chunk_bytes=args.chunk_bytes,
+            processor=_local_processor(args, sink),
         )
     except PermanentError as e:
         log.error("%s", e)

@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 
 from collectjob_api.checkpoint import Checkpoint
@@ -57,6 +58,7 @@ from collectjob_worker.manifest import (
     rejects_name,
 )
 from collectjob_worker.metrics import WorkerMetrics
+from collectjob_worker.processors.runner import ProcessorRunner, kept_rows
 from collectjob_worker.sinks import SinkStore
 from collectjob_worker.sources import Source
 from collectjob_worker.transform import Transform
@@ -84,6 +86,7 @@ class Job:
     store: CheckpointStore
     holder: str
     chunk_bytes: int
+    processor: ProcessorRunner | None = None
 
     def __post_init__(self) -> None:
         if self.sink_format not in FORMATS:
@@ -94,7 +97,29 @@ class Job:
     @property
     def copies_bytes(self) -> bool:
         """csv to csv with nothing to change: accepted records are copied byte for byte."""
-        return self.sink_format == "csv" and self.transform is None and self.dialect.is_rfc4180
+        return (
+            self.sink_format == "csv"
+            and self.transform is None
+            and self.processor is None
+            and self.dialect.is_rfc4180
+        )
+
+
+class _Processed:
+    """A chunk's processed tables, held until the chunk ends: a processor decides the part's
+    columns, which are known only once it has run."""
+
+    def __init__(self) -> None:
+        self.tables: list[pa.Table] = []
+
+    def write(self, table: pa.Table) -> None:
+        self.tables.append(table)
+
+    def into(self, fmt: str, schema: pa.Schema) -> PartWriter:
+        part = part_writer(fmt, schema)
+        for table in self.tables:
+            part.write(table)
+        return part
 
 
 def next_chunk_size(current: int, seconds: float, limit: int) -> int:
@@ -198,7 +223,11 @@ class Pipeline:
     def _process_chunk(self) -> None:
         cp, job = self.checkpoint, self.job
         self.chunk_started = started = time.monotonic()
-        part = part_writer(job.sink_format, self._schema)
+        part: PartWriter | _Processed = (
+            _Processed() if job.processor else part_writer(job.sink_format, self._schema)
+        )
+        if job.processor is not None:
+            job.processor.begin(cp.chunk_index)
         rows, rejects = 0, []
         end, end_line = cp.offset, cp.line
         blocks = iter_chunk(
@@ -218,7 +247,12 @@ class Pipeline:
             rejects.extend(rejected)
             end, end_line = block.end, block.end_line
         self._check_source()
+        if isinstance(part, _Processed):
+            assert job.processor is not None
+            part = part.into(job.sink_format, self._output_schema)
         self._write(cp.chunk_index, part.finish(), rows, rejects, cp.offset, end)
+        if job.processor is not None:
+            job.processor.commit(cp.chunk_index)
         seconds = time.monotonic() - started
         self.metrics.chunk_seconds.observe(seconds)
         self._commit(
@@ -234,7 +268,9 @@ class Pipeline:
         )
         self.chunk_started, self.last_chunk_seconds = None, seconds
 
-    def _process_block(self, block: Block, part: PartWriter) -> tuple[int, list[Reject]]:
+    def _process_block(
+        self, block: Block, part: PartWriter | _Processed
+    ) -> tuple[int, list[Reject]]:
         assert self._parser is not None
         copy = self.job.copies_bytes
         parsed = self._parser.parse(block, values=not copy)
@@ -246,12 +282,23 @@ class Pipeline:
             parsed = self._parser.parse(block, values=True)
         assert parsed.table is not None
         table, rejects = parsed.table, list(parsed.rejects)
+        rows = np.arange(table.num_rows)
+        """The parsed row each row of `table` came from."""
         if self.job.transform is not None:
             table, invalid = self.job.transform.apply(table)
             for row, reason in invalid:
                 line, text = parsed.row_source(row)
                 rejects.append(Reject(line, reason, text))
-            rejects.sort(key=lambda r: r.line)
+            rows = kept_rows(rows.size, invalid)
+        if self.job.processor is not None:
+            cp = self.checkpoint
+            table, refused = self.job.processor.apply(
+                table, cp.chunk_index, (block.offset, block.end), block.line
+            )
+            for row, reason in refused:
+                line, text = parsed.row_source(int(rows[row]))
+                rejects.append(Reject(line, reason, text))
+        rejects.sort(key=lambda r: r.line)
         part.write(table)
         return table.num_rows, rejects
 
@@ -286,6 +333,11 @@ class Pipeline:
         record = ChunkRecord(index, start, end, part, rejects_file)
         sink.put(ledger_name(index), [record.to_json().encode()])
 
+    @property
+    def _output_schema(self) -> pa.Schema:
+        processed = self.job.processor.schema if self.job.processor else None
+        return processed or self._schema
+
     def _finish(self) -> None:
         cp = self.checkpoint
         finalize(
@@ -294,6 +346,6 @@ class Pipeline:
             source=self.job.source.url,
             fingerprint=cp.fingerprint,
             fmt=self.job.sink_format,
-            columns=self._schema.names,
+            columns=self._output_schema.names,
         )
         self._commit(cp.evolve(done=True, updated_at=now_text()))

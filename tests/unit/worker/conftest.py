@@ -29,6 +29,7 @@ from collectjob_api.contract import ENV_URL_ALLOWLIST
 from collectjob_worker.checkpoint_store import CheckpointStore, FileCheckpointStore
 from collectjob_worker.dialect import Dialect
 from collectjob_worker.metrics import WorkerMetrics
+from collectjob_worker.processors import ProcessorRunner
 from collectjob_worker.pipeline import Job, Outcome, Pipeline
 from collectjob_worker.sinks import open_sink
 from collectjob_worker.sources import Source, SourceStat, open_source
@@ -151,6 +152,7 @@ class JobFactory:
         store: CheckpointStore | None = None,
         sink: Path | None = None,
         holder: str = "test-worker",
+        processor: ProcessorRunner | None = None,
     ) -> Job:
         store = store or FileCheckpointStore(self.tmp / "state.json")
         return Job(
@@ -162,6 +164,7 @@ class JobFactory:
             store=store,
             holder=holder,
             chunk_bytes=chunk_bytes,
+            processor=processor,
         )
 
     def pipeline(
