@@ -29,8 +29,8 @@ from collectjob_api.contract import ENV_URL_ALLOWLIST
 from collectjob_worker.checkpoint_store import CheckpointStore, FileCheckpointStore
 from collectjob_worker.dialect import Dialect
 from collectjob_worker.metrics import WorkerMetrics
-from collectjob_worker.processors import ProcessorRunner
 from collectjob_worker.pipeline import Job, Outcome, Pipeline
+from collectjob_worker.processors import ProcessorRunner
 from collectjob_worker.sinks import open_sink
 from collectjob_worker.sources import Source, SourceStat, open_source
 from collectjob_worker.transform import Transform
