@@ -11,12 +11,12 @@ export KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
 .PHONY: venv binaries prometheus cluster cluster-down demo test lint unit bench clean
 
 venv: $(STAMP)
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml requirements.lock examples/processor/pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "python3 (3.11+) is missing: apt-get install python3 python3-venv"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 	$(VENV)/bin/uv pip sync -q --python $(PY) requirements.lock
-	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
+	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e . -e examples/processor
 	touch $@
 
 binaries:
@@ -35,8 +35,8 @@ demo: venv binaries
 	$(PY) -m localcluster demo
 
 lint: venv
-	$(VENV)/bin/ruff check api operator worker hack tests
-	$(VENV)/bin/ruff format --check api operator worker hack tests
+	$(VENV)/bin/ruff check api operator worker hack tests examples
+	$(VENV)/bin/ruff format --check api operator worker hack tests examples
 	$(VENV)/bin/lint-imports --config pyproject.toml
 	$(VENV)/bin/mypy api/collectjob_api operator/collectjob_operator worker/collectjob_worker hack/localcluster
 
@@ -44,7 +44,7 @@ unit: venv prometheus
 	$(PY) -m pytest -q tests/unit
 
 test: venv binaries prometheus lint
-	$(PY) -m pytest -q tests/unit tests/cluster
+	$(PY) -m pytest -q tests/unit tests/cluster examples/processor/tests
 
 bench: venv binaries
 	$(PY) -m pytest -q -s tests/bench

@@ -161,7 +161,9 @@ def _execute(
     return EXIT_OK
 
 
-def _local_processor(args: argparse.Namespace, sink: SinkStore) -> ProcessorRunner | None:
+def _local_processor(
+    args: argparse.Namespace, sink: SinkStore, metrics: WorkerMetrics
+) -> ProcessorRunner | None:
     if not args.process:
         return None
     try:
@@ -171,10 +173,12 @@ def _local_processor(args: argparse.Namespace, sink: SinkStore) -> ProcessorRunn
     spec = ProcessSpec.from_dict({"name": args.process, "options": options})
     # A local job's identity is its state file: stable across reruns, distinct per job.
     uid = f"local-{args.state.resolve()}"
-    return ProcessorRunner(spec, sink, JobRef(args.state.stem, "local", uid), args.process_attempts)
+    job = JobRef(args.state.stem, "local", uid)
+    return ProcessorRunner(spec, sink, job, args.process_attempts, metrics.processed)
 
 
 def local(args: argparse.Namespace) -> int:
+    metrics = WorkerMetrics("local", args.state.stem)
     try:
         dialect = Dialect(args.delimiter, args.quote, args.encoding, args.header)
         transform = _load_schema(args.schema) if args.schema else None
@@ -191,12 +195,11 @@ def local(args: argparse.Namespace) -> int:
             store=store,
             holder=f"{socket.gethostname()}:{os.getpid()}",
             chunk_bytes=args.chunk_bytes,
-            processor=_local_processor(args, sink),
+            processor=_local_processor(args, sink, metrics),
         )
     except PermanentError as e:
         log.error("%s", e)
         return EXIT_PERMANENT_ERROR
-    metrics = WorkerMetrics("local", args.state.stem)
     if args.metrics_port is not None:
         metrics.serve(args.metrics_port, "127.0.0.1")
     progress = ProgressReporter(sys.stderr, sys.stderr.isatty())

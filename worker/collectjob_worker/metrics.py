@@ -56,6 +56,35 @@ class WorkerMetrics:
             buckets=CHECKPOINT_BUCKETS,
         )
 
+        processor_labels = (*LABELS, "processor")
+        self._processor_seconds = Histogram(
+            "collectjob_worker_processor_duration_seconds",
+            "Time the job's processor took per block of rows.",
+            processor_labels,
+            registry=self.registry,
+            buckets=CHUNK_BUCKETS,
+        )
+        self._processor_rows_in = Counter(
+            "collectjob_worker_processor_rows_in",
+            "Rows given to the job's processor.",
+            processor_labels,
+            registry=self.registry,
+        )
+        self._processor_rows_out = Counter(
+            "collectjob_worker_processor_rows_out",
+            "Rows the job's processor returned (the rest it rejected).",
+            processor_labels,
+            registry=self.registry,
+        )
+        self._labels = (namespace, job)
+
+    def processed(self, processor: str, seconds: float, rows_in: int, rows_out: int) -> None:
+        """One processor call; the processor label is the job's one `spec.process.name`."""
+        labels = (*self._labels, processor)
+        self._processor_seconds.labels(*labels).observe(seconds)
+        self._processor_rows_in.labels(*labels).inc(rows_in)
+        self._processor_rows_out.labels(*labels).inc(rows_out)
+
     def position(self, checkpoint: Checkpoint) -> None:
         self.progress.set(checkpoint.progress_ratio)
 
