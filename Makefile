@@ -11,12 +11,12 @@ export KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
 .PHONY: venv binaries prometheus cluster cluster-down demo test lint unit bench clean
 
 venv: $(STAMP)
-$(STAMP): pyproject.toml requirements.lock examples/processor/pyproject.toml
+$(STAMP): pyproject.toml requirements.lock examples/processor/pyproject.toml tests/support/pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "python3 (3.11+) is missing: apt-get install python3 python3-venv"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 	$(VENV)/bin/uv pip sync -q --python $(PY) requirements.lock
-	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e . -e examples/processor
+	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e . -e examples/processor -e tests/support
 	touch $@
 
 binaries:

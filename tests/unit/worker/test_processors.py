@@ -35,8 +35,8 @@ def test_builtins_are_installed_entry_points():
 
 
 def test_unknown_processor_lists_the_installed_ones():
-    with pytest.raises(ProcessorError, match=r"'enrich' is not installed.*drop-duplicates"):
-        load_processor("enrich")
+    with pytest.raises(ProcessorError, match=r"'no-such' is not installed.*drop-duplicates"):
+        load_processor("no-such")
 
 
 def test_frame_is_arrow_backed_strings_and_context_describes_the_chunk(tmp_path):

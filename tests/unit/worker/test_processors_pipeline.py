@@ -157,8 +157,10 @@ def test_local_mode_names_an_unknown_processor_and_the_installed_ones(worker_cli
     source.write_bytes(b"a\n1\n")
     result = worker_cli.run(
         "local", "--source", str(source), "--sink", str(tmp_path / "out"),
-        "--state", str(tmp_path / "st.json"), "--process", "enrich-responses",
+        "--state", str(tmp_path / "st.json"), "--process", "no-such-processor",
     )  # fmt: skip
     assert result.returncode == 2, result.stderr
-    assert "'enrich-responses' is not installed" in result.stderr
-    assert "drop-duplicates, hash-columns" in result.stderr
+    assert "'no-such-processor' is not installed" in result.stderr
+    installed = result.stderr.split("installed: ")[1].splitlines()[0]
+    assert {"drop-duplicates", "hash-columns"} <= {n.strip(",") for n in installed.split()}
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").glob("part-*"))
