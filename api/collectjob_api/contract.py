@@ -45,6 +45,8 @@ ENV_POD_IP = "COLLECTJOB_POD_IP"
 ENV_CHECKPOINT_CONFIGMAP = "COLLECTJOB_CHECKPOINT_CONFIGMAP"
 ENV_CONFIG = "COLLECTJOB_CONFIG"
 ENV_GRACE_SECONDS = "COLLECTJOB_GRACE_SECONDS"
+ENV_JOB_UID = "COLLECTJOB_UID"
+"""The CollectJob's UID: part of a processor's idempotency key, unique across re-creations."""
 """The pod's terminationGracePeriodSeconds, so the worker knows how long a stop may take."""
 ENV_URL_ALLOWLIST = "COLLECTJOB_URL_ALLOWLIST"
 """Hosts, addresses and CIDRs that really are internal and that sources and S3 endpoints may
@@ -98,6 +100,21 @@ class SinkConfig(Pruned):
     format: str = "csv"
 
 
+DEFAULT_BACKOFF_LIMIT = 3
+DEFAULT_PROCESSOR_STATE_BYTES = 256 * 1024 * 1024
+"""Bytes of processor state a job may keep beside its sink (spec.process.stateLimitBytes)."""
+
+
+@dataclass(frozen=True, config=CAMEL_CASE)
+class ProcessConfig(Pruned):
+    """`spec.process`: an installed processor, by its entry-point name (never an import path),
+    and its options as plain data."""
+
+    name: Name
+    options: dict[str, Any] = Field(default_factory=dict)
+    state_limit_bytes: int = DEFAULT_PROCESSOR_STATE_BYTES
+
+
 @dataclass(frozen=True)
 class WorkerConfig:
     """The part of a CollectJob's spec the worker needs, handed over as one env var."""
@@ -107,6 +124,9 @@ class WorkerConfig:
     transform: dict[str, Any] | None = None
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     metrics_port: int = DEFAULT_METRICS_PORT
+    process: ProcessConfig | None = None
+    backoff_limit: int = DEFAULT_BACKOFF_LIMIT
+    """Tries of a failing processor call beyond the first, before the job fails."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
@@ -152,6 +172,7 @@ class WorkerIdentity:
     configmap: Annotated[Name, Field(alias=ENV_CHECKPOINT_CONFIGMAP)]
     config: Annotated[WorkerConfig, Field(alias=ENV_CONFIG), BeforeValidator(_json_object)]
     pod_ip: Annotated[str, Field(alias=ENV_POD_IP)] = ""
+    job_uid: Annotated[str, Field(alias=ENV_JOB_UID)] = ""
     grace_seconds: Annotated[
         float, Field(alias=ENV_GRACE_SECONDS), PlainValidator(_grace_seconds)
     ] = DEFAULT_GRACE_SECONDS

@@ -16,16 +16,18 @@ from pydantic import Field
 from pydantic.dataclasses import dataclass
 
 from collectjob_api.contract import (
+    DEFAULT_BACKOFF_LIMIT,
     DEFAULT_CHUNK_BYTES,
     DEFAULT_GRACE_SECONDS,
     DEFAULT_METRICS_PORT,
+    ProcessConfig,
     SinkConfig,
     SourceConfig,
     WorkerConfig,
 )
 from collectjob_api.models import CAMEL_CASE, Pruned, parse, under
 
-DEFAULT_BACKOFF_LIMIT = 3
+__all__ = ["DEFAULT_BACKOFF_LIMIT", "CollectJobSpec", "Shutdown", "WorkerSpec"]
 
 
 class Shutdown(StrEnum):
@@ -60,6 +62,7 @@ class CollectJobSpec(Pruned):
     shutdown: Shutdown = Shutdown.NONE
     backoff_limit: int = DEFAULT_BACKOFF_LIMIT
     active_deadline_seconds: int | None = None
+    process: ProcessConfig | None = None
     worker: WorkerSpec = WorkerSpec()
 
     @classmethod
@@ -75,4 +78,6 @@ class CollectJobSpec(Pruned):
             transform=self.transform,
             chunk_bytes=self.chunk_bytes,
             metrics_port=self.worker.metrics_port,
+            process=self.process,
+            backoff_limit=self.backoff_limit,
         )

@@ -16,6 +16,7 @@ from collectjob_api.contract import (
     ENV_CONFIG,
     ENV_GRACE_SECONDS,
     ENV_JOB_NAME,
+    ENV_JOB_UID,
     ENV_NAMESPACE,
     ENV_POD_IP,
     ENV_POD_NAME,
@@ -99,6 +100,7 @@ def worker_env(job: CollectJob) -> list[dict[str, Any]]:
     spec = job.spec
     return [
         {"name": ENV_JOB_NAME, "value": job.name},
+        {"name": ENV_JOB_UID, "value": job.uid},
         _field_env(ENV_NAMESPACE, "metadata.namespace"),
         _field_env(ENV_POD_NAME, "metadata.name"),
         _field_env(ENV_POD_IP, "status.podIP"),

@@ -18,11 +18,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from bench.test_worker_bench import BENCH, ROWS, _fresh, source  # noqa: F401 - fixture
+from collectjob_api.contract import ProcessConfig
 from collectjob_worker.checkpoint_store import FileCheckpointStore
 from collectjob_worker.dialect import Dialect
 from collectjob_worker.metrics import WorkerMetrics
 from collectjob_worker.pipeline import Job, Outcome, Pipeline
-from collectjob_worker.processors import ProcessorRunner, ProcessSpec, load_processor
+from collectjob_worker.processors import ProcessorRunner, load_processor
 from collectjob_worker.processors.runner import JobRef
 from collectjob_worker.sinks import open_sink
 from collectjob_worker.sources import open_source
@@ -42,7 +43,7 @@ def _run(csv_path: Path, name: str, processor: str | None, options: dict) -> flo
     if processor is not None:
         function = _noop if processor == "noop" else load_processor(processor)
         runner = ProcessorRunner(
-            ProcessSpec(processor, options), sink, JobRef(name, "bench", name), processor=function
+            ProcessConfig(processor, options), sink, JobRef(name, "bench", name), processor=function
         )
     job = Job(
         source=open_source(str(csv_path)),

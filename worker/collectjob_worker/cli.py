@@ -36,8 +36,10 @@ from collectjob_api.contract import (
     EXIT_FENCED,
     EXIT_OK,
     EXIT_PERMANENT_ERROR,
+    ProcessConfig,
     WorkerIdentity,
 )
+from collectjob_api.models import parse
 from collectjob_worker.checkpoint_store import (
     CheckpointStore,
     ConfigMapCheckpointStore,
@@ -48,7 +50,7 @@ from collectjob_worker.errors import CheckpointConflict, PermanentError, WorkerE
 from collectjob_worker.formats import FORMATS
 from collectjob_worker.metrics import WorkerMetrics
 from collectjob_worker.pipeline import Job, Outcome, Pipeline
-from collectjob_worker.processors import ProcessorError, ProcessorRunner, ProcessSpec
+from collectjob_worker.processors import ProcessorError, ProcessorRunner
 from collectjob_worker.processors.runner import JobRef
 from collectjob_worker.progress import ProgressReporter, describe
 from collectjob_worker.sinks import SinkStore, open_sink
@@ -170,11 +172,22 @@ def _local_processor(
         options = json.loads(args.process_options)
     except json.JSONDecodeError as e:
         raise ProcessorError(f"--process-options is not valid JSON: {e}") from e
-    spec = ProcessSpec.from_dict({"name": args.process, "options": options})
+    raw = {"name": args.process, "options": options}
+    spec = parse(ProcessConfig, raw, ProcessorError, lambda path: f"--process {path}".strip())
     # A local job's identity is its state file: stable across reruns, distinct per job.
     uid = f"local-{args.state.resolve()}"
     job = JobRef(args.state.stem, "local", uid)
     return ProcessorRunner(spec, sink, job, args.process_attempts, metrics.processed)
+
+
+def _cluster_processor(
+    identity: WorkerIdentity, sink: SinkStore, metrics: WorkerMetrics
+) -> ProcessorRunner | None:
+    spec = identity.config.process
+    if spec is None:
+        return None
+    job = JobRef(identity.job, identity.namespace, identity.job_uid or identity.job)
+    return ProcessorRunner(spec, sink, job, identity.config.backoff_limit + 1, metrics.processed)
 
 
 def local(args: argparse.Namespace) -> int:
@@ -260,22 +273,24 @@ def run() -> int:
         log.error("%s", e)
         return EXIT_FAILED
     config = identity.config
+    metrics = WorkerMetrics(identity.namespace, identity.job)
     try:
+        sink = open_sink(config.sink.url, owner=owner)
         job = Job(
             source=open_source(config.source.url),
-            sink=open_sink(config.sink.url, owner=owner),
+            sink=sink,
             sink_format=config.sink.format,
             dialect=Dialect.from_source(config.source),
             transform=Transform.from_dict(config.transform) if config.transform else None,
             store=store,
             holder=identity.pod,
             chunk_bytes=config.chunk_bytes,
+            processor=_cluster_processor(identity, sink, metrics),
         )
     except PermanentError as e:
         log.error("permanent error: %s", e)
         _record_setup_error(store, e)
         return EXIT_PERMANENT_ERROR
-    metrics = WorkerMetrics(identity.namespace, identity.job)
     address = identity.pod_ip or "0.0.0.0"
     try:
         metrics.serve(config.metrics_port, address)

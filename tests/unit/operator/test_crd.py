@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import is_dataclass
 from pathlib import Path
+from typing import get_args
 
 import yaml
 from pydantic import TypeAdapter
@@ -108,8 +109,11 @@ def _model_defaults(model: type, path: tuple[str, ...] = ()):
     for name, info in model.__pydantic_fields__.items():
         key = (*path, info.alias or name)
         yield key, info
-        if is_dataclass(info.annotation):
-            yield from _model_defaults(info.annotation, key)
+        # A nested model, or an optional one (`ProcessConfig | None`).
+        for candidate in (info.annotation, *get_args(info.annotation)):
+            if is_dataclass(candidate):
+                yield from _model_defaults(candidate, key)
+                break
 
 
 def test_every_crd_default_is_the_models_default():

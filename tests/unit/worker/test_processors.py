@@ -6,11 +6,11 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from collectjob_api.contract import ProcessConfig
 from collectjob_worker.processors import (
     ChunkContext,
     ProcessorError,
     ProcessorRunner,
-    ProcessSpec,
     installed_processors,
     load_processor,
 )
@@ -26,7 +26,7 @@ def table(**columns: list[str | None]) -> pa.Table:
 
 
 def runner(tmp_path, process, name="p", options=None, attempts=1, limit=1 << 20):
-    spec = ProcessSpec(name, options or {}, limit)
+    spec = ProcessConfig(name, options or {}, limit)
     return ProcessorRunner(spec, FileSink(tmp_path.as_uri()), JOB, attempts, processor=process)
 
 

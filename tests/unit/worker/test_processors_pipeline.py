@@ -12,8 +12,9 @@ import subprocess
 import pandas as pd
 import pytest
 
+from collectjob_api.contract import ProcessConfig
 from collectjob_worker.errors import PermanentError
-from collectjob_worker.processors import ProcessorError, ProcessorRunner, ProcessSpec
+from collectjob_worker.processors import ProcessorError, ProcessorRunner
 from collectjob_worker.processors.runner import JobRef
 from collectjob_worker.sinks import open_sink
 
@@ -36,7 +37,7 @@ def whole_file_dedupe(data: bytes) -> list[list[str]]:
 
 
 def runner(jobs, name: str, options: dict) -> ProcessorRunner:
-    return ProcessorRunner(ProcessSpec(name, options), open_sink(str(jobs.tmp / "sink")), JOB)
+    return ProcessorRunner(ProcessConfig(name, options), open_sink(str(jobs.tmp / "sink")), JOB)
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl"])
@@ -91,7 +92,7 @@ def test_a_failing_processor_fails_the_job_with_its_error_recorded(jobs):
             raise KeyError("no such customer")
         return frame
 
-    spec = ProcessSpec("explode", {})
+    spec = ProcessConfig("explode", {})
     sink = open_sink(str(jobs.tmp / "sink"))
     job = jobs.job(
         jobs.write(duplicated_csv(400, keys=400)),

@@ -21,12 +21,11 @@ from collectjob_worker.processors.registry import (
     installed_processors,
     load_processor,
 )
-from collectjob_worker.processors.runner import ProcessorRunner, ProcessSpec
+from collectjob_worker.processors.runner import ProcessorRunner
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "ChunkContext",
-    "ProcessSpec",
     "Processor",
     "ProcessorError",
     "ProcessorRunner",

@@ -6,18 +6,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from collectjob_api.contract import ProcessConfig
 from collectjob_worker.processors.context import ChunkContext, ProcessorError
 from collectjob_worker.processors.registry import Processor, load_processor
 from collectjob_worker.processors.state import (
-    DEFAULT_STATE_LIMIT,
     STATE_PREFIX,
     ProcessorState,
     state_name,
@@ -27,30 +27,6 @@ from collectjob_worker.sinks import SinkStore
 MESSAGE_LIMIT = 512
 """Characters kept of a processor's exception message in the job's status."""
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ProcessSpec:
-    """`spec.process` of a CollectJob: which installed processor, with which plain options."""
-
-    name: str
-    options: Mapping[str, Any] = field(default_factory=dict)
-    state_limit_bytes: int = DEFAULT_STATE_LIMIT
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> ProcessSpec:
-        unknown = set(raw) - {"name", "options", "stateLimitBytes"}
-        if unknown:
-            raise ProcessorError(f"spec.process has unknown fields: {', '.join(sorted(unknown))}")
-        name, options = raw.get("name"), raw.get("options") or {}
-        if not isinstance(name, str) or not name:
-            raise ProcessorError("spec.process.name must be the name of an installed processor")
-        if not isinstance(options, Mapping):
-            raise ProcessorError("spec.process.options must be an object")
-        limit = raw.get("stateLimitBytes", DEFAULT_STATE_LIMIT)
-        if not isinstance(limit, int) or limit < 0:
-            raise ProcessorError("spec.process.stateLimitBytes must be a number of bytes >= 0")
-        return cls(name, dict(options), limit)
 
 
 @dataclass(frozen=True)
@@ -70,7 +46,7 @@ class ProcessorRunner:
 
     def __init__(
         self,
-        spec: ProcessSpec,
+        spec: ProcessConfig,
         sink: SinkStore,
         job: JobRef,
         attempts: int = 1,

@@ -14,11 +14,10 @@ import json
 import struct
 from collections.abc import Iterator, MutableMapping
 
+from collectjob_api.contract import DEFAULT_PROCESSOR_STATE_BYTES as DEFAULT_STATE_LIMIT
 from collectjob_worker.processors.context import ProcessorError
 
 STATE_PREFIX = "_state/"
-DEFAULT_STATE_LIMIT = 256 * 1024 * 1024
-"""Bytes of state a job may keep, over all names; above it the job fails, naming the cap."""
 _MAGIC = b"CJS1"
 
 
