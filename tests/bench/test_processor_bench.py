@@ -38,12 +38,13 @@ def _noop(frame, context):
 
 def _run(csv_path: Path, name: str, processor: str | None, options: dict) -> float:
     sink_path = _fresh(BENCH / f"processor-out-{name}")
-    sink = open_sink(str(sink_path))
+    state = FileCheckpointStore(_fresh(BENCH / f"processor-state-{name}.json"))
+    sink = open_sink(str(sink_path), owner=state.owner_id())
     runner = None
     if processor is not None:
         function = _noop if processor == "noop" else load_processor(processor)
         runner = ProcessorRunner(
-            ProcessConfig(processor, options), sink, JobRef(name, "bench", name), processor=function
+            ProcessConfig(processor, options), JobRef(name, "bench", name), processor=function
         )
     job = Job(
         source=open_source(str(csv_path)),
@@ -51,7 +52,7 @@ def _run(csv_path: Path, name: str, processor: str | None, options: dict) -> flo
         sink_format="parquet",
         dialect=Dialect(),
         transform=None,
-        store=FileCheckpointStore(_fresh(BENCH / f"processor-state-{name}.json")),
+        store=state,
         holder="bench",
         chunk_bytes=64 << 20,
         processor=runner,

@@ -53,7 +53,7 @@ from collectjob_worker.pipeline import Job, Outcome, Pipeline
 from collectjob_worker.processors import ProcessorError, ProcessorRunner
 from collectjob_worker.processors.runner import JobRef
 from collectjob_worker.progress import ProgressReporter, describe
-from collectjob_worker.sinks import SinkStore, open_sink
+from collectjob_worker.sinks import open_sink
 from collectjob_worker.sources import open_source
 from collectjob_worker.supervise import run_supervised
 from collectjob_worker.transform import Transform, TransformError
@@ -163,9 +163,7 @@ def _execute(
     return EXIT_OK
 
 
-def _local_processor(
-    args: argparse.Namespace, sink: SinkStore, metrics: WorkerMetrics
-) -> ProcessorRunner | None:
+def _local_processor(args: argparse.Namespace, metrics: WorkerMetrics) -> ProcessorRunner | None:
     if not args.process:
         return None
     try:
@@ -177,17 +175,15 @@ def _local_processor(
     # A local job's identity is its state file: stable across reruns, distinct per job.
     uid = f"local-{args.state.resolve()}"
     job = JobRef(args.state.stem, "local", uid)
-    return ProcessorRunner(spec, sink, job, args.process_attempts, metrics.processed)
+    return ProcessorRunner(spec, job, args.process_attempts, metrics.processed)
 
 
-def _cluster_processor(
-    identity: WorkerIdentity, sink: SinkStore, metrics: WorkerMetrics
-) -> ProcessorRunner | None:
+def _cluster_processor(identity: WorkerIdentity, metrics: WorkerMetrics) -> ProcessorRunner | None:
     spec = identity.config.process
     if spec is None:
         return None
     job = JobRef(identity.job, identity.namespace, identity.job_uid or identity.job)
-    return ProcessorRunner(spec, sink, job, identity.config.backoff_limit + 1, metrics.processed)
+    return ProcessorRunner(spec, job, identity.config.backoff_limit + 1, metrics.processed)
 
 
 def local(args: argparse.Namespace) -> int:
@@ -198,17 +194,16 @@ def local(args: argparse.Namespace) -> int:
         if args.url_allowlist is not None:
             os.environ[ENV_URL_ALLOWLIST] = args.url_allowlist
         store = FileCheckpointStore(args.state)
-        sink = open_sink(args.sink, owner=store.owner_id())
         job = Job(
             source=open_source(args.source),
-            sink=sink,
+            sink=open_sink(args.sink, owner=store.owner_id()),
             sink_format=args.sink_format,
             dialect=dialect,
             transform=transform,
             store=store,
             holder=f"{socket.gethostname()}:{os.getpid()}",
             chunk_bytes=args.chunk_bytes,
-            processor=_local_processor(args, sink, metrics),
+            processor=_local_processor(args, metrics),
         )
     except PermanentError as e:
         log.error("%s", e)
@@ -275,17 +270,16 @@ def run() -> int:
     config = identity.config
     metrics = WorkerMetrics(identity.namespace, identity.job)
     try:
-        sink = open_sink(config.sink.url, owner=owner)
         job = Job(
             source=open_source(config.source.url),
-            sink=sink,
+            sink=open_sink(config.sink.url, owner=owner),
             sink_format=config.sink.format,
             dialect=Dialect.from_source(config.source),
             transform=Transform.from_dict(config.transform) if config.transform else None,
             store=store,
             holder=identity.pod,
             chunk_bytes=config.chunk_bytes,
-            processor=_cluster_processor(identity, sink, metrics),
+            processor=_cluster_processor(identity, metrics),
         )
     except PermanentError as e:
         log.error("permanent error: %s", e)

@@ -227,7 +227,7 @@ class Pipeline:
             _Processed() if job.processor else part_writer(job.sink_format, self._schema)
         )
         if job.processor is not None:
-            job.processor.begin(cp.chunk_index)
+            job.processor.begin(cp.chunk_index, job.sink)
         rows, rejects = 0, []
         end, end_line = cp.offset, cp.line
         blocks = iter_chunk(
@@ -252,7 +252,7 @@ class Pipeline:
             part = part.into(job.sink_format, self._output_schema)
         self._write(cp.chunk_index, part.finish(), rows, rejects, cp.offset, end)
         if job.processor is not None:
-            job.processor.commit(cp.chunk_index)
+            job.processor.commit(cp.chunk_index, job.sink)
         seconds = time.monotonic() - started
         self.metrics.chunk_seconds.observe(seconds)
         self._commit(

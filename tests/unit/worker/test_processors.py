@@ -27,7 +27,7 @@ def table(**columns: list[str | None]) -> pa.Table:
 
 def runner(tmp_path, process, name="p", options=None, attempts=1, limit=1 << 20):
     spec = ProcessConfig(name, options or {}, limit)
-    return ProcessorRunner(spec, FileSink(tmp_path.as_uri()), JOB, attempts, processor=process)
+    return ProcessorRunner(spec, JOB, attempts, processor=process)
 
 
 def test_builtins_are_installed_entry_points():
@@ -50,7 +50,7 @@ def test_frame_is_arrow_backed_strings_and_context_describes_the_chunk(tmp_path)
         return frame.assign(b=frame["a"].str.upper())
 
     r = runner(tmp_path, process, options={"x": 1})
-    r.begin(3)
+    r.begin(3, FileSink(tmp_path.as_uri()))
     out, rejects = r.apply(table(a=["x", "y"]), 3, (100, 200), 7)
     assert str(seen["dtype"]) == "string[pyarrow]"
     assert seen["key"] == "uid-1/3/100-200"
@@ -107,15 +107,15 @@ def test_state_is_committed_per_chunk_and_a_redo_sees_the_first_attempts_state(t
 
     r = runner(tmp_path, count)
     for chunk in range(3):
-        r.begin(chunk)
+        r.begin(chunk, FileSink(tmp_path.as_uri()))
         r.apply(table(a=["x", "y"]), chunk, (chunk, chunk + 1), 2)
-        r.commit(chunk)
+        r.commit(chunk, FileSink(tmp_path.as_uri()))
     # A new process redoes chunk 2 (say, after a crash before the checkpoint commit).
     again = runner(tmp_path, count)
-    again.begin(2)
+    again.begin(2, FileSink(tmp_path.as_uri()))
     out, _ = again.apply(table(a=["x", "y"]), 2, (2, 3), 2)
     assert out.column("total").to_pylist() == ["6", "6"]
-    names = FileSink(tmp_path.as_uri()).list()
+    names = FileSink(tmp_path.as_uri()).list("_state")
     assert state_name(0) not in names and state_name(2) in names
 
 
@@ -161,12 +161,12 @@ def test_hash_columns_refuses_a_missing_or_weak_key(tmp_path, monkeypatch, key):
 def test_drop_duplicates_keeps_the_first_row_of_each_key_across_chunks(tmp_path):
     options = {"columns": ["id"]}
     r = runner(tmp_path, load_processor("drop-duplicates"), options=options)
-    r.begin(0)
+    r.begin(0, FileSink(tmp_path.as_uri()))
     out, rejects = r.apply(table(id=["1", "2", "1"], v=["a", "b", "c"]), 0, (0, 1), 2)
-    r.commit(0)
+    r.commit(0, FileSink(tmp_path.as_uri()))
     assert out.column("v").to_pylist() == ["a", "b"] and rejects == [(2, "duplicate key (id)")]
     fresh = runner(tmp_path, load_processor("drop-duplicates"), options=options)
-    fresh.begin(1)
+    fresh.begin(1, FileSink(tmp_path.as_uri()))
     out, rejects = fresh.apply(table(id=["2", "3"], v=["d", "e"]), 1, (1, 2), 5)
     assert out.column("v").to_pylist() == ["e"] and [row for row, _ in rejects] == [0]
 

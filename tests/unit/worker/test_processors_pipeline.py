@@ -16,7 +16,6 @@ from collectjob_api.contract import ProcessConfig
 from collectjob_worker.errors import PermanentError
 from collectjob_worker.processors import ProcessorError, ProcessorRunner
 from collectjob_worker.processors.runner import JobRef
-from collectjob_worker.sinks import open_sink
 
 JOB = JobRef("dedupe", "test", "uid-1")
 
@@ -37,7 +36,7 @@ def whole_file_dedupe(data: bytes) -> list[list[str]]:
 
 
 def runner(jobs, name: str, options: dict) -> ProcessorRunner:
-    return ProcessorRunner(ProcessConfig(name, options), open_sink(str(jobs.tmp / "sink")), JOB)
+    return ProcessorRunner(ProcessConfig(name, options), JOB)
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl"])
@@ -93,11 +92,10 @@ def test_a_failing_processor_fails_the_job_with_its_error_recorded(jobs):
         return frame
 
     spec = ProcessConfig("explode", {})
-    sink = open_sink(str(jobs.tmp / "sink"))
     job = jobs.job(
         jobs.write(duplicated_csv(400, keys=400)),
         chunk_bytes=1024,
-        processor=ProcessorRunner(spec, sink, JOB, attempts=2, processor=explode),
+        processor=ProcessorRunner(spec, JOB, attempts=2, processor=explode),
     )
     with pytest.raises(ProcessorError) as e:
         jobs.pipeline(job).run()

@@ -47,14 +47,12 @@ class ProcessorRunner:
     def __init__(
         self,
         spec: ProcessConfig,
-        sink: SinkStore,
         job: JobRef,
         attempts: int = 1,
         observe: Observer = lambda name, seconds, rows_in, rows_out: None,
         processor: Processor | None = None,
     ) -> None:
         self.spec = spec
-        self.sink = sink
         self.job = job
         self.attempts = max(1, attempts)
         self.observe = observe
@@ -64,11 +62,11 @@ class ProcessorRunner:
         self._state_for: int | None = None
         """The chunk whose starting state `_state` holds."""
 
-    def begin(self, chunk_index: int) -> None:
+    def begin(self, chunk_index: int, sink: SinkStore) -> None:
         """Load the state the chunk started from, unless it is already in memory."""
         if self._state_for == chunk_index:
             return
-        data = self.sink.get(state_name(chunk_index - 1)) if chunk_index > 0 else None
+        data = sink.get(state_name(chunk_index - 1)) if chunk_index > 0 else None
         limit = self.spec.state_limit_bytes
         self._state = (
             ProcessorState.from_bytes(data, limit) if data else ProcessorState(limit=limit)
@@ -121,17 +119,17 @@ class ProcessorRunner:
             f"attempt(s): {_describe(failure)}"
         ) from failure
 
-    def commit(self, chunk_index: int) -> None:
+    def commit(self, chunk_index: int, sink: SinkStore) -> None:
         """Write the state after this chunk, then drop what no redo can need any more."""
-        self.sink.put(state_name(chunk_index), [self._state.to_bytes()])
+        sink.put(state_name(chunk_index), [self._state.to_bytes()])
         self._state_for = chunk_index + 1
         stale = [
             name
-            for name in self.sink.list()
+            for name in sink.list(STATE_PREFIX.rstrip("/"))
             if name.startswith(STATE_PREFIX) and name < state_name(chunk_index - 1)
         ]
         if stale:
-            self.sink.delete(stale)
+            sink.delete(stale)
 
     def _check(
         self, given: pd.DataFrame, output: Any, context: ChunkContext, chunk_index: int
