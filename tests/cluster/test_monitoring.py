@@ -201,7 +201,14 @@ def firing(prometheus: LocalPrometheus, alert: str, job: str) -> bool:
 def test_every_dashboard_query_and_alert_expression_returns_data(
     namespace, core_api, operator, collectjob, prometheus, slow_source, tmp_path, wait_for
 ):
-    job = collectjob("orders", rows=1, source={"url": slow_source.url}, chunkBytes=16384)
+    # A processor, so the dashboard's processor panels have data too.
+    job = collectjob(
+        "orders",
+        rows=1,
+        source={"url": slow_source.url},
+        chunkBytes=16384,
+        process={"name": "drop-duplicates", "options": {"columns": ["id"]}},
+    )
     broken = collectjob("broken", rows=1, source={"url": f"file://{tmp_path}/missing.csv"})
     pod_monitor, targets_file = load_yaml(POD_MONITOR), tmp_path / "workers.json"
     write_targets(targets_file, [])
