@@ -1,17 +1,24 @@
-# One image for the operator and the worker. Build: docker build -t collectjob:dev .
-# The operator's Deployment runs `collectjob-operator`; worker pods run `collectjob-worker run`.
-FROM python:3.11-slim AS build
-WORKDIR /src
-COPY pyproject.toml requirements.lock README.md ./
-COPY api ./api
-COPY operator ./operator
-COPY worker ./worker
-# requirements.lock pins every runtime dependency to the versions the tests ran with.
-RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir --constraint requirements.lock .
+# One image for the operator and the worker: the operator's Deployment runs
+# `collectjob-operator`; worker pods run `collectjob-worker run`.
+# The build context is build/image/ (wheels/: every dependency pinned to requirements.lock,
+# with hashes, and the project's wheel); nothing is fetched during the build.
+#   here:       make image   (BASE = a Debian bookworm root filesystem made by debootstrap)
+#   elsewhere:  python -m localcluster.image --context-only
+#               docker build -f Dockerfile -t collectjob:dev build/image
+ARG BASE=python:3.11-slim
 
-FROM python:3.11-slim
-RUN useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin collectjob
+FROM ${BASE} AS build
+COPY wheels/ /wheels/
+ENV PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheels PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python3 -m venv /opt/venv \
+    && /opt/venv/bin/pip install --require-hashes --requirement /wheels/requirements.txt \
+    && /opt/venv/bin/pip install --no-deps /wheels/collectjob_operator-*.whl \
+    && /opt/venv/bin/pip uninstall --yes pip setuptools \
+    && find /opt/venv -name __pycache__ -prune -exec rm -rf {} +
+
+FROM ${BASE}
+RUN useradd --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin collectjob
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

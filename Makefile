@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/hack
 export KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
 
-.PHONY: venv binaries prometheus cluster cluster-down demo test lint unit bench clean
+.PHONY: venv binaries prometheus container-tools image cluster cluster-down demo test lint unit bench clean
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml requirements.lock examples/processor/pyproject.toml tests/support/pyproject.toml
@@ -25,13 +25,21 @@ binaries:
 prometheus:
 	@bash hack/install-prometheus.sh
 
-cluster: venv binaries
+# buildah, podman, runc, debootstrap, skopeo, umoci, fuse-overlayfs from Debian.
+container-tools:
+	@bash hack/install-container-tools.sh
+
+# The project's image, built from a debootstrap base with buildah (cached; see README).
+image: venv container-tools
+	$(PY) -m localcluster.image
+
+cluster: venv binaries container-tools
 	$(PY) -m localcluster up
 
 cluster-down: venv
 	$(PY) -m localcluster down
 
-demo: venv binaries
+demo: venv binaries image
 	$(PY) -m localcluster demo
 
 lint: venv
@@ -43,7 +51,7 @@ lint: venv
 unit: venv prometheus
 	$(PY) -m pytest -q tests/unit
 
-test: venv binaries prometheus lint
+test: venv binaries prometheus image lint
 	$(PY) -m pytest -q tests/unit tests/cluster examples/processor/tests
 
 bench: venv binaries

@@ -17,6 +17,7 @@ from kubernetes import client
 
 from localcluster.client import Cluster
 from localcluster.controlplane import ControlPlane
+from localcluster.image import build as build_image
 
 # The operator fixtures serve the cluster tests and the benchmarks alike.
 pytest_plugins = ["operator_fixtures"]
@@ -25,6 +26,11 @@ RESTRICTED = {
     "pod-security.kubernetes.io/enforce": "restricted",
     "pod-security.kubernetes.io/enforce-version": "latest",
 }
+# The local node runs pods in containers unless their namespace asks for the process runtime.
+# Most cluster tests read and write files in their own temp dirs (file:// sources and sinks
+# in namespaces where the restricted standard forbids hostPath volumes), so their namespaces
+# ask for processes; tests/cluster/test_containers*.py ask for containers.
+RUNTIME_LABEL = "local-node.collect.dev/runtime"
 
 
 def poll(predicate: Callable[[], Any], timeout: float = 30, message: str = "", interval=0.1) -> Any:
@@ -51,6 +57,8 @@ def wait_for() -> Callable[..., Any]:
 
 @pytest.fixture(scope="session")
 def cluster() -> Cluster:
+    # The project's image, for the pods that run in containers (built once, then reused).
+    build_image()
     plane = ControlPlane()
     plane.ensure_up()
     cluster = Cluster(paths=plane.paths, server=plane.server)
@@ -67,12 +75,14 @@ def core_api(cluster: Cluster) -> client.CoreV1Api:
 
 @pytest.fixture
 def make_namespace(cluster: Cluster, core_api: client.CoreV1Api) -> Iterator[Callable[..., str]]:
-    """Create namespaces (restricted Pod Security by default) that are deleted after the test."""
+    """Create namespaces (restricted Pod Security by default) that are deleted after the test;
+    their pods run as processes unless `runtime="container"`."""
     created: list[str] = []
 
-    def make(labels: dict[str, str] | None = None) -> str:
+    def make(labels: dict[str, str] | None = None, runtime: str = "process") -> str:
         name = f"t-{uuid.uuid4().hex[:8]}"
-        meta = client.V1ObjectMeta(name=name, labels=RESTRICTED if labels is None else labels)
+        labels = {**(RESTRICTED if labels is None else labels), RUNTIME_LABEL: runtime}
+        meta = client.V1ObjectMeta(name=name, labels=labels)
         core_api.create_namespace(client.V1Namespace(metadata=meta))
         created.append(name)
         poll(

@@ -6,9 +6,9 @@ Every server binds to 127.0.0.1 on a free port; every client gets the kubeconfig
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -17,15 +17,19 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from functools import partial
 from pathlib import Path
 from urllib.parse import urlparse
 
+from localcluster import pidfile
 from localcluster.paths import NODE_NAME, REPO_ROOT, ClusterPaths
 from localcluster.pki import ensure_pki
 
 BUILD_SCRIPT = REPO_ROOT / "hack" / "build-binaries.sh"
 SERVICE_CIDR = "10.0.0.0/24"
+# The node's default pod runtime (`container`, or the `process` fallback); a namespace's
+# label local-node.collect.dev/runtime overrides it per namespace.
+RUNTIME_ENV = "COLLECTJOB_NODE_RUNTIME"
+STOP_GRACE = 20.0
 # Stop order: the node first (it ends its pods), etcd last.
 COMPONENTS = ("nodeagent", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
 
@@ -66,10 +70,23 @@ def build_binaries() -> Path:
     return Path(result.stdout.strip().splitlines()[-1])
 
 
+def is_loopback_host(host: str) -> bool:
+    """`localhost` or a literal loopback address; never a name that merely starts with 127."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def require_loopback(server: str) -> None:
     """Refuse any API server that is not on this machine's loopback."""
-    host = urlparse(server).hostname or ""
-    if not (host == "localhost" or host.startswith("127.") or host == "::1"):
+    try:
+        host = urlparse(server).hostname or ""
+    except ValueError:
+        host = ""
+    if not is_loopback_host(host):
         raise RuntimeError(f"refusing to use API server {server!r}: it is not on loopback")
 
 
@@ -85,13 +102,7 @@ class ControlPlane:
         return Ports(**json.loads(self.paths.state_file.read_text())["ports"])
 
     def _pid(self, name: str) -> int | None:
-        pidfile = self.paths.run / f"{name}.pid"
-        try:
-            pid = int(pidfile.read_text())
-            os.kill(pid, 0)
-        except (FileNotFoundError, ValueError, ProcessLookupError):
-            return None
-        return pid
+        return pidfile.read_live(self.paths.run / f"{name}.pid")
 
     def running(self) -> bool:
         return (
@@ -118,7 +129,7 @@ class ControlPlane:
         start = time.monotonic()
         if self.running():
             return time.monotonic() - start
-        self.down()
+        self.down(keep=("images",))
         bin_dir = build_binaries()
         for d in (self.paths.run, self.paths.logs, self.paths.kubectl.parent):
             d.mkdir(parents=True, exist_ok=True)
@@ -164,13 +175,15 @@ class ControlPlane:
             cwd=self.paths.root,
         )
         log.close()
-        (self.paths.run / f"{name}.pid").write_text(str(proc.pid))
+        pidfile.write(self.paths.run / f"{name}.pid", proc.pid)
         time.sleep(0.05)
         if proc.poll() is not None:
             raise RuntimeError(f"{name} exited at once; see {self.paths.logs / name}.log")
 
     def _start_etcd(self, bin_dir: Path, p: Ports) -> None:
-        client, peer = f"http://127.0.0.1:{p.etcd_client}", f"http://127.0.0.1:{p.etcd_peer}"
+        """etcd serves TLS and accepts only clients with a certificate from the local CA."""
+        pki = self.paths.pki
+        client, peer = f"https://127.0.0.1:{p.etcd_client}", f"http://127.0.0.1:{p.etcd_peer}"
         self._spawn(
             "etcd",
             [
@@ -178,6 +191,8 @@ class ControlPlane:
                 f"--listen-client-urls={client}", f"--advertise-client-urls={client}",
                 f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
                 f"--initial-cluster=local={peer}", "--unsafe-no-fsync=true",
+                "--client-cert-auth=true", f"--trusted-ca-file={pki / 'ca.crt'}",
+                f"--cert-file={pki / 'etcd-server.crt'}", f"--key-file={pki / 'etcd-server.key'}",
                 "--log-level=warn",
             ],
         )  # fmt: skip
@@ -188,7 +203,10 @@ class ControlPlane:
             "kube-apiserver",
             [
                 str(bin_dir / "kube-apiserver"),
-                f"--etcd-servers=http://127.0.0.1:{p.etcd_client}",
+                f"--etcd-servers=https://127.0.0.1:{p.etcd_client}",
+                f"--etcd-cafile={pki / 'ca.crt'}",
+                f"--etcd-certfile={pki / 'apiserver-etcd-client.crt'}",
+                f"--etcd-keyfile={pki / 'apiserver-etcd-client.key'}",
                 "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
                 f"--secure-port={p.apiserver}",
                 f"--tls-cert-file={pki / 'apiserver.crt'}",
@@ -244,12 +262,14 @@ class ControlPlane:
     def _start_nodeagent(self) -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "hack"), "PYTHONUNBUFFERED": "1"}
         env.pop("KUBECONFIG", None)
+        runtime = os.environ.get(RUNTIME_ENV) or "container"
         self._spawn(
             "nodeagent",
             [
                 sys.executable, "-m", "localcluster.nodeagent",
                 f"--kubeconfig={self.paths.kubeconfig}", f"--node-name={NODE_NAME}",
                 f"--state-dir={self.paths.node_state}", f"--bin-dir={Path(sys.executable).parent}",
+                f"--runtime={runtime}",
             ],
             env=env,
         )  # fmt: skip
@@ -280,32 +300,19 @@ class ControlPlane:
         }
         self.paths.kubeconfig.write_text(json.dumps(config, indent=2))
 
-    def down(self) -> None:
-        """Stop every component and remove the cluster's state (the binaries stay cached)."""
+    def down(self, keep: tuple[str, ...] = ()) -> None:
+        """Stop every component and remove the cluster's state (the binaries stay cached);
+        `keep` names entries of the state directory to leave (a fresh start keeps the
+        exported image)."""
         for name in COMPONENTS:
             self._stop(name)
         if self.paths.root.exists():
-            subprocess.run(["rm", "-rf", str(self.paths.root)], check=True)
+            doomed = [p for p in self.paths.root.iterdir() if p.name not in keep]
+            if doomed:
+                subprocess.run(["rm", "-rf", *map(str, doomed)], check=True)
+            if not keep:
+                self.paths.root.rmdir()
 
     def _stop(self, name: str) -> None:
         """SIGTERM the component's process group; SIGKILL it after 20 s."""
-        pid = self._pid(name)
-        if pid is None:
-            return
-        try:
-            os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            wait_until(partial(process_exited, pid), 20, f"{name} to stop", interval=0.05)
-        except TimeoutError:
-            os.killpg(pid, signal.SIGKILL)
-
-
-def process_exited(pid: int) -> bool:
-    """True once the process has exited (a zombie left for its parent to reap counts)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] == "Z"
-    except FileNotFoundError:
-        return True
+        pidfile.stop_groups([self.paths.run / f"{name}.pid"], STOP_GRACE)

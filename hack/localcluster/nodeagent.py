@@ -1,50 +1,54 @@
-"""The local node agent: registers a Node and runs the pods bound to it as local processes.
+"""The local node agent: registers a Node and runs the pods bound to it in containers.
 
 controlplane.py starts it as
-    python -m localcluster.nodeagent --kubeconfig K --node-name N --state-dir D --bin-dir B
+    python -m localcluster.nodeagent --kubeconfig K --node-name N --state-dir D --bin-dir B \
+        --runtime container|process
 It talks to the API server only through the kubeconfig K, keeps the Node Ready (a Lease
 renewed every 10 s, the Ready heartbeat every 40 s, lifecycle taints removed), and watches the
 pods bound to N, one `PodWorker` thread per pod. It survives API server restarts (every call
 is retried, the watch lists again after an error) and on SIGTERM ends its pods' processes
 (SIGTERM, SIGKILL after their grace, capped by --shutdown-grace-seconds) and exits 0.
 
-Like a kubelet it reports pod IPs (127.1.x.y, one per pod), hands each pod its ServiceAccount
-token (a kubeconfig of its own in KUBECONFIG), resolves env with the downward API, ConfigMaps
-and Secrets, restarts containers per restartPolicy with backoff (1 s doubling to 30 s, reset
-after 60 s running) and deletes pods gracefully. Unlike a kubelet:
-  - images are ignored: command[0] is looked up in --bin-dir first, then PATH, and a container
-    without a command cannot run;
+Like a kubelet it reports pod IPs (127.1.x.y, one per pod), resolves env with the downward
+API, ConfigMaps and Secrets, restarts containers per restartPolicy with backoff (1 s doubling
+to 30 s, reset after 60 s running) and deletes pods gracefully. Pods run with the runtime
+their namespace asks for, else --runtime (podsandbox.py):
+  - container (the default): podman + runc from the pod's image, with its securityContext,
+    volumes, projected ServiceAccount token, memory limit and grace period (podcontainer.py);
+  - process (an explicit fallback): command[0] from --bin-dir, then PATH, as a local process
+    of the agent's user, the token in a kubeconfig (KUBECONFIG), nothing mounted.
+Unlike a kubelet:
+  - images are never pulled: an image missing from the local store is ErrImagePull;
   - probes are not run (a running container is ready), lifecycle hooks neither, and
-    activeDeadlineSeconds, resource limits and securityContext are not enforced (processes
-    run as the agent's user; Pod Security admission still validates the spec);
-  - nothing is mounted: hostPath volumes are used at their own paths, emptyDir is a directory
-    under the pod's directory (D/pods/<namespace>_<name>_<uid>, also the process's HOME);
-  - there is no in-cluster token file and no KUBERNETES_SERVICE_* variables: clients find the
-    API through KUBECONFIG (kopf and the kubernetes client's load_kube_config() both do);
+    activeDeadlineSeconds is not enforced;
+  - networking is the host's: no network namespace per pod, no Services or DNS;
   - there is no kubelet API, so `kubectl logs/exec` do not work: each pod's stdout and stderr
     are appended to D/logs/<namespace>_<name>.log.
-On start it stops the processes a previous agent left (pidfiles in each pod's directory),
-starts afresh the pods that are not finished, and removes the directories of deleted pods.
+On start it stops the processes and containers a previous agent left, starts afresh the pods
+that are not finished, and removes the directories of deleted pods.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from localcluster.containertools import tool_env
 from localcluster.nodeapi import NodeApi, WatchExpired, describe
 from localcluster.nodeobject import HostFacts, node_manifest, node_status, untainted
 from localcluster.podaddress import AddressPool
+from localcluster.podcontainer import PodmanRuntime
 from localcluster.podprocess import Backoff, stop_leftovers
-from localcluster.podsandbox import NodeContext, remove_stale_dirs
+from localcluster.podsandbox import RUNTIMES, NodeContext, remove_stale_dirs
 from localcluster.podspec import Pod
 from localcluster.podworker import PodWorker
 
@@ -65,6 +69,7 @@ class AgentConfig:
     state_dir: Path
     bin_dir: Path
     shutdown_grace: float
+    runtime: str = "container"
 
     @classmethod
     def parse(cls, argv: list[str] | None = None) -> AgentConfig:
@@ -79,6 +84,12 @@ class AgentConfig:
             default=10.0,
             help="at most this long for a pod's processes to end when the agent stops",
         )
+        parser.add_argument(
+            "--runtime",
+            choices=RUNTIMES,
+            default="container",
+            help="how pods run unless their namespace says otherwise (process is a fallback)",
+        )
         args = parser.parse_args(argv)
         return cls(
             args.kubeconfig.resolve(),
@@ -86,6 +97,7 @@ class AgentConfig:
             args.state_dir.resolve(),
             args.bin_dir.absolute(),
             args.shutdown_grace_seconds,
+            args.runtime,
         )
 
 
@@ -94,7 +106,10 @@ class NodeAgent:
         self.config = config
         self.api = api
         config.state_dir.mkdir(parents=True, exist_ok=True)
+        podman = PodmanRuntime(tool_env(), config.node_name) if shutil.which("podman") else None
         self.facts = HostFacts.detect(config.state_dir)
+        if config.runtime == "container" and podman is not None:
+            self.facts = replace(self.facts, runtime_version=podman.version())
         self.context = NodeContext(
             node_name=config.node_name,
             state_dir=config.state_dir,
@@ -102,6 +117,8 @@ class NodeAgent:
             endpoint=api.endpoint(),
             allocatable=self.facts.capacity(),
             shutdown_grace=config.shutdown_grace,
+            runtime=config.runtime,
+            podman=podman,
         )
         self.addresses = AddressPool()
         self.stopping = threading.Event()
@@ -114,6 +131,9 @@ class NodeAgent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stopping.set())
         stop_leftovers(self.context.pods_dir.glob("*/*.pid"), LEFTOVER_GRACE)
+        if self.context.podman is not None:
+            for name in self.context.podman.remove_leftovers(LEFTOVER_GRACE):
+                log.info("removed container %s left by a previous agent", name)
         threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
         threading.Thread(target=self._watch_pods, name="pod-watch", daemon=True).start()
         log.info(

@@ -199,11 +199,18 @@ class NodeApi:
         automount = account.get("automountServiceAccountToken")
         return None if automount is None else bool(automount)
 
-    def request_token(self, pod: Pod, seconds: int) -> PodToken:
+    def namespace_labels(self, namespace: str) -> Mapping[str, str]:
+        found = self._read(self.core.read_namespace, namespace)
+        if found is None:
+            raise LookupError(f'namespace "{namespace}" not found')
+        return dict(found["metadata"].get("labels") or {})
+
+    def request_token(self, pod: Pod, seconds: int, audience: str = "") -> PodToken:
+        """A token for the pod's ServiceAccount, bound to the pod (it dies with it)."""
         request = client.AuthenticationV1TokenRequest.from_dict(
             {
                 "spec": {
-                    "audiences": [],
+                    "audiences": [audience] if audience else [],
                     "expirationSeconds": seconds,
                     "boundObjectRef": {
                         "apiVersion": "v1",

@@ -58,6 +58,8 @@ class HostFacts:
     arch: str
     machine_id: str
     boot_id: str
+    # What `kubectl get nodes -o wide` shows as CONTAINER-RUNTIME.
+    runtime_version: str = "local://processes"
 
     @classmethod
     def detect(cls, state_dir: Path) -> HostFacts:
@@ -134,7 +136,7 @@ def node_status(
                 "bootID": facts.boot_id,
                 "kernelVersion": facts.kernel,
                 "osImage": facts.os_image,
-                "containerRuntimeVersion": "local://processes",
+                "containerRuntimeVersion": facts.runtime_version,
                 "kubeletVersion": kubelet_version,
                 "kubeProxyVersion": "",
                 "operatingSystem": "linux",

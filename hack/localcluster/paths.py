@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NODE_NAME = "local-node"
+# What outlives `make cluster-down`: binaries, the base root filesystem, wheels, images
+# (the same rule as hack/build-binaries.sh).
+CACHE_DIR = Path(
+    os.environ.get("COLLECTJOB_CACHE")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "collectjob"
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,11 @@ class ClusterPaths:
     @property
     def node_state(self) -> Path:
         return self.root / "node"
+
+    @property
+    def images(self) -> Path:
+        """The OCI archive of the project's image, for `kind load image-archive` or a push."""
+        return self.root / "images"
 
     @property
     def state_file(self) -> Path:

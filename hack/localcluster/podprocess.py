@@ -2,17 +2,16 @@
 
 Each container is one process in a session of its own, so that its whole process group can be
 signalled like a container's cgroup, with stdout and stderr appended to the pod's log file.
-A pidfile per container (pid and kernel start time) lets a restarted agent stop the processes
-a previous agent left behind without ever signalling a recycled pid.
+A pidfile per container (pidfile.py: pid and kernel start time) lets a restarted agent stop
+the processes a previous agent left behind without ever signalling a recycled pid.
 
-The processes run as the agent's own user. A pod's securityContext (runAsUser, runAsNonRoot,
-capabilities, seccomp, readOnlyRootFilesystem) is validated by the API server's Pod Security
-admission but not enforced here: there are no namespaces, cgroups or seccomp filters.
+This is the process runtime, the node's fallback: processes run as the agent's own user and
+a pod's securityContext is validated by the API server's Pod Security admission but not
+enforced (no namespaces, cgroups or seccomp filters); podcontainer.py enforces it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -22,8 +21,29 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
+
+from localcluster import pidfile as pidfile_module
+from localcluster.pidfile import signal_group
 
 log = logging.getLogger(__name__)
+
+
+class RunningContainer(Protocol):
+    """What the node follows of a started container, whichever runtime started it."""
+
+    started_at: datetime
+    container_id: str
+    image_id: str
+    oom_killed: bool
+
+    def ran_for(self) -> float: ...
+
+    def poll(self) -> int | None: ...
+
+    def signal(self, sig: signal.Signals) -> None: ...
+
+    def stop(self, grace: float) -> None: ...
 
 
 @dataclass
@@ -67,23 +87,6 @@ def _executable(path: Path) -> bool:
     return path.is_file() and os.access(path, os.X_OK)
 
 
-def start_ticks(pid: int) -> int | None:
-    """The kernel's start time of a live (non-zombie) process, None when there is none."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] == "Z":
-        return None
-    return int(fields[19])
-
-
-def signal_group(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
-
-
 def append_log(path: Path, line: str) -> None:
     with path.open("a") as f:
         f.write(f"==== {datetime.now(UTC).isoformat(timespec='milliseconds')} {line} ====\n")
@@ -92,13 +95,18 @@ def append_log(path: Path, line: str) -> None:
 class ContainerProcess:
     """One running container: its process group, its pidfile, and when it started."""
 
-    def __init__(self, popen: subprocess.Popen[bytes], pidfile: Path, log_path: Path) -> None:
+    def __init__(
+        self, popen: subprocess.Popen[bytes], pidfile: Path, log_path: Path, executable: Path
+    ) -> None:
         self.popen = popen
         self.pidfile = pidfile
         self.log_path = log_path
+        self.container_id = f"local://{popen.pid}"
+        self.image_id = f"local://{executable}"
+        self.oom_killed = False
         self.started_at = datetime.now(UTC)
         self.started_monotonic = time.monotonic()
-        pidfile.write_text(f"{popen.pid} {start_ticks(popen.pid) or 0}\n")
+        pidfile_module.write(pidfile, popen.pid)
 
     @property
     def pid(self) -> int:
@@ -121,6 +129,10 @@ class ContainerProcess:
     def signal(self, sig: signal.Signals) -> None:
         if self.popen.returncode is None:
             signal_group(self.pid, sig)
+
+    def stop(self, grace: float) -> None:
+        """SIGTERM (SIGKILL with no grace); the caller kills what is left after the grace."""
+        self.signal(signal.SIGTERM if grace > 0 else signal.SIGKILL)
 
 
 def start_process(
@@ -146,27 +158,10 @@ def start_process(
             start_new_session=True,
             close_fds=True,
         )
-    return ContainerProcess(popen, pidfile, log_path)
+    return ContainerProcess(popen, pidfile, log_path, executable)
 
 
 def stop_leftovers(pidfiles: Iterable[Path], grace: float) -> None:
-    """Stop the process groups recorded in `pidfiles` that still run: SIGTERM, then SIGKILL."""
-    alive: list[tuple[int, int]] = []
-    for pidfile in pidfiles:
-        try:
-            pid_text, ticks_text = pidfile.read_text().split()
-            pid, ticks = int(pid_text), int(ticks_text)
-        except (OSError, ValueError):
-            continue
-        finally:
-            pidfile.unlink(missing_ok=True)
-        if start_ticks(pid) == ticks:
-            log.info("stopping process group %d left by a previous agent (%s)", pid, pidfile)
-            signal_group(pid, signal.SIGTERM)
-            alive.append((pid, ticks))
-    deadline = time.monotonic() + grace
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.1)
-        alive = [(pid, ticks) for pid, ticks in alive if start_ticks(pid) == ticks]
-    for pid, _ in alive:
-        signal_group(pid, signal.SIGKILL)
+    """Stop the process groups a previous agent left (SIGTERM, then SIGKILL after `grace`)."""
+    for pid in pidfile_module.stop_groups(pidfiles, grace):
+        log.info("stopped process group %d left by a previous agent", pid)

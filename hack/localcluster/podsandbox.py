@@ -1,11 +1,21 @@
 """What a pod's containers share on the local node: a directory, an address, volumes, identity.
 
 This stands in for a kubelet's pod sandbox. The pod's directory
-(<state-dir>/pods/<namespace>_<name>_<uid>) is its processes' HOME and working directory
-(unless workingDir exists), holds its pidfiles, its emptyDir volumes (volumes/<name>, not
-mounted anywhere) and the kubeconfig with its ServiceAccount token. hostPath volumes are
-used at their own paths: nothing is mounted, so a volumeMount at another path is reported
-as a Warning. Projected ServiceAccount token volumes are replaced by that kubeconfig.
+(<state-dir>/pods/<namespace>_<name>_<uid>) holds its volumes (volumes/<name>) and, in
+process mode, its pidfiles and the kubeconfig with its ServiceAccount token.
+
+Each pod runs with one of two runtimes, chosen when its sandbox is made: the label
+`local-node.collect.dev/runtime` (`container` or `process`) of its namespace, else the
+node's default (--runtime).
+  - container: podman + runc from the pod's image (podcontainer.py); volumes are made as
+    files (podvolumes.py) and mounted, the ServiceAccount token is the projected volume at
+    /var/run/secrets/kubernetes.io/serviceaccount, and KUBERNETES_SERVICE_HOST/PORT point at
+    the API server on loopback, as in any cluster.
+  - process (the fallback): the container's command runs as a local process from the
+    project's venv; the pod's directory is its HOME and working directory, emptyDir volumes
+    are directories not mounted anywhere, hostPath volumes are used at their own paths (a
+    mountPath elsewhere is reported as a Warning) and the token comes in a kubeconfig
+    (KUBECONFIG) instead of the projected volume.
 """
 
 from __future__ import annotations
@@ -16,10 +26,12 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlparse
 
 from localcluster.nodeapi import NodeApi, describe
 from localcluster.nodeobject import HOST_IP
 from localcluster.podaddress import AddressPool
+from localcluster.podcontainer import PodmanRuntime
 from localcluster.podenv import PodPlacement
 from localcluster.podidentity import (
     TOKEN_SECONDS,
@@ -28,11 +40,14 @@ from localcluster.podidentity import (
     write_kubeconfig,
 )
 from localcluster.podspec import Pod
+from localcluster.podvolumes import VolumeMaker, VolumeSet
 
 log = logging.getLogger(__name__)
 
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 TOKEN_RETRY = timedelta(seconds=30)
+RUNTIME_LABEL = "local-node.collect.dev/runtime"
+RUNTIMES = ("container", "process")
 
 
 @dataclass(frozen=True)
@@ -45,6 +60,8 @@ class NodeContext:
     endpoint: ClusterEndpoint
     allocatable: Mapping[str, str]
     shutdown_grace: float
+    runtime: str = "process"
+    podman: PodmanRuntime | None = None
 
     @property
     def pods_dir(self) -> Path:
@@ -94,14 +111,44 @@ class PodSandbox:
         self.kubeconfig: Path | None = None
         self.hand_token: bool | None = None
         self.token_refresh_at: datetime | None = None
+        self.runtime: str | None = None
+        self.volumes = VolumeMaker(self.dir / "volumes", api, api.request_token)
+        self.mounts = VolumeSet()
 
     def prepare(self, pod: Pod) -> None:
         """Directory, address, volumes and identity; raises what prevents the pod from running."""
+        self.runtime = self._choose_runtime(pod)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.context.logs_dir.mkdir(parents=True, exist_ok=True)
         self.pod_ip = self.addresses.claim(pod.uid, pod.pod_ip)
-        self._prepare_volumes(pod)
-        self.refresh_token(pod, force=True)
+        self._check_host_paths(pod)
+        if self.runtime == "container":
+            self.mounts = self.volumes.prepare(pod, self.placement(), datetime.now(UTC))
+        else:
+            self._warn_unmounted(pod)
+            self.refresh_token(pod, force=True)
+
+    def _choose_runtime(self, pod: Pod) -> str:
+        if self.runtime is not None:
+            return self.runtime
+        wanted = self.api.namespace_labels(pod.namespace).get(RUNTIME_LABEL, self.context.runtime)
+        if wanted not in RUNTIMES:
+            raise ValueError(
+                f"namespace {pod.namespace}: label {RUNTIME_LABEL}={wanted!r} names no runtime "
+                f"of the local node ({', '.join(RUNTIMES)})"
+            )
+        if wanted == "container" and self.context.podman is None:
+            raise RuntimeError(
+                "the container runtime is unavailable: podman is not installed "
+                "(`make image` installs it)"
+            )
+        return wanted
+
+    @property
+    def podman(self) -> PodmanRuntime:
+        if self.context.podman is None:
+            raise RuntimeError("the container runtime is unavailable")
+        return self.context.podman
 
     def release(self) -> None:
         """Give the pod's address back; its directory stays for the next agent to reuse."""
@@ -119,6 +166,15 @@ class PodSandbox:
 
     def node_env(self, pod: Pod) -> dict[str, str]:
         """What the node adds to a container's env; the pod's own variables override it."""
+        if self.runtime == "container":
+            # As a kubelet does for the `kubernetes` Service; here the API server's own address.
+            url = urlparse(self.context.endpoint.server)
+            port = str(url.port or 443)
+            return {
+                "KUBERNETES_SERVICE_HOST": url.hostname or HOST_IP,
+                "KUBERNETES_SERVICE_PORT": port,
+                "KUBERNETES_SERVICE_PORT_HTTPS": port,
+            }
         env = {
             "PATH": f"{self.context.bin_dir}:{SYSTEM_PATH}",
             "HOME": str(self.dir),
@@ -130,7 +186,11 @@ class PodSandbox:
         return env
 
     def refresh_token(self, pod: Pod, force: bool = False) -> None:
-        """Write the kubeconfig with the pod's ServiceAccount token, or renew it when due."""
+        """Renew the pod's ServiceAccount tokens when due: the projected volumes' files in a
+        container, the kubeconfig of a process."""
+        if self.runtime == "container":
+            self.volumes.refresh(pod, self.placement(), datetime.now(UTC))
+            return
         if self.hand_token is None:
             account = None
             if pod.automount_token is None:
@@ -153,7 +213,7 @@ class PodSandbox:
         self.kubeconfig = path
         self.token_refresh_at = token.refresh_due(now)
 
-    def _prepare_volumes(self, pod: Pod) -> None:
+    def _check_host_paths(self, pod: Pod) -> None:
         for volume in pod.volumes:
             if volume.empty_dir:
                 (self.dir / "volumes" / volume.name).mkdir(parents=True, exist_ok=True)
@@ -169,6 +229,8 @@ class PodSandbox:
                 raise FileNotFoundError(f"hostPath volume {volume.name}: {path} is not a directory")
             elif kind == "File" and not path.is_file():
                 raise FileNotFoundError(f"hostPath volume {volume.name}: {path} is not a file")
+
+    def _warn_unmounted(self, pod: Pod) -> None:
         host_paths = {v.name: v.host_path for v in pod.volumes if v.host_path is not None}
         for container in (*pod.init_containers, *pod.containers):
             for mount in container.volume_mounts:

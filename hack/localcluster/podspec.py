@@ -2,8 +2,8 @@
 
 The node agent reads pods as plain JSON (camelCase keys, as the API server sends them) and
 turns each into a `Pod` here; everything downstream works on these frozen dataclasses.
-Only what the local node can honour is kept: images, probes, ports and resources other than
-those a `resourceFieldRef` reads are dropped on purpose.
+Only what the local node can honour is kept: probes, ports and lifecycle hooks are dropped
+on purpose.
 """
 
 from __future__ import annotations
@@ -92,6 +92,46 @@ class EnvFromSource:
 class VolumeMount:
     name: str
     mount_path: str
+    read_only: bool = False
+    sub_path: str = ""
+
+
+@dataclass(frozen=True)
+class SecurityContext:
+    """A container's effective securityContext: its own fields over the pod's."""
+
+    run_as_user: int | None = None
+    run_as_group: int | None = None
+    run_as_non_root: bool = False
+    read_only_root: bool = False
+    allow_privilege_escalation: bool = True
+    privileged: bool = False
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    seccomp: str = "Unconfined"
+    supplemental_groups: tuple[int, ...] = ()
+    fs_group: int | None = None
+
+    @classmethod
+    def parse(cls, pod: Json, container: Json) -> SecurityContext:
+        def pick(key: str) -> Any:
+            return container.get(key, pod.get(key))
+
+        caps = container.get("capabilities") or {}
+        seccomp = pick("seccompProfile") or {}
+        return cls(
+            run_as_user=pick("runAsUser"),
+            run_as_group=pick("runAsGroup"),
+            run_as_non_root=bool(pick("runAsNonRoot")),
+            read_only_root=bool(container.get("readOnlyRootFilesystem")),
+            allow_privilege_escalation=container.get("allowPrivilegeEscalation", True) is not False,
+            privileged=bool(container.get("privileged")),
+            cap_add=tuple(caps.get("add") or ()),
+            cap_drop=tuple(caps.get("drop") or ()),
+            seccomp=seccomp.get("type", "Unconfined"),
+            supplemental_groups=tuple(pod.get("supplementalGroups") or ()),
+            fs_group=pod.get("fsGroup"),
+        )
 
 
 @dataclass(frozen=True)
@@ -106,9 +146,11 @@ class Container:
     volume_mounts: tuple[VolumeMount, ...]
     limits: Mapping[str, str]
     requests: Mapping[str, str]
+    security: SecurityContext = SecurityContext()
+    pull_policy: str = "IfNotPresent"
 
     @classmethod
-    def parse(cls, raw: Json) -> Container:
+    def parse(cls, raw: Json, pod_security: Json | None = None) -> Container:
         resources = raw.get("resources") or {}
         return cls(
             name=raw["name"],
@@ -119,31 +161,108 @@ class Container:
             env_from=tuple(EnvFromSource.parse(e) for e in raw.get("envFrom") or ()),
             working_dir=raw.get("workingDir") or None,
             volume_mounts=tuple(
-                VolumeMount(m["name"], m["mountPath"]) for m in raw.get("volumeMounts") or ()
+                VolumeMount(
+                    m["name"], m["mountPath"], bool(m.get("readOnly")), m.get("subPath", "")
+                )
+                for m in raw.get("volumeMounts") or ()
             ),
             limits=dict(resources.get("limits") or {}),
             requests=dict(resources.get("requests") or {}),
+            security=SecurityContext.parse(pod_security or {}, raw.get("securityContext") or {}),
+            pull_policy=raw.get("imagePullPolicy", "IfNotPresent"),
         )
 
 
 @dataclass(frozen=True)
+class KeyToPath:
+    key: str
+    path: str
+    mode: int | None = None
+
+
+@dataclass(frozen=True)
+class ProjectedSource:
+    """One source of a projected (or configMap/secret) volume: the files it contributes.
+
+    kind is "configMap", "secret", "serviceAccountToken" or "downwardAPI"; for a token
+    `path` is its file, for the downward API `items` map field paths to files.
+    """
+
+    kind: str
+    name: str = ""
+    items: tuple[KeyToPath, ...] = ()
+    optional: bool = False
+    path: str = ""
+    audience: str = ""
+    expiration_seconds: int = 3600
+
+
+@dataclass(frozen=True)
 class Volume:
-    """A pod volume as the local node sees it: a host path, an emptyDir, or something ignored."""
+    """A pod volume as the local node sees it: a host path, an emptyDir, files made from
+    ConfigMaps, Secrets, the downward API and ServiceAccount tokens, or something ignored."""
 
     name: str
     host_path: str | None = None
     host_path_type: str = ""
     empty_dir: bool = False
+    sources: tuple[ProjectedSource, ...] = ()
+    default_mode: int = 0o644
 
     @classmethod
     def parse(cls, raw: Json) -> Volume:
         host = raw.get("hostPath")
+        sources: tuple[ProjectedSource, ...] = ()
+        mode = 0o644
+        for kind, name_key in (("configMap", "name"), ("secret", "secretName")):
+            if kind in raw:
+                body = raw[kind] or {}
+                mode = int(body.get("defaultMode", mode))
+                sources = (_source(kind, body, body.get(name_key, "")),)
+        if "projected" in raw:
+            body = raw["projected"] or {}
+            mode = int(body.get("defaultMode", mode))
+            sources = tuple(
+                _projected(kind, part)
+                for part in body.get("sources") or ()
+                for kind in part
+                if kind in ("configMap", "secret", "serviceAccountToken", "downwardAPI")
+            )
         return cls(
             name=raw["name"],
             host_path=host["path"] if host else None,
             host_path_type=(host or {}).get("type", ""),
             empty_dir="emptyDir" in raw,
+            sources=sources,
+            default_mode=mode,
         )
+
+
+def _items(raw: Sequence[Json] | None, key: str = "key") -> tuple[KeyToPath, ...]:
+    return tuple(KeyToPath(i[key], i["path"], i.get("mode")) for i in raw or ())
+
+
+def _source(kind: str, body: Json, name: str) -> ProjectedSource:
+    return ProjectedSource(kind, name, _items(body.get("items")), bool(body.get("optional")))
+
+
+def _projected(kind: str, part: Json) -> ProjectedSource:
+    body = part[kind] or {}
+    if kind == "serviceAccountToken":
+        return ProjectedSource(
+            kind,
+            path=body["path"],
+            audience=body.get("audience", ""),
+            expiration_seconds=int(body.get("expirationSeconds", 3600)),
+        )
+    if kind == "downwardAPI":
+        fields = tuple(
+            KeyToPath(i["fieldRef"]["fieldPath"], i["path"], i.get("mode"))
+            for i in body.get("items") or ()
+            if i.get("fieldRef")
+        )
+        return ProjectedSource(kind, items=fields)
+    return _source(kind, body, body.get("name", ""))
 
 
 @dataclass(frozen=True)
@@ -181,8 +300,14 @@ class Pod:
             service_account=spec.get("serviceAccountName") or "default",
             automount_token=spec.get("automountServiceAccountToken"),
             restart_policy=spec.get("restartPolicy", "Always"),
-            init_containers=tuple(Container.parse(c) for c in spec.get("initContainers") or ()),
-            containers=tuple(Container.parse(c) for c in spec.get("containers") or ()),
+            init_containers=tuple(
+                Container.parse(c, spec.get("securityContext"))
+                for c in spec.get("initContainers") or ()
+            ),
+            containers=tuple(
+                Container.parse(c, spec.get("securityContext"))
+                for c in spec.get("containers") or ()
+            ),
             volumes=tuple(Volume.parse(v) for v in spec.get("volumes") or ()),
             labels=dict(meta.get("labels") or {}),
             annotations=dict(meta.get("annotations") or {}),

@@ -74,9 +74,11 @@ class Terminated:
 ContainerState = Waiting | Running | Terminated
 
 
-def exited(exit_code: int, started_at: datetime | None, finished_at: datetime) -> Terminated:
-    """A process exit, named as a kubelet names it."""
-    reason = "Completed" if exit_code == 0 else "Error"
+def exited(
+    exit_code: int, started_at: datetime | None, finished_at: datetime, oom_killed: bool = False
+) -> Terminated:
+    """A container's exit, named as a kubelet names it."""
+    reason = "OOMKilled" if oom_killed else "Completed" if exit_code == 0 else "Error"
     return Terminated(exit_code, reason, finished_at, started_at)
 
 

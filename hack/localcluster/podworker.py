@@ -29,8 +29,9 @@ from urllib3.exceptions import HTTPError
 from localcluster.nodeapi import NodeApi, describe
 from localcluster.nodeobject import HOST_IP
 from localcluster.podaddress import AddressPool
+from localcluster.podcontainer import ContainerConfigError, ImageMissing, container_name
 from localcluster.podenv import CommandError, EnvError, command_line, container_env
-from localcluster.podprocess import Backoff, ContainerProcess, find_executable, start_process
+from localcluster.podprocess import Backoff, RunningContainer, find_executable, start_process
 from localcluster.podsandbox import NodeContext, PodSandbox
 from localcluster.podspec import Container, Pod
 from localcluster.podstatus import (
@@ -45,6 +46,7 @@ from localcluster.podstatus import (
     resumed,
     should_restart,
 )
+from localcluster.podvolumes import VolumeError, container_mounts
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ TICK_SECONDS = 0.5
 # Exit code and reason of a command that could not be executed, as containerd reports it.
 START_ERROR = (128, "StartError")
 TERMINAL = ("Succeeded", "Failed")
+PULL = ("ErrImagePull", "ImagePullBackOff")
 
 
 @dataclass
@@ -61,7 +64,7 @@ class Slot:
     spec: Container
     init: bool
     status: ContainerStatus
-    process: ContainerProcess | None = None
+    process: RunningContainer | None = None
     next_start: float = 0.0
     backoff: Backoff = field(default_factory=Backoff)
 
@@ -251,64 +254,81 @@ class PodWorker:
 
     # Containers.
 
-    def _resolve(self, slot: Slot, pod: Pod) -> tuple[list[str], dict[str, str]] | None:
-        """The command line and env of a container, or None (and why, in its status)."""
+    def _start(self, slot: Slot, pod: Pod) -> None:
+        """Start one container with the pod's runtime; on failure, why, in its status."""
+        name = slot.spec.name
         try:
             env = container_env(pod, slot.spec, self.sandbox.placement(), self.api)
-            return command_line(slot.spec, env), {**self.sandbox.node_env(pod), **env}
+        except EnvError as e:
+            self._wait_and_retry(slot, "CreateContainerConfigError", str(e), f"Error: {e}")
+            return
+        env = {**self.sandbox.node_env(pod), **env}
+        restarts = slot.status.restart_count + (slot.status.last_exit is not None)
+        header = f"pod {pod.key} container {name} starts (restartCount {restarts})"
+        start = (
+            self._start_container if self.sandbox.runtime == "container" else self._start_process
+        )
+        now = utcnow()
+        try:
+            running = start(slot, pod, env, restarts, header)
         except CommandError as e:
             slot.status = replace(slot.status, state=Waiting("CreateContainerError", str(e)))
             slot.next_start = math.inf
             self._warn("Failed", str(e))
-        except EnvError as e:
-            slot.status = replace(slot.status, state=Waiting("CreateContainerConfigError", str(e)))
-            slot.next_start = time.monotonic() + slot.backoff.delay(0)
-            self._warn("Failed", f"Error: {e}")
-        return None
-
-    def _start(self, slot: Slot, pod: Pod) -> None:
-        name, sandbox = slot.spec.name, self.sandbox
-        resolved = self._resolve(slot, pod)
-        if resolved is None:
             return
-        argv, process_env = resolved
-        workdir = Path(slot.spec.working_dir) if slot.spec.working_dir else sandbox.dir
-        cwd = workdir if workdir.is_dir() else sandbox.dir
-        restarts = slot.status.restart_count + (slot.status.last_exit is not None)
-        search = [str(self.context.bin_dir), *process_env.get("PATH", "").split(":")]
-        executable = find_executable(argv[0], search, cwd)
-        now = utcnow()
-        try:
-            if executable is None:
-                raise FileNotFoundError(
-                    f'exec: "{argv[0]}": executable file not found in {self.context.bin_dir} '
-                    "or $PATH"
-                )
-            process = start_process(
-                argv,
-                executable,
-                process_env,
-                cwd,
-                sandbox.log_path,
-                sandbox.dir / f"{name}.pid",
-                f"pod {pod.key} container {name} starts (restartCount {restarts})",
-            )
+        except (ContainerConfigError, VolumeError) as e:
+            self._wait_and_retry(slot, "CreateContainerConfigError", str(e), f"Error: {e}")
+            return
+        except ImageMissing as e:
+            pulling = isinstance(slot.status.state, Waiting) and slot.status.state.reason in PULL
+            reason = "ImagePullBackOff" if pulling else "ErrImagePull"
+            self._wait_and_retry(slot, reason, str(e), str(e))
+            return
         except OSError as e:
             slot.status = replace(slot.status, restart_count=restarts, container_id="")
             self._exited(slot, pod, Terminated(*START_ERROR, now, now, str(e)), 0.0, True)
             self._warn("Failed", f"Error: {e}")
             return
-        slot.process = process
+        slot.process = running
         slot.status = replace(
             slot.status,
-            state=Running(process.started_at),
+            state=Running(running.started_at),
             last_terminated=slot.status.last_exit,
             restart_count=restarts,
-            container_id=f"local://{process.pid}",
-            image_id=f"local://{executable}",
+            container_id=running.container_id,
+            image_id=running.image_id,
         )
-        log.info("pod %s: container %s started, pid %d", pod.key, name, process.pid)
+        log.info("pod %s: container %s started (%s)", pod.key, name, running.container_id)
         self._event(pod, "Normal", "Started", f"Started container {name}")
+
+    def _wait_and_retry(self, slot: Slot, reason: str, message: str, event: str) -> None:
+        slot.status = replace(slot.status, state=Waiting(reason, message))
+        slot.next_start = time.monotonic() + slot.backoff.delay(0)
+        self._warn("Failed", event)
+
+    def _start_process(
+        self, slot: Slot, pod: Pod, env: dict[str, str], restarts: int, header: str
+    ) -> RunningContainer:
+        argv = command_line(slot.spec, env)
+        workdir = Path(slot.spec.working_dir) if slot.spec.working_dir else self.sandbox.dir
+        cwd = workdir if workdir.is_dir() else self.sandbox.dir
+        search = [str(self.context.bin_dir), *env.get("PATH", "").split(":")]
+        executable = find_executable(argv[0], search, cwd)
+        if executable is None:
+            raise FileNotFoundError(
+                f'exec: "{argv[0]}": executable file not found in {self.context.bin_dir} or $PATH'
+            )
+        pidfile = self.sandbox.dir / f"{slot.spec.name}.pid"
+        return start_process(argv, executable, env, cwd, self.sandbox.log_path, pidfile, header)
+
+    def _start_container(
+        self, slot: Slot, pod: Pod, env: dict[str, str], restarts: int, header: str
+    ) -> RunningContainer:
+        mounts = container_mounts(slot.spec, self.sandbox.mounts)
+        name = container_name(pod.namespace, pod.name, pod.uid, slot.spec.name, restarts)
+        return self.sandbox.podman.start(
+            name, slot.spec, env, mounts, pod.name, pod.uid, self.sandbox.log_path, header
+        )
 
     def _reap(self, slot: Slot, pod: Pod, restart: bool) -> None:
         process = slot.process
@@ -319,7 +339,7 @@ class PodWorker:
             return
         slot.process = None
         log.info("pod %s: container %s exited with code %d", pod.key, slot.spec.name, code)
-        end = exited(code, process.started_at, utcnow())
+        end = exited(code, process.started_at, utcnow(), process.oom_killed)
         self._exited(slot, pod, end, process.ran_for(), restart)
 
     def _exited(self, slot: Slot, pod: Pod, end: Terminated, ran_for: float, restart: bool) -> None:
@@ -344,7 +364,9 @@ class PodWorker:
         deletion, or the agent stopping (its processes must not outlive it).
         """
         running = [slot for slot in self.slots if slot.process is not None]
-        _signal(running, signal.SIGTERM if grace > 0 else signal.SIGKILL)
+        for slot in running:
+            if slot.process is not None:
+                slot.process.stop(self._grace_left(grace))
         began, killed = time.monotonic(), grace <= 0
         while True:
             for slot in running:

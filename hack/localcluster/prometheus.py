@@ -25,7 +25,8 @@ from typing import Any
 
 import yaml
 
-from localcluster.controlplane import free_port, process_exited, wait_until
+from localcluster.controlplane import free_port, wait_until
+from localcluster.pidfile import process_exited
 
 INSTALL_SCRIPT = "hack/install-prometheus.sh"
 PR_SET_PDEATHSIG = 1

@@ -14,9 +14,9 @@ from localcluster.podprocess import (
     exit_code,
     find_executable,
     start_process,
-    start_ticks,
     stop_leftovers,
 )
+from localcluster.pidfile import start_ticks
 
 IGNORES_SIGTERM = """
 import signal, time

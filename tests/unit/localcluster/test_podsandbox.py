@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import stat
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -13,24 +14,47 @@ import yaml
 
 from localcluster.nodeapi import NodeApi
 from localcluster.podaddress import AddressPool
+from localcluster.podcontainer import PodmanRuntime
 from localcluster.podidentity import ClusterEndpoint, PodToken
-from localcluster.podsandbox import NodeContext, PodSandbox, remove_stale_dirs
+from localcluster.podsandbox import RUNTIME_LABEL, NodeContext, PodSandbox, remove_stale_dirs
 from localcluster.podspec import Pod
+from localcluster.podvolumes import VolumeError, container_mounts, safe_relative
+
+SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 class FakeApi:
-    """The two calls a sandbox makes: the account's automount flag and a TokenRequest."""
+    """The calls a sandbox makes: the namespace's labels, the account's automount flag, a
+    TokenRequest, and the ConfigMaps and Secrets its volumes read."""
 
-    def __init__(self, account_automount: bool | None = None) -> None:
+    def __init__(
+        self,
+        account_automount: bool | None = None,
+        labels: dict[str, str] | None = None,
+        objects: dict[str, dict[str, str]] | None = None,
+    ) -> None:
         self.automount = account_automount
+        self.labels = labels or {}
+        self.objects = objects or {}
         self.tokens: list[str] = []
+        self.audiences: list[str] = []
+
+    def namespace_labels(self, namespace: str) -> dict[str, str]:
+        return self.labels
 
     def account_automount(self, namespace: str, name: str) -> bool | None:
         return self.automount
 
-    def request_token(self, pod: Pod, seconds: int) -> PodToken:
+    def request_token(self, pod: Pod, seconds: int, audience: str = "") -> PodToken:
         self.tokens.append(f"token-{len(self.tokens) + 1}")
+        self.audiences.append(audience)
         return PodToken(self.tokens[-1], datetime.now(UTC) + timedelta(seconds=seconds))
+
+    def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        return self.objects.get(f"configmap/{name}")
+
+    def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        return self.objects.get(f"secret/{name}")
 
 
 @pytest.fixture
@@ -47,10 +71,13 @@ def context(tmp_path: Path) -> NodeContext:
 
 @pytest.fixture
 def sandbox_for(context: NodeContext) -> Callable[..., tuple[PodSandbox, list[tuple[str, str]]]]:
-    def make(pod: Pod, api: FakeApi | None = None) -> tuple[PodSandbox, list[tuple[str, str]]]:
+    def make(
+        pod: Pod, api: FakeApi | None = None, podman: PodmanRuntime | None = None
+    ) -> tuple[PodSandbox, list[tuple[str, str]]]:
         warnings: list[tuple[str, str]] = []
         api_ = cast(NodeApi, api or FakeApi())
-        sandbox = PodSandbox(pod, context, api_, AddressPool(), lambda *w: warnings.append(w))
+        node = replace(context, podman=podman)
+        sandbox = PodSandbox(pod, node, api_, AddressPool(), lambda *w: warnings.append(w))
         return sandbox, warnings
 
     return make
@@ -164,3 +191,86 @@ def test_directories_of_pods_that_are_gone_are_removed(tmp_path: Path) -> None:
     assert sorted(p.name for p in removed) == ["ns_a_uid-1", "other-ns_c_uid-3"]
     assert [p.name for p in tmp_path.iterdir()] == ["ns_b_uid-2"]
     assert remove_stale_dirs(tmp_path / "missing", set()) == []
+
+
+KUBE_API_ACCESS = {
+    "name": "kube-api-access-x1",
+    "projected": {
+        "defaultMode": 420,
+        "sources": [
+            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+            {
+                "configMap": {
+                    "name": "kube-root-ca.crt",
+                    "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                }
+            },
+            {
+                "downwardAPI": {
+                    "items": [
+                        {"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}
+                    ]
+                }
+            },
+        ],
+    },
+}
+
+
+def test_in_a_container_the_token_is_the_projected_volume_and_the_api_is_in_env(
+    make_pod: Callable[..., Pod], sandbox_for: Callable[..., Any]
+) -> None:
+    mount = {"name": KUBE_API_ACCESS["name"], "mountPath": SA_DIR, "readOnly": True}
+    pod = make_pod(
+        [{"name": "main", "image": "img", "volumeMounts": [mount]}],
+        volumes=[KUBE_API_ACCESS, {"name": "scratch", "emptyDir": {}}],
+    )
+    api = FakeApi(
+        labels={RUNTIME_LABEL: "container"},
+        objects={"configmap/kube-root-ca.crt": {"ca.crt": "PEM"}},
+    )
+    sandbox, _ = sandbox_for(pod, api, podman=cast(PodmanRuntime, object()))
+    sandbox.prepare(pod)
+    assert sandbox.runtime == "container"
+    files = sandbox.mounts.paths[KUBE_API_ACCESS["name"]]
+    assert (files / "token").read_text() == "token-1"
+    assert (files / "ca.crt").read_text() == "PEM"
+    assert (files / "namespace").read_text() == "shop"
+    assert stat.S_IMODE((files / "token").stat().st_mode) == 0o644
+    assert stat.S_IMODE(sandbox.mounts.paths["scratch"].stat().st_mode) == 0o777
+    env = sandbox.node_env(pod)
+    assert env == {
+        "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+        "KUBERNETES_SERVICE_PORT": "6443",
+        "KUBERNETES_SERVICE_PORT_HTTPS": "6443",
+    }
+    (mounted,) = container_mounts(pod.containers[0], sandbox.mounts)
+    assert (mounted.source, mounted.target, mounted.read_only) == (files, SA_DIR, True)
+    sandbox.refresh_token(pod)
+    assert api.tokens == ["token-1"], "a token is renewed only when due"
+
+
+def test_a_missing_config_map_of_a_volume_stops_the_sandbox(
+    make_pod: Callable[..., Pod], sandbox_for: Callable[..., Any]
+) -> None:
+    pod = make_pod(volumes=[{"name": "conf", "configMap": {"name": "absent"}}])
+    api = FakeApi(labels={RUNTIME_LABEL: "container"})
+    sandbox, _ = sandbox_for(pod, api, podman=cast(PodmanRuntime, object()))
+    with pytest.raises(VolumeError, match='volume conf: configmap "absent" not found in shop'):
+        sandbox.prepare(pod)
+
+
+def test_an_unknown_runtime_label_is_refused(
+    make_pod: Callable[..., Pod], sandbox_for: Callable[..., Any]
+) -> None:
+    pod = make_pod()
+    sandbox, _ = sandbox_for(pod, FakeApi(labels={RUNTIME_LABEL: "vm"}))
+    with pytest.raises(ValueError, match="names no runtime"):
+        sandbox.prepare(pod)
+
+
+def test_item_paths_cannot_leave_their_volume() -> None:
+    with pytest.raises(VolumeError, match=r"without '\.\.'"):
+        safe_relative("../../etc/passwd", "conf")
+    with pytest.raises(VolumeError, match="must be relative"):
+        safe_relative("/etc/passwd", "conf")

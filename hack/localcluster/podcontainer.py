@@ -1,0 +1,324 @@
+"""Containers on the local node: a pod's container run by podman + runc from its image.
+
+`run_argv` turns a container spec into one `podman run` command line (pure, unit-tested);
+`PodmanRuntime` checks the image, starts the container attached (its stdout and stderr go
+to the pod's log file, as in process mode) and `PodmanContainer` follows it to its exit,
+reading the exit code and OOMKilled from `podman inspect` before removing it.
+
+What a kubelet with a CRI runtime does, and this does too:
+  - command overrides the image's ENTRYPOINT, args its CMD, `$(VAR)` expanded;
+  - securityContext: runAsUser/Group (else the image's USER), runAsNonRoot refusal (a
+    CreateContainerConfigError), readOnlyRootFilesystem (no tmpfs added: /tmp is writable
+    only if a volume is mounted there), capabilities drop/add, allowPrivilegeEscalation:
+    false as no-new-privileges, seccomp RuntimeDefault as podman's default profile
+    (Unconfined when unset, as a kubelet without --seccomp-default), supplementalGroups;
+  - resources.limits.memory as a memory cgroup limit (podcgroup.py: on cgroup v1 in a cgroup
+    of the node's own, whose OOM kill counter podman misses); an OOM kill is OOMKilled;
+  - an image missing from the local store is ErrImagePull: nothing is ever pulled.
+What it does not: networking is the host's (never a bridge, which would change the host's
+firewall), so pods share the host's loopback; the pod IP is a loopback address of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from kubernetes.utils.quantity import parse_quantity
+
+from localcluster.containertools import run_tool
+from localcluster.podcgroup import MemoryCgroup, v1_memory
+from localcluster.podenv import expand
+from localcluster.podprocess import append_log
+from localcluster.podspec import Container, SecurityContext
+
+log = logging.getLogger(__name__)
+
+NODE_LABEL = "dev.collectjob.local-node"
+POD_UID_LABEL = "io.kubernetes.pod.uid"
+# Variables podman itself reads: a pod's value for them goes on the command line instead.
+PODMAN_OWN_ENV = ("PATH", "HOME", "TMPDIR", "CONTAINERS_", "XDG_", "BUILDAH_", "LANG", "LC_")
+RUN_TIMEOUT = 60
+
+
+class ImageMissing(Exception):
+    """The image is not in the local store, and the local node never pulls."""
+
+
+class ContainerConfigError(Exception):
+    """The container's configuration forbids running it (e.g. runAsNonRoot with uid 0)."""
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: Path
+    target: str
+    read_only: bool
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    id: str
+    user: str
+
+
+def container_user(security: SecurityContext, image_user: str) -> str:
+    """`uid:gid` (or the image's USER when nothing overrides it); checks runAsNonRoot."""
+    name, _, group = image_user.partition(":")
+    uid: int | str | None = security.run_as_user
+    if uid is None:
+        uid = name or "0"
+    if security.run_as_non_root:
+        if not str(uid).isdigit():
+            raise ContainerConfigError(
+                f"container has runAsNonRoot and image has non-numeric user ({uid}), "
+                "cannot verify user is non-root"
+            )
+        if int(uid) == 0:
+            raise ContainerConfigError("container has runAsNonRoot and image will run as root")
+    gid = security.run_as_group if security.run_as_group is not None else (group or None)
+    if gid is None and security.run_as_user is not None:
+        gid = 0  # as a CRI runtime: runAsUser without runAsGroup and no image group is gid 0
+    return f"{uid}:{gid}" if gid is not None else str(uid)
+
+
+def memory_bytes(limits: Mapping[str, str]) -> int | None:
+    raw = limits.get("memory")
+    return int(Decimal(parse_quantity(raw))) if raw else None
+
+
+def security_args(security: SecurityContext) -> list[str]:
+    args: list[str] = []
+    if security.privileged:
+        return ["--privileged"]
+    if security.read_only_root:
+        args += ["--read-only", "--read-only-tmpfs=false"]
+    args += [f"--cap-drop={c}" for c in security.cap_drop]
+    args += [f"--cap-add={c}" for c in security.cap_add]
+    if not security.allow_privilege_escalation:
+        args += ["--security-opt", "no-new-privileges"]
+    if security.seccomp == "Unconfined":
+        args += ["--security-opt", "seccomp=unconfined"]
+    elif security.seccomp != "RuntimeDefault":
+        raise ContainerConfigError(
+            f"seccomp profile type {security.seccomp!r} is not supported by the local node"
+        )
+    args += [f"--group-add={g}" for g in security.supplemental_groups]
+    if security.fs_group is not None:
+        args.append(f"--group-add={security.fs_group}")
+    return args
+
+
+def run_argv(
+    name: str,
+    spec: Container,
+    user: str,
+    env: Mapping[str, str],
+    mounts: Sequence[Mount],
+    hostname: str,
+    labels: Mapping[str, str],
+    cgroup_parent: str | None = None,
+) -> list[str]:
+    """The `podman run` command line of one container (env values are passed by name only,
+    so that no Secret appears in a process listing; podman reads them from its own env)."""
+    argv = [
+        "podman", "run", "--name", name, "--pull=never", "--network=host",
+        f"--hostname={hostname}", f"--user={user}", "--log-driver=none",
+        "--stop-signal=SIGTERM", "--init=false", "--tty=false",
+    ]  # fmt: skip
+    argv += [f"--label={k}={v}" for k, v in sorted(labels.items())]
+    argv += security_args(spec.security)
+    memory = memory_bytes(spec.limits)
+    if cgroup_parent is not None:
+        argv.append(f"--cgroup-parent={cgroup_parent}")  # the limit is on it (podcgroup.py)
+    elif memory is not None:
+        argv += [f"--memory={memory}", f"--memory-swap={memory}"]
+    for mount in mounts:
+        mode = "ro" if mount.read_only else "rw"
+        argv += ["--volume", f"{mount.source}:{mount.target}:{mode}"]
+    for key, value in env.items():
+        argv += ["--env", f"{key}={value}" if key.startswith(PODMAN_OWN_ENV) else key]
+    if spec.working_dir:
+        argv.append(f"--workdir={spec.working_dir}")
+    if spec.command:
+        argv.append(f"--entrypoint={json.dumps([expand(c, env) for c in spec.command])}")
+    argv.append(spec.image)
+    argv += [expand(a, env) for a in spec.args]
+    return argv
+
+
+def container_name(namespace: str, pod: str, uid: str, container: str, restarts: int) -> str:
+    """As a kubelet names them, so `podman ps` reads like `crictl ps`."""
+    return f"k8s_{container}_{pod}_{namespace}_{uid[:8]}_{restarts}"
+
+
+class PodmanContainer:
+    """One container started by `podman run` (attached): followed to its exit, then removed."""
+
+    def __init__(
+        self,
+        popen: subprocess.Popen[bytes],
+        name: str,
+        image_id: str,
+        log_path: Path,
+        tool_env: Mapping[str, str],
+        cgroup: MemoryCgroup | None,
+    ) -> None:
+        self.popen = popen
+        self.cgroup = cgroup
+        self.name = name
+        self.log_path = log_path
+        self.tool_env = tool_env
+        self.started_at = datetime.now(UTC)
+        self.started_monotonic = time.monotonic()
+        self.container_id = f"podman://{name}"
+        self.image_id = image_id
+        self.oom_killed = False
+        self._stopper: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def ran_for(self) -> float:
+        return time.monotonic() - self.started_monotonic
+
+    def poll(self) -> int | None:
+        """The container's exit code once it has exited (then it is removed), else None."""
+        returncode = self.popen.poll()
+        if returncode is None:
+            return None
+        state = self._inspect()
+        code = int(state.get("ExitCode", returncode)) if state else returncode
+        self.oom_killed = bool(state.get("OOMKilled")) if state else False
+        if self.cgroup is not None:
+            self.oom_killed = self.oom_killed or self.cgroup.oom_kills() > 0
+        run_tool(["podman", "rm", "--force", "--ignore", self.name], self.tool_env, check=False)
+        if self.cgroup is not None:
+            self.cgroup.remove()
+        suffix = " (OOMKilled)" if self.oom_killed else ""
+        append_log(self.log_path, f"container {self.name} exited with code {code}{suffix}")
+        return code
+
+    def _inspect(self) -> dict[str, Any]:
+        result = run_tool(
+            ["podman", "inspect", "--format", "{{json .State}}", self.name],
+            self.tool_env,
+            check=False,
+        )
+        if result.returncode != 0:
+            return {}
+        return dict(json.loads(result.stdout))
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.popen.poll() is None:
+            run_tool(
+                ["podman", "kill", f"--signal={sig.name}", self.name], self.tool_env, check=False
+            )
+
+    def stop(self, grace: float) -> None:
+        """`podman stop -t GRACE`: SIGTERM, SIGKILL once the grace period is over."""
+        if self.popen.poll() is None and self._stopper is None:
+            self._stopper = subprocess.Popen(
+                ["podman", "stop", "--ignore", f"--time={max(0, round(grace))}", self.name],
+                env=dict(self.tool_env),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+
+
+class PodmanRuntime:
+    """Starts pods' containers with podman, from the local image store only."""
+
+    def __init__(self, tool_env: Mapping[str, str], node_name: str) -> None:
+        self.tool_env = dict(tool_env)
+        self.node_name = node_name
+
+    def version(self) -> str:
+        """`podman://<version>`, as a kubelet reports `containerd://<version>`."""
+        result = run_tool(["podman", "version", "--format", "{{.Client.Version}}"], self.tool_env)
+        return f"podman://{result.stdout.strip()}"
+
+    def image(self, image: str) -> ImageInfo:
+        result = run_tool(
+            ["podman", "image", "inspect", "--format", "{{.Id}} {{.Config.User}}", image],
+            self.tool_env,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise ImageMissing(
+                f'Failed to pull image "{image}": the local node never pulls, and its store '
+                "has no such image (build it with `make image`)"
+            )
+        image_id, _, user = result.stdout.strip().partition(" ")
+        return ImageInfo(f"sha256:{image_id}", user.strip())
+
+    def start(
+        self,
+        name: str,
+        spec: Container,
+        env: Mapping[str, str],
+        mounts: Sequence[Mount],
+        hostname: str,
+        pod_uid: str,
+        log_path: Path,
+        header: str,
+    ) -> PodmanContainer:
+        """Start the container; ImageMissing, ContainerConfigError or OSError if it can't."""
+        info = self.image(spec.image)
+        user = container_user(spec.security, info.user)
+        labels = {NODE_LABEL: self.node_name, POD_UID_LABEL: pod_uid}
+        memory = memory_bytes(spec.limits)
+        cgroup = MemoryCgroup(name, memory) if memory is not None and v1_memory() else None
+        parent = cgroup.relative if cgroup is not None else None
+        argv = run_argv(name, spec, user, env, mounts, hostname, labels, parent)
+        run_tool(["podman", "rm", "--force", "--ignore", name], self.tool_env, check=False)
+        process_env = {**self.tool_env, **{k: v for k, v in env.items() if not _own(k)}}
+        append_log(log_path, header)
+        if cgroup is not None:
+            cgroup.create()
+        try:
+            with log_path.open("ab") as out:
+                popen = subprocess.Popen(
+                    argv,
+                    env=process_env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=out,
+                    start_new_session=True,
+                )
+        except OSError:
+            if cgroup is not None:
+                cgroup.remove()
+            raise
+        return PodmanContainer(popen, name, info.id, log_path, self.tool_env, cgroup)
+
+    def remove_leftovers(self, grace: float) -> list[str]:
+        """Stop and remove the containers a previous agent of this node left running."""
+        listed = run_tool(
+            ["podman", "ps", "--all", "--format", "{{.Names}}",
+             "--filter", f"label={NODE_LABEL}={self.node_name}"],
+            self.tool_env, check=False,
+        )  # fmt: skip
+        names = listed.stdout.split()
+        if names:
+            run_tool(
+                ["podman", "rm", "--force", f"--time={round(grace)}", *names],
+                self.tool_env,
+                check=False,
+                timeout=grace + RUN_TIMEOUT,
+            )
+        return names
+
+
+def _own(key: str) -> bool:
+    return key.startswith(PODMAN_OWN_ENV)
