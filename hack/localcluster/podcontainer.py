@@ -12,8 +12,8 @@ What a kubelet with a CRI runtime does, and this does too:
     only if a volume is mounted there), capabilities drop/add, allowPrivilegeEscalation:
     false as no-new-privileges, seccomp RuntimeDefault as podman's default profile
     (Unconfined when unset, as a kubelet without --seccomp-default), supplementalGroups;
-  - resources.limits.memory as a memory cgroup limit (podcgroup.py: on cgroup v1 in a cgroup
-    of the node's own, whose OOM kill counter podman misses); an OOM kill is OOMKilled;
+  - resources.limits.memory as podman's --memory (and --memory-swap); an OOM kill is
+    reported as OOMKilled, from podman or else from the kernel's record (oomrecord.py);
   - an image missing from the local store is ErrImagePull: nothing is ever pulled.
 What it does not: networking is the host's (never a bridge, which would change the host's
 firewall), so pods share the host's loopback; the pod IP is a loopback address of its own.
@@ -36,7 +36,7 @@ from typing import Any
 from kubernetes.utils.quantity import parse_quantity
 
 from localcluster.containertools import run_tool
-from localcluster.podcgroup import MemoryCgroup, v1_memory
+from localcluster.oomrecord import oom_killed_by_kernel
 from localcluster.podenv import expand
 from localcluster.podprocess import append_log
 from localcluster.podspec import Container, SecurityContext
@@ -126,7 +126,6 @@ def run_argv(
     mounts: Sequence[Mount],
     hostname: str,
     labels: Mapping[str, str],
-    cgroup_parent: str | None = None,
 ) -> list[str]:
     """The `podman run` command line of one container (env values are passed by name only,
     so that no Secret appears in a process listing; podman reads them from its own env)."""
@@ -138,9 +137,7 @@ def run_argv(
     argv += [f"--label={k}={v}" for k, v in sorted(labels.items())]
     argv += security_args(spec.security)
     memory = memory_bytes(spec.limits)
-    if cgroup_parent is not None:
-        argv.append(f"--cgroup-parent={cgroup_parent}")  # the limit is on it (podcgroup.py)
-    elif memory is not None:
+    if memory is not None:
         argv += [f"--memory={memory}", f"--memory-swap={memory}"]
     for mount in mounts:
         mode = "ro" if mount.read_only else "rw"
@@ -171,10 +168,8 @@ class PodmanContainer:
         image_id: str,
         log_path: Path,
         tool_env: Mapping[str, str],
-        cgroup: MemoryCgroup | None,
     ) -> None:
         self.popen = popen
-        self.cgroup = cgroup
         self.name = name
         self.log_path = log_path
         self.tool_env = tool_env
@@ -197,27 +192,27 @@ class PodmanContainer:
         returncode = self.popen.poll()
         if returncode is None:
             return None
-        state = self._inspect()
+        container_id, state = self._inspect()
         code = int(state.get("ExitCode", returncode)) if state else returncode
-        self.oom_killed = bool(state.get("OOMKilled")) if state else False
-        if self.cgroup is not None:
-            self.oom_killed = self.oom_killed or self.cgroup.oom_kills() > 0
+        self.oom_killed = bool(state.get("OOMKilled")) or (
+            code == 137 and oom_killed_by_kernel(container_id)
+        )
         run_tool(["podman", "rm", "--force", "--ignore", self.name], self.tool_env, check=False)
-        if self.cgroup is not None:
-            self.cgroup.remove()
         suffix = " (OOMKilled)" if self.oom_killed else ""
         append_log(self.log_path, f"container {self.name} exited with code {code}{suffix}")
         return code
 
-    def _inspect(self) -> dict[str, Any]:
+    def _inspect(self) -> tuple[str, dict[str, Any]]:
+        """The container's full id and its final state ({} if podman no longer has it)."""
         result = run_tool(
-            ["podman", "inspect", "--format", "{{json .State}}", self.name],
+            ["podman", "inspect", "--format", "{{.Id}} {{json .State}}", self.name],
             self.tool_env,
             check=False,
         )
         if result.returncode != 0:
-            return {}
-        return dict(json.loads(result.stdout))
+            return "", {}
+        container_id, _, state = result.stdout.strip().partition(" ")
+        return container_id, dict(json.loads(state))
 
     def signal(self, sig: signal.Signals) -> None:
         if self.popen.poll() is None:
@@ -277,30 +272,20 @@ class PodmanRuntime:
         info = self.image(spec.image)
         user = container_user(spec.security, info.user)
         labels = {NODE_LABEL: self.node_name, POD_UID_LABEL: pod_uid}
-        memory = memory_bytes(spec.limits)
-        cgroup = MemoryCgroup(name, memory) if memory is not None and v1_memory() else None
-        parent = cgroup.relative if cgroup is not None else None
-        argv = run_argv(name, spec, user, env, mounts, hostname, labels, parent)
+        argv = run_argv(name, spec, user, env, mounts, hostname, labels)
         run_tool(["podman", "rm", "--force", "--ignore", name], self.tool_env, check=False)
         process_env = {**self.tool_env, **{k: v for k, v in env.items() if not _own(k)}}
         append_log(log_path, header)
-        if cgroup is not None:
-            cgroup.create()
-        try:
-            with log_path.open("ab") as out:
-                popen = subprocess.Popen(
-                    argv,
-                    env=process_env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=out,
-                    start_new_session=True,
-                )
-        except OSError:
-            if cgroup is not None:
-                cgroup.remove()
-            raise
-        return PodmanContainer(popen, name, info.id, log_path, self.tool_env, cgroup)
+        with log_path.open("ab") as out:
+            popen = subprocess.Popen(
+                argv,
+                env=process_env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+            )
+        return PodmanContainer(popen, name, info.id, log_path, self.tool_env)
 
     def remove_leftovers(self, grace: float) -> list[str]:
         """Stop and remove the containers a previous agent of this node left running."""
