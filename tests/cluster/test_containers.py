@@ -8,114 +8,21 @@ PID 1 signal handling.
 
 from __future__ import annotations
 
-import json
 import re
-import textwrap
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from container_pods import SA_DIR, Json, Pods, python_pod
 from localcluster.client import Cluster
-
-Json = dict[str, Any]
-IMAGE = "collectjob:dev"
-SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-RESTRICTED_CONTAINER = {
-    "runAsNonRoot": True,
-    "allowPrivilegeEscalation": False,
-    "readOnlyRootFilesystem": True,
-    "capabilities": {"drop": ["ALL"]},
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
-# Big enough that the worker is still busy when the test suspends it.
-LONG_ROWS = 60000
 
 
 @pytest.fixture
 def namespace(make_namespace: Callable[..., str]) -> str:
     """A restricted namespace whose pods run in containers (the operator fixtures use it)."""
     return str(make_namespace(runtime="container"))
-
-
-@pytest.fixture
-def host_namespace(make_namespace: Callable[..., str]) -> str:
-    """Containers that may mount host paths: hostPath needs the privileged standard."""
-    return str(make_namespace({"pod-security.kubernetes.io/warn": "restricted"}, "container"))
-
-
-def python_pod(name: str, script: str, restart: str = "Never", **spec: Any) -> Json:
-    container = {
-        "name": "main",
-        "image": IMAGE,
-        "imagePullPolicy": "Never",
-        "command": ["python3", "-c", textwrap.dedent(script)],
-        "securityContext": RESTRICTED_CONTAINER,
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-    }
-    container.update(spec.pop("container", {}))
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {
-            "restartPolicy": restart,
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": 10001,
-                "runAsGroup": 10001,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
-            "containers": [container],
-            "volumes": [{"name": "tmp", "emptyDir": {}}, *spec.pop("volumes", [])],
-            **spec,
-        },
-    }
-
-
-class Pods:
-    """Apply pods into one namespace and read their status and their log file."""
-
-    def __init__(self, cluster: Cluster, namespace: str, wait_for: Callable[..., Any]) -> None:
-        self.cluster = cluster
-        self.namespace = namespace
-        self.wait_for = wait_for
-
-    def apply(self, manifest: Json) -> None:
-        self.cluster.kubectl("apply", "-n", self.namespace, "-f", "-", input=json.dumps(manifest))
-
-    def get(self, name: str) -> Json | None:
-        result = self.cluster.kubectl(
-            "get", "pod", name, "-n", self.namespace, "-o", "json", check=False
-        )
-        return json.loads(result.stdout) if result.returncode == 0 else None
-
-    def status(self, name: str) -> Json:
-        pod = self.get(name)
-        assert pod is not None, f"pod {name} is gone"
-        return dict(pod.get("status") or {})
-
-    def wait_phase(self, name: str, phase: str, timeout: float = 90) -> Json:
-        def reached() -> Json | None:
-            status = self.status(name)
-            return status if status.get("phase") == phase else None
-
-        return dict(self.wait_for(reached, timeout=timeout, message=f"pod {name} {phase}"))
-
-    def log(self, name: str) -> str:
-        path = self.cluster.state_dir / "node" / "logs" / f"{self.namespace}_{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def wait_log(self, name: str, text: str, timeout: float = 60) -> str:
-        return str(
-            self.wait_for(
-                lambda: text in self.log(name) and self.log(name),
-                timeout=timeout,
-                message=f"{text!r} in the log of pod {name}",
-            )
-        )
 
 
 @pytest.fixture
@@ -169,10 +76,11 @@ from kubernetes import client
 from collectjob_api.credentials import api_client
 print("KUBECONFIG" in os.environ, sorted(os.listdir("{SA_DIR}")), flush=True)
 namespace = open("{SA_DIR}/namespace").read()
-names = [c.metadata.name for c in client.CoreV1Api(api_client()).list_namespaced_config_map(namespace).items]
+core = client.CoreV1Api(api_client())
+names = [c.metadata.name for c in core.list_namespaced_config_map(namespace).items]
 print("CONFIGMAPS", " ".join(sorted(names)), flush=True)
 try:
-    client.CoreV1Api(api_client()).list_namespaced_secret(namespace)
+    core.list_namespaced_secret(namespace)
 except client.ApiException as e:
     print("SECRETS", e.status, flush=True)
 """
@@ -287,43 +195,3 @@ def test_an_image_missing_from_the_store_is_err_image_pull(pods: Pods) -> None:
 
 
 PULL_REASONS = ("ErrImagePull", "ImagePullBackOff")
-
-
-@pytest.fixture
-def shared_dir(tmp_path: Path) -> Iterator[Path]:
-    """A host directory the container user (10001) may write, mounted at its own path."""
-    tmp_path.chmod(0o777)
-    yield tmp_path
-
-
-def test_worker_in_a_container_suspends_and_resumes_with_exact_output(
-    operator, collectjob, shared_dir: Path, pods: Pods, wait_for
-) -> None:
-    sink = shared_dir / "sink"
-    sink.mkdir(mode=0o777)
-    sink.chmod(0o777)
-    volume = {"name": "data", "hostPath": {"path": str(shared_dir), "type": "Directory"}}
-    worker = {
-        "volumes": [volume],
-        "volumeMounts": [{"name": "data", "mountPath": str(shared_dir)}],
-    }
-    job = collectjob(
-        rows=LONG_ROWS, worker=worker, sink={"url": f"file://{sink}", "format": "jsonl"}
-    )
-    job.sink = sink
-    pod = wait_for(job.running_pod, timeout=120, message="a running worker pod")
-    assert pod["status"]["containerStatuses"][0]["containerID"].startswith("podman://")
-    wait_for(lambda: job.status().get("rowsProcessed", 0) > 0, timeout=120,
-             message="the worker to commit a first chunk")  # fmt: skip
-
-    job.patch({"suspend": True})
-    job.kubectl("wait", "--for=condition=Suspended", f"cjob/{job.name}", "--timeout=90s")
-    assert 0 < job.status()["rowsProcessed"] < LONG_ROWS, "suspended too late to prove a resume"
-    log = pods.log(pod["metadata"]["name"])
-    assert re.search(r"container k8s_worker_\S+ exited with code 0\b", log), (
-        "the worker, PID 1 in its container, ends on SIGTERM within its grace period:\n"
-        + log[-3000:]
-    )
-    job.patch({"suspend": False})
-    wait_for(lambda: job.phase() == "Succeeded", timeout=300, message="phase Succeeded")
-    assert job.output_ids() == job.source_ids()

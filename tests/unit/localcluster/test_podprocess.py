@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from localcluster.pidfile import start_ticks
 from localcluster.podprocess import (
     Backoff,
     exit_code,
@@ -16,7 +17,6 @@ from localcluster.podprocess import (
     start_process,
     stop_leftovers,
 )
-from localcluster.pidfile import start_ticks
 
 IGNORES_SIGTERM = """
 import signal, time

@@ -1,0 +1,71 @@
+"""The worker in a real container, driven by the operator: suspended and resumed.
+
+The job's CSV and its sink are host files, mounted into the worker's container at their own
+paths with a hostPath volume, so the namespace is not restricted (hostPath needs the
+privileged standard); the worker still runs as the operator builds it: uid 10001, read-only
+root, no capabilities.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from container_pods import Pods
+
+# Big enough that the worker is still busy when the test suspends it.
+LONG_ROWS = 60000
+
+
+@pytest.fixture
+def namespace(make_namespace: Callable[..., str]) -> str:
+    """Containers that may mount host paths (the operator fixtures use this namespace)."""
+    return str(make_namespace({"pod-security.kubernetes.io/warn": "restricted"}, "container"))
+
+
+@pytest.fixture
+def pods(cluster, namespace: str, wait_for) -> Pods:
+    return Pods(cluster, namespace, wait_for)
+
+
+@pytest.fixture
+def shared_dir(tmp_path: Path) -> Iterator[Path]:
+    """A host directory the container user (10001) may write, mounted at its own path."""
+    tmp_path.chmod(0o777)
+    yield tmp_path
+
+
+def test_worker_in_a_container_suspends_and_resumes_with_exact_output(
+    operator, collectjob, shared_dir: Path, pods: Pods, wait_for
+) -> None:
+    sink = shared_dir / "sink"
+    sink.mkdir(mode=0o777)
+    sink.chmod(0o777)
+    volume = {"name": "data", "hostPath": {"path": str(shared_dir), "type": "Directory"}}
+    worker = {
+        "volumes": [volume],
+        "volumeMounts": [{"name": "data", "mountPath": str(shared_dir)}],
+    }
+    job = collectjob(
+        rows=LONG_ROWS, worker=worker, sink={"url": f"file://{sink}", "format": "jsonl"}
+    )
+    job.sink = sink
+    pod = wait_for(job.running_pod, timeout=120, message="a running worker pod")
+    assert pod["status"]["containerStatuses"][0]["containerID"].startswith("podman://")
+    wait_for(lambda: job.status().get("rowsProcessed", 0) > 0, timeout=120,
+             message="the worker to commit a first chunk")  # fmt: skip
+
+    job.patch({"suspend": True})
+    job.kubectl("wait", "--for=condition=Suspended", f"cjob/{job.name}", "--timeout=90s")
+    assert 0 < job.status()["rowsProcessed"] < LONG_ROWS, "suspended too late to prove a resume"
+    log = pods.log(pod["metadata"]["name"])
+    assert re.search(r"container k8s_worker_\S+ exited with code 0\b", log), (
+        "the worker, PID 1 in its container, ends on SIGTERM within its grace period:\n"
+        + log[-3000:]
+    )
+    job.patch({"suspend": False})
+    wait_for(lambda: job.phase() == "Succeeded", timeout=300, message="phase Succeeded")
+    assert job.output_ids() == job.source_ids()
