@@ -10,8 +10,8 @@ from pathlib import Path
 
 from kubernetes import client, config
 
-from localcluster.controlplane import require_loopback
 from localcluster.paths import ClusterPaths
+from localcluster.safety import require_loopback
 
 
 class KubectlError(RuntimeError):

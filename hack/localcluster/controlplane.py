@@ -6,7 +6,6 @@ Every server binds to 127.0.0.1 on a free port; every client gets the kubeconfig
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import socket
@@ -18,11 +17,11 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 from localcluster import pidfile
 from localcluster.paths import NODE_NAME, REPO_ROOT, ClusterPaths
 from localcluster.pki import ensure_pki
+from localcluster.safety import require_loopback as require_loopback  # where it always was
 
 BUILD_SCRIPT = REPO_ROOT / "hack" / "build-binaries.sh"
 SERVICE_CIDR = "10.0.0.0/24"
@@ -68,26 +67,6 @@ def build_binaries() -> Path:
     if result.returncode != 0:
         raise RuntimeError(f"{BUILD_SCRIPT} failed with exit code {result.returncode}")
     return Path(result.stdout.strip().splitlines()[-1])
-
-
-def is_loopback_host(host: str) -> bool:
-    """`localhost` or a literal loopback address; never a name that merely starts with 127."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def require_loopback(server: str) -> None:
-    """Refuse any API server that is not on this machine's loopback."""
-    try:
-        host = urlparse(server).hostname or ""
-    except ValueError:
-        host = ""
-    if not is_loopback_host(host):
-        raise RuntimeError(f"refusing to use API server {server!r}: it is not on loopback")
 
 
 class ControlPlane:

@@ -24,6 +24,7 @@ from localcluster.nodeobject import lease_manifest, micro_time
 from localcluster.podidentity import ClusterEndpoint, PodToken
 from localcluster.podspec import Pod
 from localcluster.podstatus import format_time
+from localcluster.safety import require_loopback
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,16 @@ class NodeApi:
 
     @classmethod
     def from_kubeconfig(cls, path: Path) -> NodeApi:
-        return cls(config.new_client_from_config(config_file=str(path)))
+        """A client for a loopback API server whose certificate the kubeconfig's CA signs."""
+        api_client = config.new_client_from_config(config_file=str(path))
+        settings = api_client.configuration
+        require_loopback(settings.host)
+        if not settings.verify_ssl or not settings.ssl_ca_cert:
+            raise ValueError(
+                f"kubeconfig {path} names no certificate authority for {settings.host}: "
+                "the node never talks to an API server it cannot verify"
+            )
+        return cls(api_client)
 
     def endpoint(self) -> ClusterEndpoint:
         settings = self.api_client.configuration
