@@ -41,7 +41,8 @@ VARIANT = "minbase"
 PACKAGES = ("python3", "python3-venv")
 CONTEXT = REPO_ROOT / "build" / "image"
 SOURCE_DIRS = ("api", "operator", "worker")
-SOURCE_FILES = ("pyproject.toml", "requirements.lock", "README.md", "Dockerfile")
+# README.md is packaged as the wheel's description only: editing it does not rebuild the image.
+SOURCE_FILES = ("pyproject.toml", "requirements.lock", "Dockerfile")
 APT_SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
 # What debootstrap leaves that an image never needs: downloaded packages and apt's lists.
 PRUNE = ("var/cache/apt/archives", "var/lib/apt/lists")

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import ssl
+import urllib.error
+import urllib.request
 
+import pytest
 from kubernetes import client
 
 from localcluster.client import Cluster
@@ -54,3 +58,30 @@ def test_rbac_is_enforced_for_service_accounts(cluster: Cluster, namespace: str)
                     f"--serviceaccount={namespace}:default", "-n", namespace)  # fmt: skip
     allowed = cluster.kubectl("auth", "can-i", "list", "configmaps", "-n", namespace, who)
     assert allowed.stdout.strip() == "yes"
+
+
+def _etcd_health(cluster: Cluster, client_cert: str | None) -> str:
+    port = json.loads(cluster.paths.state_file.read_text())["ports"]["etcd_client"]
+    pki = cluster.paths.pki
+    context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    if client_cert:
+        context.load_cert_chain(str(pki / f"{client_cert}.crt"), str(pki / f"{client_cert}.key"))
+    url = f"https://127.0.0.1:{port}/health"
+    with urllib.request.urlopen(url, context=context, timeout=5) as response:
+        return str(json.loads(response.read())["health"])
+
+
+def test_etcd_accepts_only_clients_with_a_certificate_from_the_local_ca(
+    cluster: Cluster,
+) -> None:
+    assert _etcd_health(cluster, "apiserver-etcd-client") == "true"
+    with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+        _etcd_health(cluster, None)
+    port = json.loads(cluster.paths.state_file.read_text())["ports"]["etcd_client"]
+    with pytest.raises((urllib.error.URLError, ConnectionError)):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5)
+
+
+def test_the_local_pki_leaves_no_signing_requests_or_serials(cluster: Cluster) -> None:
+    leftovers = [p.name for p in cluster.paths.pki.iterdir() if p.suffix in (".csr", ".srl")]
+    assert leftovers == []
