@@ -196,16 +196,18 @@ def wheelhouse(cache: Path) -> Path:
 
 
 def build_context(house: Path, context: Path = CONTEXT) -> Path:
-    """build/image/: wheels/ (the wheelhouse and the project's own wheel) for the Dockerfile."""
-    wheels = context / "wheels"
+    """build/image/: deps/ (the wheelhouse, hard links) and project/ (the project's wheel)."""
+    deps, project = context / "deps", context / "project"
     shutil.rmtree(context, ignore_errors=True)
-    wheels.mkdir(parents=True)
+    deps.mkdir(parents=True)
     for path in house.iterdir():
-        os.link(path, wheels / path.name)
+        os.link(path, deps / path.name)
     subprocess.run(
-        [str(VENV / "uv"), "build", "-q", "--wheel", "--out-dir", str(wheels), str(REPO_ROOT)],
+        [str(VENV / "uv"), "build", "-q", "--wheel", "--out-dir", str(project), str(REPO_ROOT)],
         check=True,
     )
+    for leftover in project.glob(".*"):  # uv's own .gitignore: not part of the context
+        leftover.unlink()
     return context
 
 
