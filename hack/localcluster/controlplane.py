@@ -20,6 +20,7 @@ from pathlib import Path
 
 from localcluster import pidfile
 from localcluster.paths import NODE_NAME, REPO_ROOT, ClusterPaths
+from localcluster.pidfile import process_exited as process_exited  # where it always was
 from localcluster.pki import ensure_pki
 from localcluster.safety import require_loopback as require_loopback  # where it always was
 
