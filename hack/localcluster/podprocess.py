@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
+from collectjob_api.backoff import Backoff as SharedBackoff
 from localcluster import pidfile as pidfile_module
 from localcluster.pidfile import signal_group
 
@@ -48,22 +49,25 @@ class RunningContainer(Protocol):
 
 @dataclass
 class Backoff:
-    """Restart delays: `initial`, doubling up to `cap`, back to `initial` after a long run."""
+    """Restart delays: `initial`, doubling up to `cap`, back to `initial` after a long run.
+
+    The schedule is the project's one (collectjob_api.backoff); this adds what a kubelet's
+    restart backoff has on top: counting failures, and forgetting them after a long run.
+    """
 
     initial: float = 1.0
     cap: float = 30.0
     reset_after: float = 60.0
-    _next: float = field(default=0.0, repr=False)
+    _failures: int = field(default=0, repr=False)
 
     def delay(self, ran_for: float) -> float:
-        if self._next == 0.0 or ran_for >= self.reset_after:
-            self._next = self.initial
-        current = self._next
-        self._next = min(current * 2, self.cap)
-        return current
+        if ran_for >= self.reset_after:
+            self._failures = 0
+        self._failures += 1
+        return SharedBackoff(initial=self.initial, maximum=self.cap).delay(self._failures)
 
     def reset(self) -> None:
-        self._next = 0.0
+        self._failures = 0
 
 
 def exit_code(returncode: int) -> int:
