@@ -290,9 +290,7 @@ def test_restarts_after_the_last_row_are_not_counted(make_job, world):
     assert (final.status.worker_restarts, final.events) == (0, ())
 
 
-def test_a_childs_name_held_by_a_foreign_object_fails_the_job_and_stops_the_worker(
-    make_job, world
-):
+def test_a_name_held_by_a_foreign_object_fails_the_job_and_stops_the_worker(make_job, world):
     taken = "ServiceAccount team-a/orders-worker already exists and was not created by ..."
     d = run(make_job(), world(pods=RUNNING_POD, name_taken=taken))
     assert d.replicas == 0
