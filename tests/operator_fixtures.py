@@ -76,6 +76,11 @@ class OperatorProcess:
         with urllib.request.urlopen(url, timeout=2) as response:
             return bool(response.status == 200)
 
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
     def kill(self) -> None:
         """SIGKILL: no cleanup, as a crashed or evicted operator."""
         assert self._proc is not None

@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from collectjob_operator.decisions import PodView, World
-from collectjob_operator.job import CollectJob
-from collectjob_operator.job import JobRef
+from collectjob_operator.job import CollectJob, JobRef
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 

@@ -9,8 +9,8 @@ from collectjob_operator.kube import LeftoverError, NameTakenError
 
 
 def obj(owners: list[dict]) -> dict:
-    return {"kind": "ServiceAccount",
-            "metadata": {"name": "etl-worker", "namespace": "team-a", "ownerReferences": owners}}  # fmt: skip
+    meta = {"name": "etl-worker", "namespace": "team-a", "ownerReferences": owners}
+    return {"kind": "ServiceAccount", "metadata": meta}
 
 
 def test_an_object_this_job_controls_is_ours():
