@@ -59,7 +59,8 @@ class OperatorProcess:
         self._wait_for = wait_for
         self._proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, wait: bool = True) -> None:
+        """Start the operator; with `wait`, return once its /healthz answers."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
         env["KUBECONFIG"] = str(self._cluster.kubeconfig)
         argv = [str(OPERATOR_BIN), "--namespace", self.namespace, "--listen-host", "127.0.0.1",
@@ -68,7 +69,11 @@ class OperatorProcess:
                 *(["-v"] if os.environ.get("CJ_OPERATOR_DEBUG") else [])]  # fmt: skip
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
-        self._wait_for(self._healthy, timeout=30, message="the operator's /healthz")
+        if wait:
+            self.wait_until_healthy()
+
+    def wait_until_healthy(self) -> None:
+        self._wait_for(self._healthy, timeout=60, message="the operator's /healthz")
 
     def _healthy(self) -> bool:
         assert self._proc is not None and self._proc.poll() is None, self.log()
