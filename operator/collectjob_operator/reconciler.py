@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -227,46 +227,57 @@ class Reconciler:
             return
         job = CollectJob.from_body(body)
         memory = self._memory.setdefault(job.uid, _JobMemory())
-        children = await self._sync_children(job)
-        pods = self._cache.worker_pods(ref)
-        world = self._world(job, memory, children, pods)
+        children = await self._observe(job)
+        world = self._world(job, memory, children, self._cache.worker_pods(ref))
         decision = decide(job.spec, job.generation, job.status, world)
+        # From its first run on a job keeps all its children; one created suspended has none.
+        wanted = decision.replicas > 0 or decision.status.start_time is not None
+        taken = await self._sync_children(job, create=wanted)
+        if taken:
+            world = replace(world, name_taken="; ".join(filter(None, (world.name_taken, *taken))))
+            decision = decide(job.spec, job.generation, job.status, world)
         if not children.deployment_foreign:
-            await self._apply_workload(job, memory, decision, children.deployment, world)
+            await self._apply_workload(job, memory, decision, children.deployment, world, wanted)
         await self._apply_status(job, memory, decision, world)
         if decision.requeue_after is not None:
             self._schedule(ref, decision.requeue_after)
 
-    async def _sync_children(self, job: CollectJob) -> _Children:
-        """Create or repair the checkpoint ConfigMap, ServiceAccount, Role and RoleBinding,
-        and look up the Deployment; note every name some other object holds."""
+    async def _observe(self, job: CollectJob) -> _Children:
+        """The checkpoint ConfigMap (only if ours: a namesake's is never read) and the worker
+        Deployment, from the cache; the Deployment from the API when it is not cached."""
+        configmap = self._cache.get("ConfigMap", job.ref, checkpoint_configmap_name(job.name))
+        if configmap is not None and not _ours(configmap, job):
+            configmap = None
+        name = worker_name(job.name)
+        deployment = self._cache.get("Deployment", job.ref, name)
+        if deployment is None:  # new, deleted, or someone's unlabelled one: ask the API
+            deployment = await self._run(self._kube.get, "Deployment", job.namespace, name)
+        if deployment is not None:
+            try:
+                check_ownership(deployment, job.uid, job.name)
+            except NameTakenError as e:
+                return _Children(configmap, None, deployment_foreign=True, taken=[str(e)])
+        return _Children(configmap, deployment, deployment_foreign=False, taken=[])
+
+    async def _sync_children(self, job: CollectJob, create: bool) -> list[str]:
+        """Repair the checkpoint ConfigMap, ServiceAccount, Role and RoleBinding that exist,
+        and create the missing ones when `create`. Returns what holds a name without being
+        ours."""
         taken: list[str] = []
-        configmap = None
         for desired in (
             manifests.checkpoint_configmap(job),
             manifests.service_account(job),
             manifests.role(job),
             manifests.role_binding(job),
         ):
-            try:
-                synced = await self._sync(job, desired)
-            except NameTakenError as e:
-                taken.append(str(e))
+            meta = desired["metadata"]
+            if not create and self._cache.get(desired["kind"], job.ref, meta["name"]) is None:
                 continue
-            if desired["kind"] == "ConfigMap":
-                configmap = synced
-        name = worker_name(job.name)
-        deployment = self._cache.get("Deployment", job.ref, name)
-        if deployment is None:  # new, deleted, or someone's unlabelled one: ask the API
-            deployment = await self._run(self._kube.get, "Deployment", job.namespace, name)
-        foreign = False
-        if deployment is not None:
             try:
-                check_ownership(deployment, job.uid, job.name)
+                await self._sync(job, desired)
             except NameTakenError as e:
                 taken.append(str(e))
-                foreign = True
-        return _Children(configmap, None if foreign else deployment, foreign, taken)
+        return taken
 
     async def _sync(self, job: CollectJob, desired: Obj) -> Obj | None:
         """Level-triggered: the child as the cache has it, created when missing, applied
@@ -309,17 +320,17 @@ class Reconciler:
         )
 
     async def _apply_workload(self, job: CollectJob, memory: _JobMemory, decision: Decision,
-                              actual: Obj | None, world: World) -> None:  # fmt: skip
+                              actual: Obj | None, world: World, wanted: bool) -> None:  # fmt: skip
         image = job.spec.worker.image or self._image
         desired = manifests.worker_deployment(job, image, decision.replicas)
         if actual is None:
-            if world.name_taken:
-                return  # never start a worker beside an object that is not ours
-            created = await self._run(self._kube.create, desired)
-            if created is None:
-                self.enqueue(job.ref)  # created meanwhile by someone else: look again
-            else:
-                memory.deployment_generation = created["metadata"]["generation"]
+            # Not wanted yet, or a name is not ours (never a worker beside such an object).
+            if wanted and not world.name_taken:
+                created = await self._run(self._kube.create, desired)
+                if created is None:
+                    self.enqueue(job.ref)  # created meanwhile by someone else: look again
+                else:
+                    memory.deployment_generation = created["metadata"]["generation"]
         else:
             generation = int(actual["metadata"].get("generation", 0))
             written = memory.deployment_generation
@@ -389,6 +400,14 @@ def _read_checkpoint(job: CollectJob, configmap: Obj | None) -> tuple[Checkpoint
         return None, str(e)
 
 
+def _ours(child: Obj, job: CollectJob) -> bool:
+    try:
+        check_ownership(child, job.uid, job.name)
+    except (LeftoverError, NameTakenError):
+        return False
+    return True
+
+
 def _differs(actual: Obj, desired: Obj) -> bool:
     """Whether a simple child lacks our labels or differs in a field we set (a Role's
     rules, a RoleBinding's subjects); fields we do not set (a ConfigMap's data) never
@@ -403,11 +422,11 @@ def _differs(actual: Obj, desired: Obj) -> bool:
 def _scaled_down(deployment: Obj | None) -> bool:
     """The Deployment asks for no pods, its controller has acted on that and counts none.
 
-    A missing Deployment is not: it is about to be created, and the pod list read before
-    that says nothing about what its ReplicaSet will do.
+    A Deployment that does not exist (the API said so: it is looked up when not cached)
+    runs nothing either; a job created suspended gets one only when it first runs.
     """
     if deployment is None:
-        return False
+        return True
     meta, spec = deployment["metadata"], deployment.get("spec") or {}
     status = deployment.get("status") or {}
     return (

@@ -44,6 +44,20 @@ def test_first_reconcile_creates_every_child_and_a_pending_status(fake_kube):
     assert kube.status_patches[-1]["phase"] == "Pending"
 
 
+def test_a_job_created_suspended_gets_children_only_when_it_first_runs(fake_kube):
+    """Like a suspended Job, which has no pods: nothing to create, nothing for the garbage
+    collector to delete."""
+    kube = fake_kube(spec={"suspend": True})
+    reconciler = reconcile(kube)
+    assert kube.objects == {}
+    assert kube.job["status"]["phase"] == "Suspended"
+    kube.job["spec"]["suspend"] = False
+    reconcile(kube, reconciler)
+    kinds = {kind for kind, _, _ in kube.objects}
+    assert kinds == {"ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Deployment"}
+    assert kube.deployment()["spec"]["replicas"] == 1
+
+
 def test_converged_job_is_not_written_again(fake_kube):
     kube = fake_kube()
     reconciler = reconcile(kube)
@@ -124,9 +138,11 @@ def test_deployment_deleted_or_edited_by_hand_is_restored(fake_kube):
 
 
 def test_terminate_deletes_pods_without_grace(fake_kube):
-    kube = fake_kube(spec={"shutdown": "Terminate"})
+    kube = fake_kube()
+    reconciler = reconcile(kube)
     kube.add_pod("orders-worker-1")
-    reconcile(kube)
+    kube.job["spec"]["shutdown"] = "Terminate"
+    reconcile(kube, reconciler)
     assert ("delete", "orders-worker-1") in kube.calls
     assert kube.job["status"]["phase"] == "Terminated"
     assert kube.deployment()["spec"]["replicas"] == 0
