@@ -73,7 +73,7 @@ class OperatorProcess:
             self.wait_until_healthy()
 
     def wait_until_healthy(self) -> None:
-        self._wait_for(self._healthy, timeout=60, message="the operator's /healthz")
+        self._wait_for(self._healthy, timeout=120, message="the operator's /healthz")
 
     def _healthy(self) -> bool:
         assert self._proc is not None and self._proc.poll() is None, self.log()
