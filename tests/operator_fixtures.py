@@ -73,7 +73,13 @@ class OperatorProcess:
             self.wait_until_healthy()
 
     def wait_until_healthy(self) -> None:
-        self._wait_for(self._healthy, timeout=120, message="the operator's /healthz")
+        """Fails the test (after stopping the process: nothing is left running) when the
+        operator does not answer /healthz in time."""
+        try:
+            self._wait_for(self._healthy, timeout=120, message="the operator's /healthz")
+        except BaseException:
+            self.stop()
+            raise
 
     def _healthy(self) -> bool:
         assert self._proc is not None and self._proc.poll() is None, self.log()

@@ -130,7 +130,7 @@ async def checkpoint_changed(
 async def child_changed(
     labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any
 ) -> None:
-    memo.reconciler.enqueue(_ref(namespace, labels[LABEL_JOB]))
+    memo.reconciler.enqueue(_ref(namespace, labels[LABEL_JOB]), urgent=True)
 
 
 def _ref(namespace: str | None, name: str) -> JobRef:

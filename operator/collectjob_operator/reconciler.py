@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -44,6 +45,7 @@ STATUS_INTERVAL = 1.0
 MAX_BACKOFF = 30.0
 DEFAULT_WORKERS = 8
 DEFAULT_DEADLINE = 60.0
+URGENT, ROUTINE = 0, 1
 
 
 @dataclass
@@ -79,8 +81,10 @@ class Reconciler:
         self._workers = workers
         self._deadline = deadline
         self._executor = ThreadPoolExecutor(max_workers=workers * 2, thread_name_prefix="kube")
-        self._queue: asyncio.Queue[JobRef] = asyncio.Queue()
-        self._dirty: set[JobRef] = set()
+        self._queue: asyncio.PriorityQueue[tuple[int, int, JobRef]] = asyncio.PriorityQueue()
+        self._order = itertools.count()
+        self._dirty: dict[JobRef, int] = {}
+        """The jobs waiting for a pass, with the priority they wait with."""
         self._processing: set[JobRef] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._memory: dict[str, _JobMemory] = {}
@@ -103,22 +107,29 @@ class Reconciler:
             timer.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def enqueue(self, ref: JobRef) -> None:
-        """Reconcile `ref` soon; once more after the current pass if one is running."""
+    def enqueue(self, ref: JobRef, urgent: bool = False) -> None:
+        """Reconcile `ref` soon; once more after the current pass if one is running.
+
+        Urgent passes (a spec changed, a child changed) go before routine ones (progress,
+        a scheduled look-again), so a mass suspend is not queued behind the progress of
+        every running job; within each priority the order is first come, first served.
+        """
+        priority = URGENT if urgent else ROUTINE
         if not self.busy:
             self._progress = time.monotonic()  # idle until now: the stall clock starts here
-        if ref in self._dirty:
+        queued = self._dirty.get(ref)
+        if queued is not None and queued <= priority:
             return
-        self._dirty.add(ref)
+        self._dirty[ref] = priority
         if ref not in self._processing:
-            self._queue.put_nowait(ref)
+            self._queue.put_nowait((priority, next(self._order), ref))
 
     def trigger_on_change(self, ref: JobRef, spec_version: tuple[str, int]) -> None:
         """Reconcile when the job is new to this operator or its spec has changed."""
         if self._versions.get(ref) == spec_version:
             return
         self._versions[ref] = spec_version
-        self.enqueue(ref)
+        self.enqueue(ref, urgent=True)
 
     def trigger_progress(self, ref: JobRef) -> None:
         """A checkpoint moved on: reconcile at most about once per STATUS_INTERVAL.
@@ -166,15 +177,18 @@ class Reconciler:
 
     async def _work(self) -> None:
         while True:
-            ref = await self._queue.get()
-            self._dirty.discard(ref)
+            priority, _, ref = await self._queue.get()
+            if self._dirty.get(ref) != priority or ref in self._processing:
+                continue  # an entry superseded by a more urgent one, or already running
+            del self._dirty[ref]
             self._processing.add(ref)
             try:
                 await self.process(ref)
             finally:
                 self._processing.discard(ref)
-                if ref in self._dirty:
-                    self._queue.put_nowait(ref)
+                again = self._dirty.get(ref)
+                if again is not None:
+                    self._queue.put_nowait((again, next(self._order), ref))
 
     async def process(self, ref: JobRef) -> None:
         """One reconcile of `ref` within the deadline; a failure is retried with backoff."""

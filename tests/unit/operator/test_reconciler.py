@@ -304,3 +304,28 @@ def test_a_loop_with_work_and_no_progress_reports_a_stall(fake_kube):
     reconciler.enqueue(REF)  # no workers started: nothing will ever finish
     time.sleep(0.05)
     assert reconciler.stalled_for() >= 0.05
+
+
+def test_spec_changes_go_before_routine_passes_and_each_job_keeps_its_turn(fake_kube):
+    kube = fake_kube()
+    order: list[str] = []
+    get_job = kube.get_job
+
+    def recording_get_job(ref):
+        order.append(ref.name)
+        return get_job(ref)
+
+    kube.get_job = recording_get_job
+    reconciler = new_reconciler(kube, workers=1)
+
+    async def scenario() -> None:
+        for name in ("progress-a", "progress-b"):
+            reconciler.enqueue(JobRef("team-a", name))  # routine: a checkpoint moved on
+        reconciler.trigger_on_change(JobRef("team-a", "suspended"), ("u", 2))
+        reconciler.enqueue(JobRef("team-a", "progress-a"), urgent=True)  # its pod changed
+        reconciler.start()
+        await settle(reconciler)
+        await reconciler.stop()
+
+    asyncio.run(scenario())
+    assert order == ["suspended", "progress-a", "progress-b"]
