@@ -28,6 +28,10 @@ connection, a proxy that stopped forwarding): kopf drops it and watches again.""
 CONNECT_TIMEOUT = 10
 REQUEST_TIMEOUT = 30
 """kopf's own API calls (it patches nothing of ours, but lists and watches)."""
+API_ERROR_BACKOFFS = (1, 1, 2, 3, 5, 8, 13, 21, 30, 30, 30, 30)
+"""kopf's retries of a failed list or watch, about 3 minutes in all: an API server or etcd
+restart is ridden out without losing the indexes; a longer outage ends the process, and
+its Deployment starts it again."""
 CHILD_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_JOB}"
 """Sent with every list and watch of a child kind: the API server filters, so the
 operator never receives other Pods, ConfigMaps or Deployments of the cluster."""
@@ -48,6 +52,7 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.watching.connect_timeout = CONNECT_TIMEOUT
     settings.networking.connect_timeout = CONNECT_TIMEOUT
     settings.networking.request_timeout = REQUEST_TIMEOUT
+    settings.networking.error_backoffs = API_ERROR_BACKOFFS
     for child in CHILD_KINDS:
         settings.watching.label_selectors[child.group, child.version, child.plural] = CHILD_SELECTOR
     # The operator posts its own, meaningful events; kopf's log-events only for problems.
