@@ -277,21 +277,25 @@ class Reconciler:
         """Repair the checkpoint ConfigMap, ServiceAccount, Role and RoleBinding that exist,
         and create the missing ones when `create`. Returns what holds a name without being
         ours."""
-        taken: list[str] = []
-        for desired in (
-            manifests.checkpoint_configmap(job),
-            manifests.service_account(job),
-            manifests.role(job),
-            manifests.role_binding(job),
-        ):
-            meta = desired["metadata"]
-            if not create and self._cache.get(desired["kind"], job.ref, meta["name"]) is None:
-                continue
-            try:
-                await self._sync(job, desired)
-            except NameTakenError as e:
-                taken.append(str(e))
-        return taken
+        wanted = [
+            desired
+            for desired in (
+                manifests.checkpoint_configmap(job),
+                manifests.service_account(job),
+                manifests.role(job),
+                manifests.role_binding(job),
+            )
+            if create or self._cache.get(desired["kind"], job.ref, desired["metadata"]["name"])
+        ]
+        # Independent objects: written at once, so a first run costs one round trip here.
+        results = await asyncio.gather(
+            *(self._sync(job, desired) for desired in wanted), return_exceptions=True
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        failure = next((e for e in errors if not isinstance(e, NameTakenError)), None)
+        if failure is not None:
+            raise failure
+        return [str(e) for e in errors]
 
     async def _sync(self, job: CollectJob, desired: Obj) -> Obj | None:
         """Level-triggered: the child as the cache has it, created when missing, applied
