@@ -59,7 +59,8 @@ class OperatorProcess:
         self._wait_for = wait_for
         self._proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, wait: bool = True) -> None:
+        """Start the operator; with `wait`, return once its /healthz answers."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
         env["KUBECONFIG"] = str(self._cluster.kubeconfig)
         argv = [str(OPERATOR_BIN), "--namespace", self.namespace, "--listen-host", "127.0.0.1",
@@ -68,13 +69,28 @@ class OperatorProcess:
                 *(["-v"] if os.environ.get("CJ_OPERATOR_DEBUG") else [])]  # fmt: skip
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
-        self._wait_for(self._healthy, timeout=30, message="the operator's /healthz")
+        if wait:
+            self.wait_until_healthy()
+
+    def wait_until_healthy(self) -> None:
+        """Fails the test (after stopping the process: nothing is left running) when the
+        operator does not answer /healthz in time."""
+        try:
+            self._wait_for(self._healthy, timeout=120, message="the operator's /healthz")
+        except BaseException:
+            self.stop()
+            raise
 
     def _healthy(self) -> bool:
         assert self._proc is not None and self._proc.poll() is None, self.log()
         url = f"http://127.0.0.1:{self.liveness_port}/healthz"
         with urllib.request.urlopen(url, timeout=2) as response:
             return bool(response.status == 200)
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, as a crashed or evicted operator."""

@@ -136,6 +136,13 @@ class ControlPlane:
         self._start_apiserver(bin_dir, self._ports())
         wait_until(self.api_ready, 90, "kube-apiserver /readyz after a restart", interval=0.1)
 
+    def restart_etcd(self) -> None:
+        """Stop etcd and start it again on the same ports and data, for outage tests."""
+        self._stop("etcd")
+        bin_dir = Path(json.loads(self.paths.state_file.read_text())["bin"])
+        self._start_etcd(bin_dir, self._ports())
+        wait_until(self.api_ready, 90, "kube-apiserver /readyz after an etcd restart", interval=0.1)
+
     def _node_ready(self) -> bool:
         body = self._get(f"/api/v1/nodes/{NODE_NAME}")
         if not body:

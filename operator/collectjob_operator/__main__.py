@@ -15,6 +15,7 @@ import os
 import kopf
 
 from collectjob_operator import handlers  # noqa: F401  (importing registers the handlers)
+from collectjob_operator.reconciler import DEFAULT_WORKERS
 
 DEFAULT_METRICS_PORT = 9101
 DEFAULT_LIVENESS_PORT = 8080
@@ -42,12 +43,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="port of /metrics; 0 disables it")  # fmt: skip
     parser.add_argument("--liveness-port", type=int, default=DEFAULT_LIVENESS_PORT,
                         help="port of /healthz; 0 disables it")  # fmt: skip
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                        help="jobs reconciled at once at most (default: %(default)s)")  # fmt: skip
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.workers < 1:
+        raise SystemExit(f"--workers must be at least 1, got {args.workers}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -64,7 +69,9 @@ def main(argv: list[str] | None = None) -> None:
         clusterwide=not args.namespace,
         namespaces=args.namespace,
         liveness_endpoint=liveness,
-        memo=kopf.Memo(metrics_port=args.metrics_port, listen_host=args.listen_host),
+        memo=kopf.Memo(
+            metrics_port=args.metrics_port, listen_host=args.listen_host, workers=args.workers
+        ),
     )
 
 

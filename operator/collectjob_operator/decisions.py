@@ -58,6 +58,9 @@ class World:
     """The worker Deployment asks for zero replicas, its controller has seen that spec
     (observedGeneration) and reports no replicas. Without it an empty pod list may only
     mean the ReplicaSet has not created the pod yet."""
+    name_taken: str = ""
+    """Which objects hold a child's name without having been created by this job. They
+    are never adopted: the job fails with reason NameTaken instead."""
 
 
 @dataclass(frozen=True)
@@ -148,14 +151,17 @@ def _count_restarts(status: JobStatus, pods: tuple[PodView, ...]) -> JobStatus:
 
 def _verdict(spec: CollectJobSpec, current: JobStatus, status: JobStatus, world: World) -> _Verdict:
     """The phase the job is in now, in the order the API promises: final phases stay, a
-    committed done checkpoint wins (every row really was processed), then shutdown, then
-    the worker's error, then the limits, then suspend."""
+    child's name held by a foreign object fails the job, a committed done checkpoint wins
+    (every row really was processed), then shutdown, then the worker's error, then the
+    limits, then suspend."""
     previous = current.phase
     worker_gone = world.deployment_scaled_down and not world.pods
     cp = world.checkpoint
     rows = status.rows_processed
     if previous is not None and previous.final:
         return _Verdict(previous, _reason_of(current, previous), current.message)
+    if world.name_taken:
+        return _Verdict(Phase.FAILED, "NameTaken", world.name_taken)
     if cp is not None and cp.done:
         return _Verdict(
             Phase.SUCCEEDED,

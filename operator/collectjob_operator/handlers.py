@@ -2,8 +2,9 @@
 
 A CollectJob's create, every spec change and the operator's own restart (the initial
 listing) all lead to the same idempotent reconcile. Changes of the objects a job owns (its
-Deployment, pods and checkpoint ConfigMap) lead there too, which is how progress, a pod that
-finished terminating, or a Deployment edited by hand are noticed.
+Deployment, pods, checkpoint ConfigMap, ServiceAccount, Role and RoleBinding) lead there
+too, which is how progress, a pod that finished terminating, or a child deleted or edited
+by hand are noticed. The same watches fill the indexes the reconciler reads children from.
 """
 
 from __future__ import annotations
@@ -25,24 +26,56 @@ from collectjob_api.contract import (
 )
 from collectjob_operator import metrics
 from collectjob_operator import settings as operator_settings
+from collectjob_operator.cache import CHILD_KINDS, ChildCache, ChildKind, index_entry
 from collectjob_operator.job import JobRef
 from collectjob_operator.kube import Kube
-from collectjob_operator.reconciler import Reconciler
+from collectjob_operator.reconciler import DEFAULT_WORKERS, Reconciler
+
+LIVENESS_STALL = 180.0
+"""Seconds with work queued and no reconcile finished before /healthz turns red: three
+times the reconcile deadline, so only a dead or blocked loop gets there."""
 
 CHILD_LABELS: dict[str, Any] = {
     LABEL_MANAGED_BY: MANAGED_BY,
     LABEL_JOB: kopf.PRESENT,
 }
+"""Repeats settings.CHILD_SELECTOR client-side, for the rare event kopf lets through
+(an object whose labels were just edited away)."""
+
+
+def _register_child_index(child: ChildKind) -> None:
+    """One kopf index per child kind, read by the reconciler through ChildCache."""
+
+    def index(namespace: str | None, labels: Mapping[str, str], body: Mapping[str, Any],
+              **_: Any) -> dict[JobRef, Any]:  # fmt: skip
+        return index_entry(child.kind, namespace, labels, body)
+
+    kopf.index(child.group, child.version, child.plural, id=child.kind,
+               labels=CHILD_LABELS)(index)  # fmt: skip
+
+
+for _child in CHILD_KINDS:
+    _register_child_index(_child)
 
 
 @kopf.on.startup()
-def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **indices: Any) -> None:
     operator_settings.configure(settings)
     config = operator_settings.OperatorConfig.from_env()
     kube = Kube(credentials.api_client())
-    memo.reconciler = Reconciler(kube, config.worker_image, metrics.register_jobs_collector())
+    cache = ChildCache({child.kind: indices[child.kind] for child in CHILD_KINDS})
+    memo.reconciler = Reconciler(
+        kube, config.worker_image, metrics.register_jobs_collector(), cache,
+        workers=memo.get("workers") or DEFAULT_WORKERS,
+    )  # fmt: skip
+    memo.reconciler.start()
     if memo.get("metrics_port"):
         start_http_server(memo.metrics_port, addr=memo.listen_host)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    await memo.reconciler.stop()
 
 
 @kopf.on.login()
@@ -53,6 +86,15 @@ def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
 @kopf.on.probe(id="jobs")
 def tracked_jobs(memo: kopf.Memo, **_: Any) -> int:
     return int(memo.reconciler.tracked)
+
+
+@kopf.on.probe(id="reconcile-loop", errors=kopf.ErrorsMode.PERMANENT)
+def reconcile_loop(memo: kopf.Memo, **_: Any) -> float:
+    """/healthz turns red (500) when the loop had work but finished nothing for a while."""
+    stalled = float(memo.reconciler.stalled_for())
+    if stalled > LIVENESS_STALL:
+        raise kopf.PermanentError(f"no reconcile has finished for {stalled:.0f}s")
+    return stalled
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -66,26 +108,29 @@ async def job_event(
     flip is lost. The generation, bumped by every spec change, cannot miss one.
     """
     ref = _ref(namespace, name)
+    uid = str(meta.get("uid", ""))
     if type == "DELETED":
-        memo.reconciler.forget(ref)
+        memo.reconciler.forget(ref, uid)
         return
-    version = (str(meta.get("uid", "")), int(meta.get("generation") or 0))
-    await memo.reconciler.trigger_on_change(ref, version)
+    memo.reconciler.trigger_on_change(ref, (uid, int(meta.get("generation") or 0)))
 
 
 @kopf.on.event("", "v1", "configmaps", labels=CHILD_LABELS)
 async def checkpoint_changed(
     labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any
 ) -> None:
-    await memo.reconciler.trigger_progress(_ref(namespace, labels[LABEL_JOB]))
+    memo.reconciler.trigger_progress(_ref(namespace, labels[LABEL_JOB]))
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS)
 @kopf.on.event("", "v1", "pods", labels=CHILD_LABELS)
+@kopf.on.event("", "v1", "serviceaccounts", labels=CHILD_LABELS)
+@kopf.on.event("rbac.authorization.k8s.io", "v1", "roles", labels=CHILD_LABELS)
+@kopf.on.event("rbac.authorization.k8s.io", "v1", "rolebindings", labels=CHILD_LABELS)
 async def child_changed(
     labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any
 ) -> None:
-    await memo.reconciler.trigger(_ref(namespace, labels[LABEL_JOB]))
+    memo.reconciler.enqueue(_ref(namespace, labels[LABEL_JOB]), urgent=True)
 
 
 def _ref(namespace: str | None, name: str) -> JobRef:

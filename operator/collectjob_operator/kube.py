@@ -20,6 +20,9 @@ from collectjob_api.rfc3339 import now_text
 from collectjob_operator.job import API_VERSION, JobRef
 
 FIELD_MANAGER = "collectjob-operator"
+REQUEST_TIMEOUT = (5.0, 20.0)
+"""(connect, read) seconds for every API call: a half-open connection fails the call, and
+the reconcile that made it is retried with backoff, instead of hanging for good."""
 Obj = dict[str, Any]
 
 
@@ -29,6 +32,13 @@ class LeftoverError(RuntimeError):
     Raised rather than taking it over: a new job must never read an old job's checkpoint
     or reuse its worker. The garbage collector removes such objects soon, so the
     reconciler retries with backoff (and the object's deletion triggers it too).
+    """
+
+
+class NameTakenError(RuntimeError):
+    """An object with a child's name exists that this job did not create.
+
+    It is never adopted, patched or deleted: the job fails with reason NameTaken instead.
     """
 
 
@@ -84,73 +94,56 @@ class Kube:
     def get(self, kind: str, namespace: str, name: str) -> Obj | None:
         """The object, or None when it does not exist."""
         read = self._method("read", kind)
-        return _call(lambda: read(name, namespace, _preload_content=False), NOT_FOUND)
+        return _call(
+            lambda: read(name, namespace, _preload_content=False,
+                         _request_timeout=REQUEST_TIMEOUT),
+            NOT_FOUND,
+        )  # fmt: skip
 
     def create(self, manifest: Obj) -> Obj | None:
-        """Create the object; None when it already exists."""
+        """Create the object; None when one of that name already exists (whoever's)."""
         create, namespace = (
             self._method("create", manifest["kind"]),
             manifest["metadata"]["namespace"],
         )
         return _call(
-            lambda: create(
-                namespace, manifest, field_manager=FIELD_MANAGER, _preload_content=False
-            ),
+            lambda: create(namespace, manifest, field_manager=FIELD_MANAGER,
+                           _preload_content=False, _request_timeout=REQUEST_TIMEOUT),
             CONFLICT,
-        )
-
-    def ensure(self, manifest: Obj, compare: tuple[str, ...] = ()) -> Obj:
-        """Create the object; if it exists, patch it only when our labels, owner or the
-        `compare` top-level fields differ. Never touches other fields (a ConfigMap's data,
-        for one)."""
-        created = self.create(manifest)
-        if created is not None:
-            return created
-        kind, meta = manifest["kind"], manifest["metadata"]
-        actual = self.get(kind, meta["namespace"], meta["name"])
-        if actual is None:
-            raise RuntimeError(f"{kind} {meta['namespace']}/{meta['name']} vanished after a 409")
-        patch = ownership_patch(actual, manifest, compare)
-        if not patch:
-            return actual
-        patch_method = self._method("patch", kind)
-        patched = _call(
-            lambda: patch_method(meta["name"], meta["namespace"], patch,
-                                 field_manager=FIELD_MANAGER,
-                                 _content_type="application/merge-patch+json",
-                                 _preload_content=False),
-            NOT_FOUND,
         )  # fmt: skip
-        if patched is None:
-            raise RuntimeError(f"{kind} {meta['namespace']}/{meta['name']} vanished while patched")
-        return patched
 
-    def replace(self, manifest: Obj, resource_version: str) -> Obj | None:
-        """Replace the whole object; None on a conflict (it changed since it was read)."""
+    def apply(self, manifest: Obj, resource_version: str) -> Obj | None:
+        """Server-side apply of an object this job owns; None when it changed or went away
+        since `resource_version` was read.
+
+        `force` takes back fields another manager changed (someone's `kubectl scale`),
+        which is right only because the caller has checked that the object is ours; the
+        resourceVersion precondition makes that check and this write one atomic step.
+        """
         meta = manifest["metadata"]
         body = {**manifest, "metadata": {**meta, "resourceVersion": resource_version}}
-        replace = self._method("replace", manifest["kind"])
-        return _call(
-            lambda: replace(meta["name"], meta["namespace"], body, field_manager=FIELD_MANAGER,
-                            _preload_content=False),
-            CONFLICT,
-        )  # fmt: skip
-
-    def list_pods(self, namespace: str, selector: dict[str, str]) -> list[Obj]:
-        label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
-        pods = _call(
-            lambda: self._apis["core"].list_namespaced_pod(
-                namespace, label_selector=label_selector, _preload_content=False
-            ),
-            NOT_FOUND,
-        )
-        return list((pods or {}).get("items") or [])
+        patch = self._method("patch", manifest["kind"])
+        try:
+            return _call(
+                lambda: patch(meta["name"], meta["namespace"], body, field_manager=FIELD_MANAGER,
+                              force=True, _content_type="application/apply-patch+yaml",
+                              _preload_content=False, _request_timeout=REQUEST_TIMEOUT),
+                CONFLICT,
+            )  # fmt: skip
+        except client.ApiException as e:
+            if e.status == NOT_FOUND:
+                return None
+            raise
 
     def delete_pod_now(self, namespace: str, name: str) -> None:
         """Delete without grace (Terminate); a pod already gone is fine."""
         _call(
             lambda: self._apis["core"].delete_namespaced_pod(
-                name, namespace, grace_period_seconds=0, _preload_content=False
+                name,
+                namespace,
+                grace_period_seconds=0,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
             ),
             NOT_FOUND,
         )
@@ -158,7 +151,13 @@ class Kube:
     def get_job(self, ref: JobRef) -> Obj | None:
         return _call(
             lambda: self._custom.get_namespaced_custom_object(
-                GROUP, VERSION, ref.namespace, PLURAL, ref.name, _preload_content=False
+                GROUP,
+                VERSION,
+                ref.namespace,
+                PLURAL,
+                ref.name,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
             ),
             NOT_FOUND,
         )
@@ -169,6 +168,7 @@ class Kube:
             lambda: self._custom.patch_namespaced_custom_object_status(
                 GROUP, VERSION, ref.namespace, PLURAL, ref.name, {"status": status},
                 field_manager=FIELD_MANAGER, _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
             ),
             NOT_FOUND,
         )  # fmt: skip
@@ -199,54 +199,37 @@ class Kube:
         }
         _call(
             lambda: self._apis["core"].create_namespaced_event(
-                ref.namespace, body, _preload_content=False
+                ref.namespace, body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
             ),
             NOT_FOUND,
         )
 
 
-def _controller_uid(obj: Obj) -> str | None:
+def controller_of(obj: Obj) -> Obj | None:
+    """The ownerReference marked as controller, if any."""
     owners = obj.get("metadata", {}).get("ownerReferences") or ()
-    return next((o.get("uid") for o in owners if o.get("controller")), None)
+    return next((o for o in owners if o.get("controller")), None)
 
 
-def refuse_leftover(actual: Obj, owner_uid: str) -> None:
-    """Raise LeftoverError when `actual` is controlled by another owner than `owner_uid`.
+def check_ownership(actual: Obj, owner_uid: str, owner_name: str) -> None:
+    """Return when `actual` is controlled by the CollectJob `owner_uid`; raise otherwise.
 
-    Objects with no controller are adopted; ours are fine. Another controller is a
-    previous CollectJob of the same name whose children the garbage collector has not
-    removed yet (or someone else's object): never ours to take.
+    LeftoverError: it is controlled by a previous CollectJob of the same name that the
+    garbage collector has not removed yet (transient). NameTakenError: anything else, an
+    object with no controller included: never ours to take, patch or delete.
     """
-    uid = _controller_uid(actual)
-    if uid is not None and uid != owner_uid:
-        meta = actual.get("metadata", {})
+    owner = controller_of(actual)
+    if owner is not None and owner.get("uid") == owner_uid:
+        return
+    meta = actual.get("metadata", {})
+    what = f"{actual.get('kind', 'object')} {meta.get('namespace')}/{meta.get('name')}"
+    if owner is not None and owner.get("kind") == KIND and owner.get("name") == owner_name:
         raise LeftoverError(
-            f"waiting for the garbage collector to remove {actual.get('kind', 'object')} "
-            f"{meta.get('namespace')}/{meta.get('name')} left by a previous CollectJob "
-            f"with uid {uid} (this one is {owner_uid})"
+            f"waiting for the garbage collector to remove {what} left by a previous "
+            f"CollectJob with uid {owner.get('uid')} (this one is {owner_uid})"
         )
-
-
-def ownership_patch(actual: Obj, desired: Obj, compare: tuple[str, ...]) -> Obj:
-    """The merge patch that makes `actual` carry our labels, owner and `compare` fields.
-
-    Raises LeftoverError if another owner controls `actual` (see refuse_leftover).
-    """
-    meta, want = actual.get("metadata", {}), desired["metadata"]
-    ours = want.get("ownerReferences", [])
-    controller = _controller_uid(desired)
-    if controller is not None:
-        refuse_leftover(actual, controller)
-    patch: Obj = {}
-    labels = meta.get("labels") or {}
-    if any(labels.get(k) != v for k, v in want.get("labels", {}).items()):
-        patch.setdefault("metadata", {})["labels"] = want["labels"]
-    owners = list(meta.get("ownerReferences") or ())
-    uids = {o.get("uid") for o in owners}
-    missing = [o for o in ours if o["uid"] not in uids]
-    if missing:
-        patch.setdefault("metadata", {})["ownerReferences"] = owners + missing
-    for key in compare:
-        if actual.get(key) != desired.get(key):
-            patch[key] = desired[key]
-    return patch
+    holder = f"{owner.get('kind')} {owner.get('name')}" if owner else "no controller"
+    raise NameTakenError(
+        f"{what} already exists and was not created by this CollectJob ({holder}); "
+        "it is left alone: delete or rename it, or give the job another name"
+    )

@@ -1,307 +1,410 @@
 """The one reconcile path: observe a job's world, `decide`, apply the decision.
 
-Every trigger (the job's create/resume/update, any change of its Deployment, pods or
-checkpoint ConfigMap, a scheduled look-again) funnels into `Reconciler.trigger`, which
-runs at most one reconcile per job at a time and folds triggers that arrive meanwhile
-into one more pass. What it does depends only on the state it reads, never on the event.
+Every trigger (the job's create/resume/update, any change of one of its children, a
+scheduled look-again) puts the job's name on one work queue. A fixed pool of workers
+takes names off it in order (fair: a job triggered again goes to the back), and a name
+is never handed to two workers at once: triggers that arrive while it is being
+reconciled fold into one more pass, as in controller-runtime's workqueue. What a
+reconcile does depends only on the state it reads, never on the event.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 import logging
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from collectjob_api.checkpoint import Checkpoint, CheckpointError
-from collectjob_api.contract import (
-    CHECKPOINT_KEY,
-    LABEL_COMPONENT,
-    LABEL_JOB,
-    WORKER_COMPONENT,
-    checkpoint_configmap_name,
-    worker_name,
-)
+from collectjob_api.contract import CHECKPOINT_KEY, checkpoint_configmap_name, worker_name
 from collectjob_operator import manifests, metrics
+from collectjob_operator.cache import ChildCache
 from collectjob_operator.decisions import WAS_SUSPENDED, Decision, PodView, World, decide
 from collectjob_operator.job import CollectJob, JobRef
-from collectjob_operator.kube import Kube, LeftoverError, Obj, refuse_leftover
+from collectjob_operator.kube import (
+    Kube,
+    LeftoverError,
+    NameTakenError,
+    Obj,
+    check_ownership,
+)
 from collectjob_operator.status import JobStatus, Phase, parse_time
 from collectjob_operator.throughput import Throughput
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 STATUS_INTERVAL = 1.0
 """Progress-only status patches are coalesced to at most one per this many seconds."""
 MAX_BACKOFF = 30.0
+DEFAULT_WORKERS = 8
+DEFAULT_DEADLINE = 60.0
+URGENT, ROUTINE = 0, 1
 
 
 @dataclass
-class _JobState:
-    """What the operator remembers about one job between reconciles. Losing it (restart)
-    costs one extra write per object, never correctness."""
+class _JobMemory:
+    """What the operator remembers about one job (one UID) between reconciles. Losing it
+    (restart) costs one extra write per object, never correctness. Keyed by UID, so a job
+    created again under a deleted job's name never inherits it."""
 
-    uid: str = ""
-    spec_version: tuple[str, int] = ("", 0)
-    """The job's (uid, metadata.generation) last handed to a reconcile."""
-    running: bool = False
-    dirty: bool = False
-    failures: int = 0
-    children_ensured: bool = False
     deployment_generation: int | None = None
+    """The generation of the worker Deployment as this operator last wrote it."""
     last_status_patch: float = 0.0
-    last_reconciled: float = 0.0
-    requeue: asyncio.TimerHandle | None = None
     suspend_seen: float | None = None
     resume_seen: float | None = None
     throughput: Throughput = field(default_factory=Throughput)
 
-    def adopt(self, uid: str) -> None:
-        """Start over for a new job that took an old job's name; keep the trigger flags."""
-        self.uid = uid
-        self.children_ensured = False
-        self.deployment_generation = None
-        self.last_status_patch = 0.0
-        self.suspend_seen = self.resume_seen = None
-        self.throughput = Throughput()
 
-
-@dataclass(frozen=True)
-class _Observed:
-    deployment: Obj | None
+@dataclass
+class _Children:
     configmap: Obj | None
-    pods: list[Obj]
+    deployment: Obj | None
+    deployment_foreign: bool
+    taken: list[str]
 
 
 class Reconciler:
-    def __init__(self, kube: Kube, worker_image: str, jobs: metrics.JobsCollector) -> None:
+    def __init__(self, kube: Kube, worker_image: str, jobs: metrics.JobsCollector,
+                 cache: ChildCache, workers: int = DEFAULT_WORKERS,
+                 deadline: float = DEFAULT_DEADLINE) -> None:  # fmt: skip
         self._kube = kube
         self._image = worker_image
         self._jobs_metrics = jobs
-        self._states: dict[JobRef, _JobState] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._cache = cache
+        self._workers = workers
+        self._deadline = deadline
+        self._executor = ThreadPoolExecutor(max_workers=workers * 2, thread_name_prefix="kube")
+        self._queue: asyncio.PriorityQueue[tuple[int, int, JobRef]] = asyncio.PriorityQueue()
+        self._order = itertools.count()
+        self._dirty: dict[JobRef, int] = {}
+        """The jobs waiting for a pass, with the priority they wait with."""
+        self._processing: set[JobRef] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._memory: dict[str, _JobMemory] = {}
+        self._versions: dict[JobRef, tuple[str, int]] = {}
+        self._failures: dict[JobRef, int] = {}
+        self._timers: dict[JobRef, asyncio.TimerHandle] = {}
+        self._last_done: dict[JobRef, float] = {}
+        self._progress = time.monotonic()
 
-    async def trigger(self, ref: JobRef) -> None:
-        """Reconcile `ref` now, or once more right after the reconcile already running."""
-        state = self._states.setdefault(ref, _JobState())
-        state.dirty = True
-        if state.running:
+    def start(self) -> None:
+        """Start the worker pool on the running loop."""
+        self._tasks = [asyncio.create_task(self._work(), name=f"reconcile-worker-{i}")
+                       for i in range(self._workers)]  # fmt: skip
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for timer in self._timers.values():
+            timer.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def enqueue(self, ref: JobRef, urgent: bool = False) -> None:
+        """Reconcile `ref` soon; once more after the current pass if one is running.
+
+        Urgent passes (a spec changed, a child changed) go before routine ones (progress,
+        a scheduled look-again), so a mass suspend is not queued behind the progress of
+        every running job; within each priority the order is first come, first served.
+        """
+        priority = URGENT if urgent else ROUTINE
+        if not self.busy:
+            self._progress = time.monotonic()  # idle until now: the stall clock starts here
+        queued = self._dirty.get(ref)
+        if queued is not None and queued <= priority:
             return
-        state.running = True
-        try:
-            while state.dirty:
-                state.dirty = False
-                await self._attempt(ref, state)
-        finally:
-            state.running = False
+        self._dirty[ref] = priority
+        if ref not in self._processing:
+            self._queue.put_nowait((priority, next(self._order), ref))
 
-    async def trigger_on_change(self, ref: JobRef, spec_version: tuple[str, int]) -> None:
+    def trigger_on_change(self, ref: JobRef, spec_version: tuple[str, int]) -> None:
         """Reconcile when the job is new to this operator or its spec has changed."""
-        state = self._states.setdefault(ref, _JobState())
-        if state.spec_version == spec_version:
+        if self._versions.get(ref) == spec_version:
             return
-        state.spec_version = spec_version
-        await self.trigger(ref)
+        self._versions[ref] = spec_version
+        self.enqueue(ref, urgent=True)
 
-    async def trigger_progress(self, ref: JobRef) -> None:
+    def trigger_progress(self, ref: JobRef) -> None:
         """A checkpoint moved on: reconcile at most about once per STATUS_INTERVAL.
 
         A worker may commit many small chunks per second; each would otherwise cost a full
         reconcile. Done and error checkpoints are seen at most that much later.
         """
-        state = self._states.setdefault(ref, _JobState())
-        wait = state.last_reconciled + STATUS_INTERVAL - time.monotonic()
+        wait = self._last_done.get(ref, 0.0) + STATUS_INTERVAL - time.monotonic()
         if wait > 0:
-            self._schedule(ref, state, wait)
-            return
-        await self.trigger(ref)
+            self._schedule(ref, wait)
+        else:
+            self.enqueue(ref)
 
-    def forget(self, ref: JobRef) -> None:
-        """The job is gone: drop its memory and metrics (its children go by GC)."""
-        state = self._states.pop(ref, None)
-        if state is not None and state.requeue is not None:
-            state.requeue.cancel()
+    def forget(self, ref: JobRef, uid: str) -> None:
+        """The job with this UID is gone: drop its memory and metrics (its children go by
+        GC). A reconcile of `ref` still running keeps its own reference and ends on its
+        own; a new job of the same name has another UID, so nothing of it is dropped."""
+        self._memory.pop(uid, None)
+        if self._versions.get(ref, ("", 0))[0] != uid:
+            return
+        del self._versions[ref]
+        timer = self._timers.pop(ref, None)
+        if timer is not None:
+            timer.cancel()
+        self._failures.pop(ref, None)
+        self._last_done.pop(ref, None)
         self._jobs_metrics.forget(ref)
 
     @property
     def tracked(self) -> int:
-        return len(self._states)
+        return len(self._versions)
 
-    async def _attempt(self, ref: JobRef, state: _JobState) -> None:
+    @property
+    def busy(self) -> bool:
+        """Some job is queued or being reconciled."""
+        return bool(self._dirty or self._processing)
+
+    def stalled_for(self) -> float:
+        """Seconds the loop has had work but finished no reconcile (0 while idle).
+
+        Every reconcile ends within its deadline, so a long stall means the workers are
+        gone or the loop is blocked: liveness turns red and the pod is restarted.
+        """
+        return time.monotonic() - self._progress if self.busy else 0.0
+
+    async def _work(self) -> None:
+        while True:
+            priority, _, ref = await self._queue.get()
+            if self._dirty.get(ref) != priority or ref in self._processing:
+                continue  # an entry superseded by a more urgent one, or already running
+            del self._dirty[ref]
+            self._processing.add(ref)
+            try:
+                await self.process(ref)
+            finally:
+                self._processing.discard(ref)
+                again = self._dirty.get(ref)
+                if again is not None:
+                    self._queue.put_nowait((again, next(self._order), ref))
+
+    async def process(self, ref: JobRef) -> None:
+        """One reconcile of `ref` within the deadline; a failure is retried with backoff."""
         started = time.perf_counter()
         try:
-            await self._reconcile(ref, state)
-            state.failures = 0
+            await asyncio.wait_for(self._reconcile(ref), self._deadline)
+            self._failures.pop(ref, None)
         except Exception as e:
-            state.failures += 1
-            delay = min(MAX_BACKOFF, 0.5 * 2**state.failures)
+            failures = self._failures[ref] = self._failures.get(ref, 0) + 1
+            delay = min(MAX_BACKOFF, 0.5 * 2**failures)
             if isinstance(e, LeftoverError):
                 # Expected right after a job is deleted and created again: no traceback.
                 log.warning("CollectJob %s: %s; retrying in %.1fs", ref, e, delay)
+            elif isinstance(e, TimeoutError):
+                metrics.RECONCILE_ERRORS.inc()
+                log.error("reconciling CollectJob %s took longer than %.0fs: cancelled; "
+                          "retrying in %.1fs", ref, self._deadline, delay)  # fmt: skip
             else:
                 metrics.RECONCILE_ERRORS.inc()
                 log.exception("reconciling CollectJob %s failed; retrying in %.1fs", ref, delay)
-            self._schedule(ref, state, delay)
+            self._schedule(ref, delay)
         finally:
             metrics.RECONCILE_DURATION.observe(time.perf_counter() - started)
-            state.last_reconciled = time.monotonic()
+            self._last_done[ref] = self._progress = time.monotonic()
 
-    def _schedule(self, ref: JobRef, state: _JobState, delay: float) -> None:
+    def _schedule(self, ref: JobRef, delay: float) -> None:
         """Look at the job again after `delay` seconds, unless an earlier look is due."""
         loop = asyncio.get_running_loop()
         when = loop.time() + delay
-        if state.requeue is not None and not state.requeue.cancelled():
-            if state.requeue.when() <= when:
+        timer = self._timers.get(ref)
+        if timer is not None and not timer.cancelled():
+            if timer.when() <= when:
                 return
-            state.requeue.cancel()
+            timer.cancel()
 
         def fire() -> None:
-            state.requeue = None
-            if self._states.get(ref) is state:
-                task = loop.create_task(self.trigger(ref))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+            self._timers.pop(ref, None)
+            self.enqueue(ref)
 
-        state.requeue = loop.call_at(when, fire)
+        self._timers[ref] = loop.call_at(when, fire)
 
-    async def _reconcile(self, ref: JobRef, state: _JobState) -> None:
-        body = await asyncio.to_thread(self._kube.get_job, ref)
+    async def _run(self, call: Callable[..., T], *args: Any) -> T:
+        """A blocking API call in the reconciler's own threads (bounded by the pool)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(call, *args))
+
+    async def _reconcile(self, ref: JobRef) -> None:
+        body = await self._run(self._kube.get_job, ref)
         if body is None or body["metadata"].get("deletionTimestamp"):
-            self.forget(ref)
             return
         job = CollectJob.from_body(body)
-        if state.uid != job.uid:
-            state.adopt(job.uid)
-        if not state.children_ensured:
-            await asyncio.to_thread(self._ensure_children, job)
-            state.children_ensured = True
-        observed = await self._observe(job)
-        # Never read a deleted namesake's checkpoint nor drive its worker: wait for the GC.
-        for child in (observed.configmap, observed.deployment):
-            if child is not None:
-                refuse_leftover(child, job.uid)
-        if observed.configmap is None:
-            await asyncio.to_thread(self._kube.ensure, manifests.checkpoint_configmap(job))
-        world = self._world(job, state, observed)
+        memory = self._memory.setdefault(job.uid, _JobMemory())
+        children = await self._observe(job)
+        world = self._world(job, memory, children, self._cache.worker_pods(ref))
         decision = decide(job.spec, job.generation, job.status, world)
-        await self._apply_workload(job, state, decision, observed.deployment, world)
-        await self._apply_status(job, state, decision, world)
+        # From its first run on a job keeps all its children; one created suspended has none.
+        wanted = decision.replicas > 0 or decision.status.start_time is not None
+        taken = await self._sync_children(job, create=wanted)
+        if taken:
+            world = replace(world, name_taken="; ".join(filter(None, (world.name_taken, *taken))))
+            decision = decide(job.spec, job.generation, job.status, world)
+        if not children.deployment_foreign:
+            await self._apply_workload(job, memory, decision, children.deployment, world, wanted)
+        await self._apply_status(job, memory, decision, world)
         if decision.requeue_after is not None:
-            self._schedule(ref, state, decision.requeue_after)
+            self._schedule(ref, decision.requeue_after)
 
-    def _ensure_children(self, job: CollectJob) -> None:
-        self._kube.ensure(manifests.checkpoint_configmap(job))
-        self._kube.ensure(manifests.service_account(job))
-        self._kube.ensure(manifests.role(job), compare=("rules",))
-        self._kube.ensure(manifests.role_binding(job), compare=("subjects",))
+    async def _observe(self, job: CollectJob) -> _Children:
+        """The checkpoint ConfigMap (only if ours: a namesake's is never read) and the worker
+        Deployment, from the cache; the Deployment from the API when it is not cached."""
+        configmap = self._cache.get("ConfigMap", job.ref, checkpoint_configmap_name(job.name))
+        if configmap is not None and not _ours(configmap, job):
+            configmap = None
+        name = worker_name(job.name)
+        deployment = self._cache.get("Deployment", job.ref, name)
+        if deployment is None:  # new, deleted, or someone's unlabelled one: ask the API
+            deployment = await self._run(self._kube.get, "Deployment", job.namespace, name)
+        if deployment is not None:
+            try:
+                check_ownership(deployment, job.uid, job.name)
+            except NameTakenError as e:
+                return _Children(configmap, None, deployment_foreign=True, taken=[str(e)])
+        return _Children(configmap, deployment, deployment_foreign=False, taken=[])
 
-    async def _observe(self, job: CollectJob) -> _Observed:
-        selector = {LABEL_JOB: job.name, LABEL_COMPONENT: WORKER_COMPONENT}
-        deployment, configmap, pods = await asyncio.gather(
-            asyncio.to_thread(self._kube.get, "Deployment", job.namespace, worker_name(job.name)),
-            asyncio.to_thread(
-                self._kube.get, "ConfigMap", job.namespace, checkpoint_configmap_name(job.name)
-            ),
-            asyncio.to_thread(self._kube.list_pods, job.namespace, selector),
+    async def _sync_children(self, job: CollectJob, create: bool) -> list[str]:
+        """Repair the checkpoint ConfigMap, ServiceAccount, Role and RoleBinding that exist,
+        and create the missing ones when `create`. Returns what holds a name without being
+        ours."""
+        wanted = [
+            desired
+            for desired in (
+                manifests.checkpoint_configmap(job),
+                manifests.service_account(job),
+                manifests.role(job),
+                manifests.role_binding(job),
+            )
+            if create or self._cache.get(desired["kind"], job.ref, desired["metadata"]["name"])
+        ]
+        # Independent objects: written at once, so a first run costs one round trip here.
+        results = await asyncio.gather(
+            *(self._sync(job, desired) for desired in wanted), return_exceptions=True
         )
-        return _Observed(deployment, configmap, pods)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        failure = next((e for e in errors if not isinstance(e, NameTakenError)), None)
+        if failure is not None:
+            raise failure
+        return [str(e) for e in errors]
 
-    def _world(self, job: CollectJob, state: _JobState, observed: _Observed) -> World:
+    async def _sync(self, job: CollectJob, desired: Obj) -> Obj | None:
+        """Level-triggered: the child as the cache has it, created when missing, applied
+        when it differs from `desired`. None when it changed under us (its watch event
+        brings the job back)."""
+        kind, name = desired["kind"], desired["metadata"]["name"]
+        actual = self._cache.get(kind, job.ref, name)
+        if actual is None:
+            created = await self._run(self._kube.create, desired)
+            if created is not None:
+                return created
+            actual = await self._run(self._kube.get, kind, job.namespace, name)
+            if actual is None:
+                self.enqueue(job.ref)  # created and deleted meanwhile: look again
+                return None
+        check_ownership(actual, job.uid, job.name)
+        if not _differs(actual, desired):
+            return actual
+        log.info("CollectJob %s: repairing %s %s", job.ref, kind, name)
+        return await self._run(self._kube.apply, desired, actual["metadata"]["resourceVersion"])
+
+    def _world(self, job: CollectJob, memory: _JobMemory, children: _Children,
+               pods: list[Obj]) -> World:  # fmt: skip
         now = datetime.now(UTC)
-        checkpoint, problem = _read_checkpoint(job, observed.configmap)
+        checkpoint, problem = _read_checkpoint(job, children.configmap)
         eta = None
         if checkpoint is not None and not checkpoint.done:
             at = parse_time(checkpoint.updated_at) or now
-            state.throughput.observe(at, checkpoint.offset)
-            eta = state.throughput.eta(checkpoint.offset, checkpoint.bytes_total)
+            memory.throughput.observe(at, checkpoint.offset)
+            eta = memory.throughput.eta(checkpoint.offset, checkpoint.bytes_total)
         return World(
             now=now,
-            pods=tuple(_pod_view(p) for p in observed.pods),
+            pods=tuple(_pod_view(p) for p in pods),
             checkpoint=checkpoint,
             checkpoint_problem=problem,
             checkpoint_configmap=checkpoint_configmap_name(job.name),
             eta=eta,
-            deployment_scaled_down=_scaled_down(observed.deployment),
+            deployment_scaled_down=_scaled_down(children.deployment),
+            name_taken="; ".join(children.taken),
         )
 
-    async def _apply_workload(
-        self,
-        job: CollectJob,
-        state: _JobState,
-        decision: Decision,
-        actual: Obj | None,
-        world: World,
-    ) -> None:
+    async def _apply_workload(self, job: CollectJob, memory: _JobMemory, decision: Decision,
+                              actual: Obj | None, world: World, wanted: bool) -> None:  # fmt: skip
         image = job.spec.worker.image or self._image
         desired = manifests.worker_deployment(job, image, decision.replicas)
         if actual is None:
-            created = await asyncio.to_thread(self._kube.create, desired)
-            if created is None:
-                state.dirty = True  # created meanwhile by someone else: look again
-            else:
-                state.deployment_generation = created["metadata"]["generation"]
-        elif (
-            manifests.deployment_drifted(actual, desired)
-            or actual["metadata"].get("generation") != state.deployment_generation
-        ):
-            meta = actual["metadata"]
-            annotations = {**(meta.get("annotations") or {}), **desired["metadata"]["annotations"]}
-            desired["metadata"]["annotations"] = annotations
-            replaced = await asyncio.to_thread(self._kube.replace, desired, meta["resourceVersion"])
-            if replaced is None:
-                state.dirty = True  # changed since we read it: look again
-            else:
-                state.deployment_generation = replaced["metadata"]["generation"]
+            # Not wanted yet, or a name is not ours (never a worker beside such an object).
+            if wanted and not world.name_taken:
+                created = await self._run(self._kube.create, desired)
+                if created is None:
+                    self.enqueue(job.ref)  # created meanwhile by someone else: look again
+                else:
+                    memory.deployment_generation = created["metadata"]["generation"]
+        else:
+            generation = int(actual["metadata"].get("generation", 0))
+            written = memory.deployment_generation
+            if written is not None and generation < written:
+                return  # the cache has not seen our last write yet; its event will come
+            if manifests.deployment_drifted(actual, desired) or generation != written:
+                applied = await self._run(
+                    self._kube.apply, desired, actual["metadata"]["resourceVersion"]
+                )
+                if applied is not None:
+                    memory.deployment_generation = applied["metadata"]["generation"]
         if decision.kill_pods:
             await asyncio.gather(
-                *(
-                    asyncio.to_thread(self._kube.delete_pod_now, job.namespace, p.name)
-                    for p in world.pods
-                )
+                *(self._run(self._kube.delete_pod_now, job.namespace, p.name) for p in world.pods)
             )
 
     async def _apply_status(
-        self, job: CollectJob, state: _JobState, decision: Decision, world: World
+        self, job: CollectJob, memory: _JobMemory, decision: Decision, world: World
     ) -> None:
         current, desired = job.status, decision.status
         running = any(p.running and not p.terminating for p in world.pods)
-        self._observe_latencies(job, state, desired, observed_running=running)
+        self._observe_latencies(job, memory, desired, observed_running=running)
         self._jobs_metrics.record(job.ref, desired)
         if current.to_dict() != desired.to_dict():
-            elapsed = time.monotonic() - state.last_status_patch
+            elapsed = time.monotonic() - memory.last_status_patch
             if current.progress_only_change(desired) and elapsed < STATUS_INTERVAL:
-                self._schedule(job.ref, state, STATUS_INTERVAL - elapsed)
+                self._schedule(job.ref, STATUS_INTERVAL - elapsed)
             else:
-                await asyncio.to_thread(self._kube.patch_job_status, job.ref, desired.to_dict())
-                state.last_status_patch = time.monotonic()
+                await self._run(self._kube.patch_job_status, job.ref, desired.to_dict())
+                memory.last_status_patch = time.monotonic()
         if desired.phase != current.phase and desired.phase is not None:
             metrics.PHASE_TRANSITIONS.labels(phase=str(desired.phase)).inc()
             log.info("CollectJob %s: %s -> %s", job.ref, current.phase, desired.phase)
         for event in decision.events:
-            await asyncio.to_thread(
+            await self._run(
                 self._kube.post_event, job.ref, job.uid, str(event.type), event.reason,
                 event.message,
             )  # fmt: skip
 
     def _observe_latencies(
-        self, job: CollectJob, state: _JobState, desired: JobStatus, observed_running: bool
+        self, job: CollectJob, memory: _JobMemory, desired: JobStatus, observed_running: bool
     ) -> None:
         """Suspend: spec seen -> Suspended. Resume: spec seen -> a worker pod running."""
         previous, phase = job.status.phase, desired.phase
         now = time.monotonic()
-        if phase is Phase.SUSPENDING and state.suspend_seen is None:
-            state.suspend_seen = now
+        if phase is Phase.SUSPENDING and memory.suspend_seen is None:
+            memory.suspend_seen = now
         if phase is Phase.SUSPENDED and previous is not Phase.SUSPENDED:
-            if state.suspend_seen is not None:
-                metrics.SUSPEND_LATENCY.observe(now - state.suspend_seen)
-            state.suspend_seen = None
+            if memory.suspend_seen is not None:
+                metrics.SUSPEND_LATENCY.observe(now - memory.suspend_seen)
+            memory.suspend_seen = None
         if phase is Phase.RUNNING and previous in WAS_SUSPENDED:
-            state.resume_seen = now
-        if state.resume_seen is not None and observed_running:
-            metrics.RESUME_LATENCY.observe(now - state.resume_seen)
-            state.resume_seen = None
+            memory.resume_seen = now
+        if memory.resume_seen is not None and observed_running:
+            metrics.RESUME_LATENCY.observe(now - memory.resume_seen)
+            memory.resume_seen = None
 
 
 def _read_checkpoint(job: CollectJob, configmap: Obj | None) -> tuple[Checkpoint | None, str]:
@@ -315,14 +418,33 @@ def _read_checkpoint(job: CollectJob, configmap: Obj | None) -> tuple[Checkpoint
         return None, str(e)
 
 
+def _ours(child: Obj, job: CollectJob) -> bool:
+    try:
+        check_ownership(child, job.uid, job.name)
+    except (LeftoverError, NameTakenError):
+        return False
+    return True
+
+
+def _differs(actual: Obj, desired: Obj) -> bool:
+    """Whether a simple child lacks our labels or differs in a field we set (a Role's
+    rules, a RoleBinding's subjects); fields we do not set (a ConfigMap's data) never
+    count. Ownership is checked before, by check_ownership."""
+    labels = actual["metadata"].get("labels") or {}
+    if any(labels.get(k) != v for k, v in desired["metadata"]["labels"].items()):
+        return True
+    fields = set(desired) - {"apiVersion", "kind", "metadata"}
+    return any(actual.get(key) != desired[key] for key in fields)
+
+
 def _scaled_down(deployment: Obj | None) -> bool:
     """The Deployment asks for no pods, its controller has acted on that and counts none.
 
-    A missing Deployment is not: it is about to be created, and the pod list read before
-    that says nothing about what its ReplicaSet will do.
+    A Deployment that does not exist (the API said so: it is looked up when not cached)
+    runs nothing either; a job created suspended gets one only when it first runs.
     """
     if deployment is None:
-        return False
+        return True
     meta, spec = deployment["metadata"], deployment.get("spec") or {}
     status = deployment.get("status") or {}
     return (

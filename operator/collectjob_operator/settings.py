@@ -12,16 +12,29 @@ from dataclasses import dataclass
 
 import kopf
 
+from collectjob_api.contract import LABEL_JOB, LABEL_MANAGED_BY, MANAGED_BY
 from collectjob_api.credentials import client_configuration
+from collectjob_operator.cache import CHILD_KINDS
 
 DEFAULT_WORKER_IMAGE = "collectjob:dev"
 ENV_WORKER_IMAGE = "COLLECTJOB_WORKER_IMAGE"
 
-WATCH_SERVER_TIMEOUT = 300
-"""The API server closes each watch after this long, so kopf reconnects regularly."""
-WATCH_CLIENT_TIMEOUT = 330
-"""A watch silent for longer than the server's own timeout is dead: kopf drops it."""
+WATCH_SERVER_TIMEOUT = 60
+"""The API server closes each watch after this long, so kopf reconnects regularly (from
+the last resourceVersion: no relisting)."""
+WATCH_CLIENT_TIMEOUT = 90
+"""A watch silent for longer than the server's own timeout is dead (a half-open
+connection, a proxy that stopped forwarding): kopf drops it and watches again."""
 CONNECT_TIMEOUT = 10
+REQUEST_TIMEOUT = 30
+"""kopf's own API calls (it patches nothing of ours, but lists and watches)."""
+API_ERROR_BACKOFFS = (1, 1, 2, 3, 5, 8, 13, 21, 30, 30, 30, 30)
+"""kopf's retries of a failed list or watch, about 3 minutes in all: an API server or etcd
+restart is ridden out without losing the indexes; a longer outage ends the process, and
+its Deployment starts it again."""
+CHILD_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_JOB}"
+"""Sent with every list and watch of a child kind: the API server filters, so the
+operator never receives other Pods, ConfigMaps or Deployments of the cluster."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +50,11 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.watching.server_timeout = WATCH_SERVER_TIMEOUT
     settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT
     settings.watching.connect_timeout = CONNECT_TIMEOUT
+    settings.networking.connect_timeout = CONNECT_TIMEOUT
+    settings.networking.request_timeout = REQUEST_TIMEOUT
+    settings.networking.error_backoffs = API_ERROR_BACKOFFS
+    for child in CHILD_KINDS:
+        settings.watching.label_selectors[child.group, child.version, child.plural] = CHILD_SELECTOR
     # The operator posts its own, meaningful events; kopf's log-events only for problems.
     settings.posting.level = logging.WARNING
     # Serve only what the handlers name; no CRD/namespace scanning, so no RBAC for it.

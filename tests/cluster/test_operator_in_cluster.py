@@ -49,7 +49,7 @@ def test_operator_pod_is_admitted_as_restricted_and_runs(cluster, installed):
         ("watch", "collectjobs.collect.dev", "--all-namespaces"),
         ("patch", "collectjobs.collect.dev", "--subresource=status", "-n", "any"),
         ("create", "deployments.apps", "-n", "any"),
-        ("update", "deployments.apps", "-n", "any"),
+        ("patch", "deployments.apps", "-n", "any"),
         ("update", "configmaps", "-n", "any"),
         ("delete", "pods", "-n", "any"),
         ("list", "pods", "--all-namespaces"),

@@ -135,3 +135,25 @@ def test_suspend_and_resume_in_quick_succession_are_each_applied(
         wait_for(lambda: job.replicas() == 1, timeout=30, message="replicas 1 after the resume")
     wait_for(lambda: job.phase() == "Succeeded", timeout=300, message="phase Succeeded")
     assert job.output_ids() == job.source_ids()
+
+
+def test_an_existing_object_with_a_childs_name_is_never_adopted(operator, collectjob, namespace,
+                                                                cluster, wait_for):  # fmt: skip
+    """An admin's ServiceAccount `etl-worker` must not become the worker's identity, nor be
+    garbage-collected with the job."""
+    cluster.kubectl("create", "serviceaccount", "etl-worker", "-n", namespace)
+    before = cluster.kubectl_json("get", "serviceaccount", "etl-worker", "-n", namespace)
+    job = collectjob(name="etl", rows=100)
+    wait_for(lambda: job.phase() == "Failed", timeout=60, message="phase Failed")
+    failed = next(c for c in job.status()["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "NameTaken"
+    assert f"ServiceAccount {namespace}/etl-worker already exists" in failed["message"]
+    assert job.deployment() is None and job.pods() == []
+
+    job.kubectl("delete", "cjob", job.name, "--wait=true", "--timeout=60s")
+    wait_for(lambda: job.kubectl("get", "role", "etl-worker", check=False).returncode != 0,
+             timeout=60, message="the job's own Role garbage-collected")  # fmt: skip
+    after = cluster.kubectl_json("get", "serviceaccount", "etl-worker", "-n", namespace)
+    assert after["metadata"]["uid"] == before["metadata"]["uid"]
+    assert after["metadata"].get("ownerReferences") is None
+    assert after["metadata"].get("labels") == before["metadata"].get("labels")

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from collectjob_operator.decisions import PodView, World
-from collectjob_operator.job import CollectJob
-from collectjob_operator.kube import ownership_patch
+from collectjob_operator.job import CollectJob, JobRef
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -89,22 +88,27 @@ class FakeKube:
             return None
         return self._store(manifest)
 
-    def ensure(self, manifest: dict[str, Any], compare: tuple[str, ...] = ()) -> dict[str, Any]:
-        created = self.create(manifest)
+    def apply(self, manifest: dict[str, Any], resource_version: str) -> dict[str, Any] | None:
+        """Server-side apply with its resourceVersion precondition: None on a conflict."""
+        self.calls.append(("apply", manifest["kind"]))
         meta = manifest["metadata"]
-        actual = self.objects[(manifest["kind"], meta["namespace"], meta["name"])]
-        ownership_patch(actual, manifest, compare)  # refuses leftovers as Kube.ensure does
-        return created or actual
+        actual = self.objects.get((manifest["kind"], meta["namespace"], meta["name"]))
+        if actual is None or actual["metadata"]["resourceVersion"] != resource_version:
+            return None
+        merged_meta = {**actual["metadata"], **meta}
+        return self._store({**actual, **manifest, "metadata": merged_meta})
 
-    def replace(self, manifest: dict[str, Any], resource_version: str) -> dict[str, Any] | None:
-        self.calls.append(("replace", manifest["kind"]))
-        return self._store(manifest)
-
-    def list_pods(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
-        return [o for (kind, ns, _), o in self.objects.items() if kind == "Pod" and ns == namespace]
+    def indices(self) -> dict[str, Any]:
+        """The objects as kopf's indexes would hold them (labelled children only)."""
+        return {
+            kind: _Index(self, kind)
+            for kind in ("ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Deployment", "Pod")
+        }
 
     def add_pod(self, name: str, phase: str = "Running") -> None:
-        self._store({"kind": "Pod", "metadata": {"name": name, "namespace": "team-a"},
+        labels = {"collect.dev/job": "orders", "app.kubernetes.io/component": "worker"}
+        self._store({"kind": "Pod", "metadata": {"name": name, "namespace": "team-a",
+                                                 "labels": labels},
                      "status": {"phase": phase}})  # fmt: skip
 
     def delete_pod_now(self, namespace: str, name: str) -> None:
@@ -130,6 +134,31 @@ class FakeKube:
         dep = self.deployment()
         pods = sum(1 for kind, _, _ in self.objects if kind == "Pod")
         dep["status"] = {"observedGeneration": dep["metadata"]["generation"], "replicas": pods}
+
+
+class _Index(Mapping[JobRef, list[dict[str, Any]]]):
+    """A live view of FakeKube's objects of one kind, keyed by the job they are labelled
+    with, as a kopf index."""
+
+    def __init__(self, kube: FakeKube, kind: str) -> None:
+        self._kube, self._kind = kube, kind
+
+    def _grouped(self) -> dict[JobRef, list[dict[str, Any]]]:
+        grouped: dict[JobRef, list[dict[str, Any]]] = {}
+        for (kind, namespace, _), obj in self._kube.objects.items():
+            job = (obj["metadata"].get("labels") or {}).get("collect.dev/job")
+            if kind == self._kind and job:
+                grouped.setdefault(JobRef(namespace, job), []).append(obj)
+        return grouped
+
+    def __getitem__(self, key: JobRef) -> list[dict[str, Any]]:
+        return self._grouped()[key]
+
+    def __iter__(self) -> Iterator[JobRef]:
+        return iter(self._grouped())
+
+    def __len__(self) -> int:
+        return len(self._grouped())
 
 
 @pytest.fixture

@@ -288,3 +288,18 @@ def test_restarts_after_the_last_row_are_not_counted(make_job, world):
     final = run(make_job(status=done.status.to_dict()),
                 world(pods=(("p1", True, False, 2),), checkpoint=cp))  # fmt: skip
     assert (final.status.worker_restarts, final.events) == (0, ())
+
+
+def test_a_name_held_by_a_foreign_object_fails_the_job_and_stops_the_worker(make_job, world):
+    taken = "ServiceAccount team-a/orders-worker already exists and was not created by ..."
+    d = run(make_job(), world(pods=RUNNING_POD, name_taken=taken))
+    assert d.replicas == 0
+    assert d.status.phase is Phase.FAILED
+    failed = condition(d, ConditionType.FAILED)
+    assert (failed.status, failed.reason, failed.message) == (True, "NameTaken", taken)
+    assert reasons(d) == ["Failed"]
+
+
+def test_a_final_phase_stays_even_when_a_name_is_taken_later(make_job, world):
+    job = make_job(status={"phase": "Succeeded"})
+    assert run(job, world(name_taken="ConfigMap x")).status.phase is Phase.SUCCEEDED

@@ -3,18 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
+from collectjob_operator.cache import ChildCache
 from collectjob_operator.job import JobRef
 from collectjob_operator.metrics import JobsCollector
 from collectjob_operator.reconciler import Reconciler
 
 REF = JobRef("team-a", "orders")
+UID = "0f4c5e2a-1111-2222-3333-444455556666"
+OLD_OWNER = [{"uid": "deleted-job", "kind": "CollectJob", "name": "orders", "controller": True}]
+
+
+def new_reconciler(kube, **kwargs) -> Reconciler:
+    return Reconciler(kube, "collectjob:test", JobsCollector(), ChildCache(kube.indices()),
+                      **kwargs)  # fmt: skip
 
 
 def reconcile(kube, reconciler: Reconciler | None = None) -> Reconciler:
-    reconciler = reconciler or Reconciler(kube, "collectjob:test", JobsCollector())
-    asyncio.run(reconciler.trigger(REF))
+    reconciler = reconciler or new_reconciler(kube)
+    asyncio.run(reconciler.process(REF))
     return reconciler
+
+
+async def settle(reconciler: Reconciler, timeout: float = 5) -> None:
+    """Let the worker pool run until nothing is queued or running."""
+    deadline = time.monotonic() + timeout
+    while reconciler.busy:
+        assert time.monotonic() < deadline, "the reconciler never became idle"
+        await asyncio.sleep(0.01)
 
 
 def test_first_reconcile_creates_every_child_and_a_pending_status(fake_kube):
@@ -24,6 +42,20 @@ def test_first_reconcile_creates_every_child_and_a_pending_status(fake_kube):
     assert kinds == {"ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Deployment"}
     assert kube.deployment()["spec"]["replicas"] == 1
     assert kube.status_patches[-1]["phase"] == "Pending"
+
+
+def test_a_job_created_suspended_gets_children_only_when_it_first_runs(fake_kube):
+    """Like a suspended Job, which has no pods: nothing to create, nothing for the garbage
+    collector to delete."""
+    kube = fake_kube(spec={"suspend": True})
+    reconciler = reconcile(kube)
+    assert kube.objects == {}
+    assert kube.job["status"]["phase"] == "Suspended"
+    kube.job["spec"]["suspend"] = False
+    reconcile(kube, reconciler)
+    kinds = {kind for kind, _, _ in kube.objects}
+    assert kinds == {"ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Deployment"}
+    assert kube.deployment()["spec"]["replicas"] == 1
 
 
 def test_converged_job_is_not_written_again(fake_kube):
@@ -73,7 +105,7 @@ def test_suspend_before_the_first_pod_exists_waits_for_the_scale_down(fake_kube)
 
 def test_children_left_by_a_deleted_job_of_the_same_name_are_not_taken_over(fake_kube):
     kube = fake_kube()
-    old_owner = [{"uid": "deleted-job", "controller": True}]
+    old_owner = OLD_OWNER
     kube._store({"kind": "ConfigMap", "metadata": {"name": "orders-checkpoint",
                  "namespace": "team-a", "ownerReferences": old_owner},
                  "data": {"checkpoint.json": '{"offset": 100, "done": true}'}})  # fmt: skip
@@ -106,9 +138,11 @@ def test_deployment_deleted_or_edited_by_hand_is_restored(fake_kube):
 
 
 def test_terminate_deletes_pods_without_grace(fake_kube):
-    kube = fake_kube(spec={"shutdown": "Terminate"})
+    kube = fake_kube()
+    reconciler = reconcile(kube)
     kube.add_pod("orders-worker-1")
-    reconcile(kube)
+    kube.job["spec"]["shutdown"] = "Terminate"
+    reconcile(kube, reconciler)
     assert ("delete", "orders-worker-1") in kube.calls
     assert kube.job["status"]["phase"] == "Terminated"
     assert kube.deployment()["spec"]["replicas"] == 0
@@ -120,13 +154,178 @@ def test_every_new_spec_generation_is_reconciled_and_a_repeat_is_not(fake_kube):
     kube = fake_kube()
     reconciler = reconcile(kube)
     kube.add_pod("orders-worker-1")
-    asyncio.run(reconciler.trigger_on_change(REF, ("uid-1", 1)))
-    calls = len(kube.calls)
-    asyncio.run(reconciler.trigger_on_change(REF, ("uid-1", 1)))
-    assert len(kube.calls) == calls, "the same generation was reconciled twice"
-    kube.job["spec"]["suspend"] = True
-    asyncio.run(reconciler.trigger_on_change(REF, ("uid-1", 2)))
-    assert kube.deployment()["spec"]["replicas"] == 0
-    kube.job["spec"]["suspend"] = False
-    asyncio.run(reconciler.trigger_on_change(REF, ("uid-1", 3)))
-    assert kube.deployment()["spec"]["replicas"] == 1
+
+    async def scenario() -> None:
+        reconciler.start()
+
+        async def on_change(version: tuple[str, int]) -> None:
+            reconciler.trigger_on_change(REF, version)
+            await settle(reconciler)
+
+        await on_change(("uid-1", 1))
+        calls = len(kube.calls)
+        await on_change(("uid-1", 1))
+        assert len(kube.calls) == calls, "the same generation was reconciled twice"
+        kube.job["spec"]["suspend"] = True
+        await on_change(("uid-1", 2))
+        assert kube.deployment()["spec"]["replicas"] == 0
+        kube.job["spec"]["suspend"] = False
+        await on_change(("uid-1", 3))
+        assert kube.deployment()["spec"]["replicas"] == 1
+        await reconciler.stop()
+
+    asyncio.run(scenario())
+
+
+def test_an_object_holding_a_childs_name_is_never_adopted(fake_kube):
+    kube = fake_kube()
+    admins = {"kind": "ServiceAccount", "metadata": {"name": "orders-worker",
+              "namespace": "team-a", "labels": {"team": "admins"}}}  # fmt: skip
+    kube._store(admins)
+    reconcile(kube)
+    assert kube.job["status"]["phase"] == "Failed"
+    failed = next(c for c in kube.job["status"]["conditions"] if c["type"] == "Failed")
+    assert failed["status"] == "True" and failed["reason"] == "NameTaken"
+    assert "ServiceAccount team-a/orders-worker already exists" in failed["message"]
+    sa = kube.objects[("ServiceAccount", "team-a", "orders-worker")]
+    assert (
+        sa["metadata"]["labels"] == {"team": "admins"} and "ownerReferences" not in sa["metadata"]
+    )
+    assert ("Deployment", "team-a", "orders-worker") not in kube.objects, "no worker may run"
+    assert ("apply", "ServiceAccount") not in kube.calls
+
+
+def test_a_foreign_deployment_of_the_workers_name_is_left_alone(fake_kube):
+    kube = fake_kube()
+    theirs = {"kind": "Deployment", "metadata": {"name": "orders-worker", "namespace": "team-a"},
+              "spec": {"replicas": 3}}  # fmt: skip
+    kube._store(theirs)
+    reconcile(kube)
+    assert kube.job["status"]["phase"] == "Failed"
+    assert "Deployment team-a/orders-worker" in kube.job["status"]["message"]
+    assert kube.deployment()["spec"] == {"replicas": 3}
+    assert ("apply", "Deployment") not in kube.calls
+
+
+def test_a_role_deleted_or_edited_by_hand_is_repaired(fake_kube):
+    kube = fake_kube()
+    reconciler = reconcile(kube)
+    role = kube.objects[("Role", "team-a", "orders-worker")]
+    kube._store({**role, "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]})
+    reconcile(kube, reconciler)
+    assert kube.objects[("Role", "team-a", "orders-worker")]["rules"] == role["rules"]
+    kube.objects.pop(("RoleBinding", "team-a", "orders-worker"))
+    reconcile(kube, reconciler)
+    assert ("RoleBinding", "team-a", "orders-worker") in kube.objects
+
+
+def test_a_deleted_jobs_memory_is_dropped_but_not_its_successors(fake_kube):
+    kube = fake_kube()
+    reconciler = reconcile(kube)
+    reconciler.trigger_on_change(REF, ("new-uid", 1))
+    reconciler.forget(REF, UID)  # the old job's DELETED event arrives after the new one
+    assert reconciler.tracked == 1, "the job created again must stay tracked"
+    reconciler.forget(REF, "new-uid")
+    assert reconciler.tracked == 0
+
+
+class SlowJobKube:
+    """Delegates to a FakeKube; get_job blocks until released and records concurrency."""
+
+    def __init__(self, kube) -> None:
+        self._kube = kube
+        self.release = threading.Event()
+        self.active = self.most_active = self.reads = 0
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str):
+        return getattr(self._kube, name)
+
+    def get_job(self, ref):
+        with self._lock:
+            self.active += 1
+            self.reads += 1
+            self.most_active = max(self.most_active, self.active)
+        try:
+            self.release.wait(timeout=5)
+            return self._kube.get_job(ref)
+        finally:
+            with self._lock:
+                self.active -= 1
+
+
+def test_one_job_is_never_reconciled_twice_at_once_and_triggers_fold(fake_kube):
+    slow = SlowJobKube(fake_kube())
+    reconciler = Reconciler(slow, "collectjob:test", JobsCollector(),
+                            ChildCache(slow.indices()), workers=4)  # fmt: skip
+
+    async def scenario() -> None:
+        reconciler.start()
+        reconciler.enqueue(REF)
+        while slow.reads == 0:
+            await asyncio.sleep(0.01)
+        for _ in range(10):  # arrive while the first pass is blocked in its API call
+            reconciler.enqueue(REF)
+        await asyncio.sleep(0.1)
+        slow.release.set()
+        await settle(reconciler)
+        await reconciler.stop()
+
+    asyncio.run(scenario())
+    assert slow.most_active == 1
+    assert slow.reads == 2, "the triggers during the first pass fold into one more pass"
+
+
+def test_a_hung_reconcile_is_cancelled_at_its_deadline_and_retried(fake_kube):
+    slow = SlowJobKube(fake_kube())
+    reconciler = Reconciler(slow, "collectjob:test", JobsCollector(),
+                            ChildCache(slow.indices()), deadline=0.2)  # fmt: skip
+
+    async def scenario() -> float:
+        started = time.monotonic()
+        await reconciler.process(REF)
+        took = time.monotonic() - started
+        slow.release.set()
+        reconciler.start()
+        await asyncio.sleep(1.5)  # the first retry is due after 1 s of backoff
+        await settle(reconciler)
+        await reconciler.stop()
+        return took
+
+    took = asyncio.run(scenario())
+    assert took < 1.0, f"the reconcile was not cut at its deadline ({took:.2f}s)"
+    assert slow.reads >= 2, "the timed-out reconcile was not retried"
+    assert slow._kube.job["status"]["phase"] == "Pending"
+
+
+def test_a_loop_with_work_and_no_progress_reports_a_stall(fake_kube):
+    reconciler = new_reconciler(fake_kube())
+    assert reconciler.stalled_for() == 0.0
+    reconciler.enqueue(REF)  # no workers started: nothing will ever finish
+    time.sleep(0.05)
+    assert reconciler.stalled_for() >= 0.05
+
+
+def test_spec_changes_go_before_routine_passes_and_each_job_keeps_its_turn(fake_kube):
+    kube = fake_kube()
+    order: list[str] = []
+    get_job = kube.get_job
+
+    def recording_get_job(ref):
+        order.append(ref.name)
+        return get_job(ref)
+
+    kube.get_job = recording_get_job
+    reconciler = new_reconciler(kube, workers=1)
+
+    async def scenario() -> None:
+        for name in ("progress-a", "progress-b"):
+            reconciler.enqueue(JobRef("team-a", name))  # routine: a checkpoint moved on
+        reconciler.trigger_on_change(JobRef("team-a", "suspended"), ("u", 2))
+        reconciler.enqueue(JobRef("team-a", "progress-a"), urgent=True)  # its pod changed
+        reconciler.start()
+        await settle(reconciler)
+        await reconciler.stop()
+
+    asyncio.run(scenario())
+    assert order == ["suspended", "progress-a", "progress-b"]
