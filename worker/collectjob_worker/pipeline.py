@@ -33,7 +33,7 @@ import enum
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,7 +46,7 @@ from collectjob_worker.chunking import Block, Quoting, iter_chunk
 from collectjob_worker.csvparse import BlockParser, Reject
 from collectjob_worker.dialect import Dialect
 from collectjob_worker.errors import CheckpointConflict, PermanentError, SourceChanged, WorkerError
-from collectjob_worker.formats import FORMATS, REJECT_SCHEMA, CsvPart, PartWriter, part_writer
+from collectjob_worker.formats import FORMATS, REJECT_SCHEMA, PartWriter, part_writer
 from collectjob_worker.header import read_header
 from collectjob_worker.manifest import (
     ChunkRecord,
@@ -61,6 +61,7 @@ from collectjob_worker.metrics import WorkerMetrics
 from collectjob_worker.processors.runner import ProcessorRunner, kept_rows
 from collectjob_worker.sinks import SinkStore
 from collectjob_worker.sources import Source
+from collectjob_worker.stages import BlockOutput, ChunkDone, ChunkStart, PipelinedChunks
 from collectjob_worker.transform import Transform
 
 log = logging.getLogger(__name__)
@@ -134,11 +135,17 @@ class Pipeline:
         metrics: WorkerMetrics,
         stop: threading.Event,
         on_commit: Callable[[Checkpoint], None] = lambda checkpoint: None,
+        *,
+        pipelined: bool = True,
     ) -> None:
         self.job = job
         self.metrics = metrics
         self.stop = stop
         self.on_commit = on_commit
+        self.pipelined = pipelined
+        """Overlap reading, parsing and encoding with committing (stages.py); the parts are
+        the same bytes either way. A job with a processor runs sequentially: processors keep
+        per-chunk state and see the blocks one after the other."""
         self.checkpoint = Checkpoint()
         self.version = ""
         self.first_row_seconds: float | None = None
@@ -157,6 +164,8 @@ class Pipeline:
             return Outcome.DONE
         try:
             self._acquire()
+            if self.pipelined and self.job.processor is None:
+                return self._run_pipelined()
             while not self.stop.is_set():
                 if self.checkpoint.offset >= self.checkpoint.bytes_total:
                     self._finish()
@@ -220,9 +229,26 @@ class Pipeline:
         else:
             self._schema = pa.schema([(name, pa.string()) for name in taken.header])
 
+    def _blocks(self, offset: int, line: int, window: int) -> Iterator[Block]:
+        return iter_chunk(
+            self.job.source.read,
+            offset=offset,
+            line=line,
+            window=window,
+            size=self.checkpoint.bytes_total,
+            block_bytes=self.job.source.block_bytes,
+            quoting=Quoting(self.job.dialect.delimiter_byte, self.job.dialect.quote_byte),
+        )
+
+    def _first_rows(self) -> None:
+        if self.first_row_seconds is None:
+            self.first_row_seconds = time.monotonic() - self._started
+
     def _process_chunk(self) -> None:
-        cp, job = self.checkpoint, self.job
+        """The sequential executor: read, parse and encode one chunk, then commit it."""
+        cp = self.checkpoint
         self.chunk_started = started = time.monotonic()
+        job = self.job
         part: PartWriter | _Processed = (
             _Processed() if job.processor else part_writer(job.sink_format, self._schema)
         )
@@ -230,54 +256,76 @@ class Pipeline:
             job.processor.begin(cp.chunk_index, job.sink)
         rows, rejects = 0, []
         end, end_line = cp.offset, cp.line
-        blocks = iter_chunk(
-            job.source.read,
-            offset=cp.offset,
-            line=cp.line,
-            window=cp.next_chunk_bytes,
-            size=cp.bytes_total,
-            block_bytes=job.source.block_bytes,
-            quoting=Quoting(job.dialect.delimiter_byte, job.dialect.quote_byte),
-        )
-        for block in blocks:
-            written, rejected = self._process_block(block, part)
-            if self.first_row_seconds is None:
-                self.first_row_seconds = time.monotonic() - self._started
-            rows += written
-            rejects.extend(rejected)
+        for block in self._blocks(cp.offset, cp.line, cp.next_chunk_bytes):
+            output = self._process_block(block)
+            output.write_to(part)
+            self._first_rows()
+            rows += output.rows
+            rejects.extend(output.rejects)
             end, end_line = block.end, block.end_line
-        self._check_source()
         if isinstance(part, _Processed):
-            assert job.processor is not None
             part = part.into(job.sink_format, self._output_schema)
-        self._write(cp.chunk_index, part.finish(), rows, rejects, cp.offset, end)
-        if job.processor is not None:
-            job.processor.commit(cp.chunk_index, job.sink)
+        seconds = time.monotonic() - started
+        window = next_chunk_size(cp.next_chunk_bytes, seconds, job.chunk_bytes)
+        done = ChunkDone(
+            cp.chunk_index, cp.offset, end, end_line, window, part.finish(), rows, rejects
+        )
+        self._commit_chunk(done, started)
+
+    def _run_pipelined(self) -> Outcome:
+        """The pipelined executor: the next chunks are read, parsed (on several threads) and
+        encoded while this thread writes and commits the current one, strictly in order."""
+        cp = self.checkpoint
+        limit = self.job.chunk_bytes
+        with PipelinedChunks(
+            start=ChunkStart(cp.chunk_index, cp.offset, cp.line, cp.next_chunk_bytes),
+            size=cp.bytes_total,
+            blocks=self._blocks,
+            parse=self._process_block,
+            new_part=lambda: part_writer(self.job.sink_format, self._schema),
+            next_window=lambda window, seconds: next_chunk_size(window, seconds, limit),
+            on_rows=self._first_rows,
+        ) as chunks:
+            while not self.stop.is_set():
+                if self.checkpoint.offset >= self.checkpoint.bytes_total:
+                    self._finish()
+                    return Outcome.DONE
+                self.chunk_started = started = time.monotonic()
+                done = chunks.next()
+                self._commit_chunk(done, started)
+                chunks.committed(done)
+        return Outcome.STOPPED
+
+    def _commit_chunk(self, done: ChunkDone, started: float) -> None:
+        """Write the chunk's part, rejects and ledger entry, then commit the checkpoint."""
+        cp = self.checkpoint
+        self._check_source()
+        self._write(done.index, done.data, done.rows, done.rejects, done.start, done.end)
+        if self.job.processor is not None:
+            self.job.processor.commit(done.index, self.job.sink)
         seconds = time.monotonic() - started
         self.metrics.chunk_seconds.observe(seconds)
         self._commit(
             cp.evolve(
-                offset=end,
-                line=end_line,
-                rows_processed=cp.rows_processed + rows,
-                rows_rejected=cp.rows_rejected + len(rejects),
+                offset=done.end,
+                line=done.end_line,
+                rows_processed=cp.rows_processed + done.rows,
+                rows_rejected=cp.rows_rejected + len(done.rejects),
                 chunk_index=cp.chunk_index + 1,
-                next_chunk_bytes=next_chunk_size(cp.next_chunk_bytes, seconds, job.chunk_bytes),
+                next_chunk_bytes=done.next_window,
                 updated_at=now_text(),
             )
         )
         self.chunk_started, self.last_chunk_seconds = None, seconds
 
-    def _process_block(
-        self, block: Block, part: PartWriter | _Processed
-    ) -> tuple[int, list[Reject]]:
+    def _process_block(self, block: Block) -> BlockOutput:
+        """The rows of one block and its rejects. Safe to call for several blocks at once."""
         assert self._parser is not None
         copy = self.job.copies_bytes
         parsed = self._parser.parse(block, values=not copy)
-        if copy and parsed.clean and isinstance(part, CsvPart):
+        if copy and parsed.clean and self.job.sink_format == "csv":
             raw = parsed.raw
-            part.write_raw(raw if raw.endswith(b"\n") else raw + b"\n")
-            return parsed.rows, []
+            return BlockOutput(parsed.rows, [], raw=raw if raw.endswith(b"\n") else raw + b"\n")
         if parsed.table is None:
             parsed = self._parser.parse(block, values=True)
         assert parsed.table is not None
@@ -299,8 +347,7 @@ class Pipeline:
                 line, text = parsed.row_source(int(rows[row]))
                 rejects.append(Reject(line, reason, text))
         rejects.sort(key=lambda r: r.line)
-        part.write(table)
-        return table.num_rows, rejects
+        return BlockOutput(table.num_rows, rejects, table=table)
 
     def _write(
         self,

@@ -85,7 +85,15 @@ def test_a_chunk_that_cannot_finish_in_time_is_abandoned(
     args[args.index("--source") + 1] = http_server.url
     proc = worker_cli.start(*args)
     waiter(lambda: http_server.stalled.is_set() or proc.poll() is not None, 60, "a hung read")
-    before = json.loads((tmp_path / "state.json").read_text())
+    # The pipelined worker reads ahead: it hangs first in a later chunk, then commits every
+    # chunk before the hung read (each starts below stall_from and was read whole).
+    state = tmp_path / "state.json"
+    waiter(
+        lambda: json.loads(state.read_text())["offset"] >= 4000 or proc.poll() is not None,
+        60,
+        "every chunk before the hung read to be committed",
+    )
+    before = json.loads(state.read_text())
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)

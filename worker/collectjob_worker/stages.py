@@ -1,0 +1,248 @@
+"""The pipelined executor: read, parse and encode the next chunks while the current one commits.
+
+Three stages run at once, each on its own thread(s), and hand over in source order:
+
+    reader  --blocks-->  parsers (a pool, one block each)  --in order-->  encoder  --parts-->
+    committer (the caller of `next`: writes the part, the ledger, then the checkpoint)
+
+- The reader cuts chunks exactly as the sequential loop does, with `iter_chunk` from
+  `(offset, window)`, so a chunk redone after a crash is the same bytes. The window of the
+  chunk after a chunk is decided when that chunk's reading ends (from the throughput of the
+  chunks committed so far) and is carried with it, so the committer stores it in the same
+  checkpoint that commits the chunk: the cut of the next chunk depends on the checkpoint alone.
+- Parsers work on independent blocks of whole records (pyarrow releases the GIL while it
+  parses), several at a time; the encoder takes their results strictly in source order, so a
+  part holds exactly the bytes the sequential loop writes.
+- Nothing reaches the sink before `next` returns the chunk to the committer: parts, ledger
+  entries and checkpoints are written by the caller only, one chunk after the other. A chunk
+  read or parsed ahead and then abandoned (a stop, an error) leaves no trace.
+
+Memory is bounded by the chunk size, whatever the file's size: at most `BLOCKS_IN_FLIGHT`
+parsed blocks wait for the encoder, and at most two parts exist at once (the one being
+committed and the one being encoded); the reader blocks until there is room.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Protocol
+
+import pyarrow as pa
+
+from collectjob_worker.chunking import Block
+from collectjob_worker.csvparse import Reject
+from collectjob_worker.formats import CsvPart, PartWriter
+
+BLOCKS_IN_FLIGHT = 4
+PARTS_IN_MEMORY = 2
+_RELEASE_ALL = 1 << 20
+
+
+class TableSink(Protocol):
+    """Anything that takes a block's table (a part, or tables held for a processor)."""
+
+    def write(self, table: pa.Table) -> None: ...
+
+
+@dataclass(frozen=True)
+class BlockOutput:
+    """What one block contributes to its chunk's part: a table, or source bytes to copy."""
+
+    rows: int
+    rejects: list[Reject]
+    table: pa.Table | None = None
+    raw: bytes | None = None
+
+    def write_to(self, part: PartWriter | TableSink) -> None:
+        if self.raw is not None and isinstance(part, CsvPart):
+            part.write_raw(self.raw)
+        elif self.table is not None:
+            part.write(self.table)
+
+
+@dataclass(frozen=True)
+class ChunkStart:
+    """Where the next chunk starts and how it is cut: what the checkpoint holds."""
+
+    index: int
+    offset: int
+    line: int
+    window: int
+
+
+@dataclass
+class ChunkDone:
+    """An encoded chunk, ready to be written and committed."""
+
+    index: int
+    start: int
+    end: int
+    end_line: int
+    next_window: int
+    data: list[bytes]
+    rows: int
+    rejects: list[Reject]
+
+
+@dataclass
+class _Chunk:
+    start: ChunkStart
+    items: queue.SimpleQueue[Future[BlockOutput] | _End | BaseException] = field(
+        default_factory=queue.SimpleQueue
+    )
+
+
+@dataclass(frozen=True)
+class _End:
+    end: int
+    end_line: int
+    next_window: int
+
+
+class PipelinedChunks:
+    """Chunks from `start` to `size`, read, parsed and encoded ahead of the committer.
+
+    Use as a context manager; `next()` returns the chunks in order, and `committed()` must be
+    called once each has been committed (it frees its memory and measures the throughput).
+    """
+
+    def __init__(
+        self,
+        *,
+        start: ChunkStart,
+        size: int,
+        blocks: Callable[[int, int, int], Iterator[Block]],
+        parse: Callable[[Block], BlockOutput],
+        new_part: Callable[[], PartWriter],
+        next_window: Callable[[int, float], int],
+        on_rows: Callable[[], None] = lambda: None,
+        threads: int | None = None,
+    ) -> None:
+        self._start, self._size = start, size
+        self._blocks, self._parse, self._new_part = blocks, parse, new_part
+        self._next_window, self._on_rows = next_window, on_rows
+        self._pool = ThreadPoolExecutor(
+            max(2, threads or os.cpu_count() or 2), thread_name_prefix="parse"
+        )
+        self._chunks: queue.SimpleQueue[_Chunk | None] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[ChunkDone | BaseException] = queue.SimpleQueue()
+        self._slots = threading.Semaphore(BLOCKS_IN_FLIGHT)
+        self._parts = threading.Semaphore(PARTS_IN_MEMORY)
+        self._cancelled = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._read, name="read", daemon=True),
+            threading.Thread(target=self._encode, name="encode", daemon=True),
+        ]
+        self._began = 0.0
+        self._committed_bytes = 0
+        self._rate: float | None = None
+
+    def __enter__(self) -> PipelinedChunks:
+        self._began = time.monotonic()
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def next(self) -> ChunkDone:
+        done = self._done.get()
+        if isinstance(done, BaseException):
+            raise done
+        return done
+
+    def committed(self, done: ChunkDone) -> None:
+        """The committer is done with `done`: its part may go, and its bytes count."""
+        self._committed_bytes += done.end - done.start
+        self._rate = self._committed_bytes / max(time.monotonic() - self._began, 1e-6)
+        self._parts.release()
+
+    def close(self) -> None:
+        """Abandon whatever is ahead of the committer (nothing of it was written) and wait
+        for the stages to notice."""
+        self._cancelled.set()
+        self._slots.release(_RELEASE_ALL)
+        self._parts.release(_RELEASE_ALL)
+        for thread in self._threads:
+            thread.join()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _window_after(self, window: int) -> int:
+        rate = self._rate
+        return self._next_window(window, window / rate if rate else 0.0)
+
+    def _read(self) -> None:
+        at = self._start
+        chunk = None
+        try:
+            while at.offset < self._size and not self._cancelled.is_set():
+                chunk = _Chunk(at)
+                self._chunks.put(chunk)
+                end, end_line = at.offset, at.line
+                for block in self._blocks(at.offset, at.line, at.window):
+                    self._slots.acquire()
+                    if self._cancelled.is_set():
+                        return
+                    chunk.items.put(self._pool.submit(self._parse, block))
+                    end, end_line = block.end, block.end_line
+                after = self._window_after(at.window)
+                chunk.items.put(_End(end, end_line, after))
+                chunk = None
+                at = ChunkStart(at.index + 1, end, end_line, after)
+        except BaseException as e:
+            if chunk is None:
+                chunk = _Chunk(at)
+                self._chunks.put(chunk)
+            chunk.items.put(e)
+            chunk = None
+        finally:
+            if chunk is not None:
+                chunk.items.put(RuntimeError("abandoned"))
+            self._chunks.put(None)
+
+    def _encode(self) -> None:
+        try:
+            while (chunk := self._chunks.get()) is not None:
+                self._parts.acquire()
+                if self._cancelled.is_set():
+                    return
+                self._done.put(self._encode_chunk(chunk))
+        except BaseException as e:
+            self._done.put(e)
+
+    def _encode_chunk(self, chunk: _Chunk) -> ChunkDone:
+        part = self._new_part()
+        rows, rejects = 0, []
+        while not isinstance(item := chunk.items.get(), _End):
+            if isinstance(item, BaseException):
+                raise item
+            output = item.result()
+            self._slots.release()
+            output.write_to(part)
+            rows += output.rows
+            rejects.extend(output.rejects)
+            self._on_rows()
+        start = chunk.start
+        return ChunkDone(
+            start.index,
+            start.offset,
+            item.end,
+            item.end_line,
+            item.next_window,
+            part.finish(),
+            rows,
+            rejects,
+        )
