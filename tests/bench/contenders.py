@@ -126,7 +126,7 @@ def main() -> None:
     elif contender in ("duckdb", "polars"):
         __import__(contender)
     baseline = _kib("VmRSS")
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     if contender == "worker":
         rows = _worker(job, source, out, chunk_bytes)
     elif contender == "duckdb":
@@ -135,9 +135,9 @@ def main() -> None:
         rows = _polars(job, source, out)
     else:
         rows = _cp(source, out)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     peak = _kib("VmHWM")
-    print(json.dumps({"seconds": seconds, "baseline_kib": baseline, "peak_kib": peak, "rows": rows}))
+    print(json.dumps({"seconds": seconds, "cpu": cpu, "baseline_kib": baseline, "peak_kib": peak, "rows": rows}))
 
 
 if __name__ == "__main__":

@@ -42,7 +42,6 @@ from collectjob_worker.formats import CsvPart, PartWriter
 
 BLOCKS_IN_FLIGHT = 4
 PARTS_IN_MEMORY = 2
-_RELEASE_ALL = 1 << 20
 
 
 class TableSink(Protocol):
@@ -174,8 +173,9 @@ class PipelinedChunks:
         """Abandon whatever is ahead of the committer (nothing of it was written) and wait
         for the stages to notice."""
         self._cancelled.set()
-        self._slots.release(_RELEASE_ALL)
-        self._parts.release(_RELEASE_ALL)
+        # One thread at most waits on each (the reader, the encoder); it sees the flag.
+        self._slots.release()
+        self._parts.release()
         for thread in self._threads:
             thread.join()
         self._pool.shutdown(wait=True, cancel_futures=True)
