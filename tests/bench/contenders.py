@@ -5,7 +5,8 @@
 CONTENDER is worker, duckdb, polars or cp; JOB is csv, parquet, jsonl or typed (parquet with
 the typed transform of TYPED_COLUMNS). Prints one JSON line: `seconds` (the job alone, after
 imports), `baseline_kib` (RSS after imports, before the job), `peak_kib` (VmHWM, the
-process's peak RSS) and `rows` written when the contender reports it.
+process's peak RSS), `rows` written when the contender reports it, and for the worker its
+`chunks` (= checkpoints committed) and `checkpoint_seconds` (time spent committing them).
 
 Every engine keeps every value a string (DuckDB `all_varchar`, polars `infer_schema=False`,
 the worker without a transform), so all of them do the same lossless job; for `typed` the
@@ -41,7 +42,7 @@ def _kib(field: str) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def _worker(job: str, source: str, out: str, chunk_bytes: int) -> int:
+def _worker(job: str, source: str, out: str, chunk_bytes: int) -> dict[str, float]:
     from collectjob_worker.checkpoint_store import FileCheckpointStore
     from collectjob_worker.dialect import Dialect
     from collectjob_worker.metrics import WorkerMetrics
@@ -63,20 +64,14 @@ def _worker(job: str, source: str, out: str, chunk_bytes: int) -> int:
     )
     pipeline = Pipeline(run, WorkerMetrics("bench", job), threading.Event())
     assert pipeline.run() is Outcome.DONE
-    checkpoint = pipeline.checkpoint
-    print(
-        json.dumps(
-            {
-                "chunks": checkpoint.chunk_index,
-                "checkpoint_seconds": pipeline.metrics.checkpoint_seconds._sum.get(),
-            }
-        ),
-        file=sys.stderr,
-    )
-    return checkpoint.rows_processed
+    return {
+        "rows": pipeline.checkpoint.rows_processed,
+        "chunks": pipeline.checkpoint.chunk_index,
+        "checkpoint_seconds": pipeline.metrics.checkpoint_seconds._sum.get(),
+    }
 
 
-def _duckdb(job: str, source: str, out: str) -> int:
+def _duckdb(job: str, source: str, out: str) -> dict[str, float]:
     import duckdb
 
     read = f"read_csv('{source}', all_varchar=true, header=true)"
@@ -89,10 +84,10 @@ def _duckdb(job: str, source: str, out: str) -> int:
         )
     fmt = {"csv": "csv", "parquet": "parquet", "typed": "parquet", "jsonl": "json"}[job]
     result = duckdb.sql(f"COPY ({select}) TO '{out}' (FORMAT {fmt})").fetchall()
-    return int(result[0][0]) if result else -1
+    return {"rows": int(result[0][0])}
 
 
-def _polars(job: str, source: str, out: str) -> int:
+def _polars(job: str, source: str, out: str) -> dict[str, float]:
     import polars as pl
 
     frame = pl.scan_csv(source, infer_schema=False)
@@ -108,12 +103,12 @@ def _polars(job: str, source: str, out: str) -> int:
         frame.sink_csv(out)
     else:
         frame.sink_ndjson(out)
-    return -1
+    return {}
 
 
-def _cp(source: str, out: str) -> int:
+def _cp(source: str, out: str) -> dict[str, float]:
     subprocess.run(["cp", source, out], check=True)
-    return -1
+    return {}
 
 
 def main() -> None:
@@ -121,23 +116,29 @@ def main() -> None:
     chunk_bytes = int(sys.argv[5]) if len(sys.argv) > 5 else 64 << 20
     if contender == "worker":
         # Imports are not the job: load what the worker loads lazily before the clock starts.
-        for module in ("collectjob_worker.pipeline", "collectjob_worker.transform", "pyarrow.parquet", "pandas"):
+        for module in (
+            "collectjob_worker.pipeline",
+            "collectjob_worker.transform",
+            "pyarrow.parquet",
+            "pandas",
+        ):
             __import__(module)
     elif contender in ("duckdb", "polars"):
         __import__(contender)
     baseline = _kib("VmRSS")
     start, cpu = time.perf_counter(), time.process_time()
     if contender == "worker":
-        rows = _worker(job, source, out, chunk_bytes)
+        extra = _worker(job, source, out, chunk_bytes)
     elif contender == "duckdb":
-        rows = _duckdb(job, source, out)
+        extra = _duckdb(job, source, out)
     elif contender == "polars":
-        rows = _polars(job, source, out)
+        extra = _polars(job, source, out)
     else:
-        rows = _cp(source, out)
+        extra = _cp(source, out)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     peak = _kib("VmHWM")
-    print(json.dumps({"seconds": seconds, "cpu": cpu, "baseline_kib": baseline, "peak_kib": peak, "rows": rows}))
+    measured = {"seconds": seconds, "cpu": cpu, "baseline_kib": baseline, "peak_kib": peak}
+    print(json.dumps(measured | extra))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Worker benchmark (`make bench`): throughput against pandas, resume cost, checkpoint overhead.
+"""Worker benchmark (`make bench`): against DuckDB and polars, and against pandas; resume cost,
+checkpoint overhead, peak memory.
 
 On a generated CSV of 2 million rows and 7 columns with quoted fields (quoted delimiters,
 doubled quotes and embedded newlines), cached under .bench/, all in one run:
@@ -9,7 +10,15 @@ doubled quotes and embedded newlines), cached under .bench/, all in one run:
   every chunk, and for information csv -> parquet (which parses every value);
 - time to first row when resuming at 10% and at 90% of the file;
 - checkpoint overhead: the time spent committing checkpoints, as a share of the run, and the
-  same run with checkpoints that cost nothing, for comparison.
+  same run with checkpoints that cost nothing, for comparison;
+- the peers (`test_worker_against_duckdb_and_polars`): csv->csv, csv->parquet, csv->jsonl
+  and csv->parquet with a typed transform of 4 columns, by the worker, DuckDB (`COPY ... TO`)
+  and polars (`scan_csv().sink_*`), every value kept as a string by all, each contender in its
+  own interpreter (tests/bench/contenders.py) so its peak RSS is its own; `cp` is the floor.
+  The contenders take turns, REPEATS rounds, and the medians are compared: ratios from one run.
+
+`BENCH_ROWS` sets a smaller row count for a quick try (e.g. `BENCH_ROWS=200000 make bench`),
+`BENCH_REPEATS` the number of rounds.
 
 Each timing is the best of a few runs (the machine is shared). Targets are printed as
 pass/miss; nothing here asserts a timing, only that every run produced the right row count.
@@ -19,9 +28,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
+import os
 import random
 import shutil
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -42,8 +55,8 @@ from collectjob_worker.sources import open_source
 from localcluster.paths import REPO_ROOT as ROOT
 
 BENCH = ROOT / ".bench"
-ROWS = 2_000_000
-REPEATS = 3
+ROWS = int(os.environ.get("BENCH_ROWS", "2000000"))
+REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 RESUME_REPEATS = 5
 WORDS = ["alpha", "beta", "gamma", "delta", "eps, ilon", 'ze"ta', "eta", "th\neta"]
 
@@ -268,3 +281,96 @@ def test_worker_benchmark(source: Path) -> None:
     print(f"{'checkpoint overhead (vs free checkpoints)':<44}{overhead_ab:>8.2%}  (noisy A/B)")
     small_overhead = small.checkpoint_seconds / small_seconds
     print(f"{'checkpoint overhead, 4 MiB chunks':<44}{small_overhead:>8.2%}  (info)")
+
+
+CONTENDERS = Path(__file__).with_name("contenders.py")
+PEER_JOBS = {
+    "csv": ("duckdb", "polars"),
+    "parquet": ("duckdb", "polars"),
+    "jsonl": ("duckdb", "polars"),
+    "typed": ("duckdb", "polars"),
+}
+CHUNK_BYTES = 64 << 20
+
+
+def _contender(name: str, job: str, source: Path) -> dict[str, float]:
+    out = _fresh(BENCH / f"peer-out-{name}-{job}")
+    _fresh(BENCH / f"peer-out-{name}-{job}.state.json")
+    command = [sys.executable, str(CONTENDERS), name, job, str(source), str(out), str(CHUNK_BYTES)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, f"{name} {job}: {result.stderr[-2000:]}"
+    measured: dict[str, float] = json.loads(result.stdout.strip().splitlines()[-1])
+    if "rows" in measured:
+        assert measured["rows"] == ROWS, f"{name} {job} wrote {measured['rows']} rows"
+    _fresh(out)
+    return measured
+
+
+def _median(runs: list[dict[str, float]], key: str) -> float:
+    return statistics.median(run[key] for run in runs)
+
+
+def test_worker_against_duckdb_and_polars(source: Path) -> None:
+    runs: dict[tuple[str, str], list[dict[str, float]]] = {}
+    plan = [("cp", "csv")] + [
+        (name, job) for job, peers in PEER_JOBS.items() for name in ("worker", *peers)
+    ]
+    for _ in range(REPEATS):
+        for name, job in plan:
+            runs.setdefault((name, job), []).append(_contender(name, job, source))
+    seconds = {key: _median(value, "seconds") for key, value in runs.items()}
+    peak = {key: max(run["peak_kib"] for run in value) / 1024 for key, value in runs.items()}
+    size_mb = source.stat().st_size / 1e6
+
+    print()
+    print(
+        f"source: {source.name} ({ROWS:,} rows x 7 columns, {size_mb:.0f} MB), "
+        f"medians of {REPEATS} interleaved rounds, one run; chunkBytes {CHUNK_BYTES >> 20} MiB"
+    )
+    print(
+        f"{'job':<9}{'contender':<9}{'seconds':>9}{'MB/s':>8}{'peak RSS MiB':>14}{'worker/it':>11}"
+    )
+    for job, peers in PEER_JOBS.items():
+        worker = seconds[("worker", job)]
+        for name in ("worker", *peers):
+            took = seconds[(name, job)]
+            ratio = "" if name == "worker" else f"{took / worker:>10.2f}x"
+            print(
+                f"{job:<9}{name:<9}{took:>9.2f}{size_mb / took:>8.0f}"
+                f"{peak[(name, job)]:>14.0f}{ratio:>11}"
+            )
+    floor = seconds[("cp", "csv")]
+    print(f"{'csv':<9}{'cp':<9}{floor:>9.2f}{size_mb / floor:>8.0f}{peak[('cp', 'csv')]:>14.0f}")
+    print()
+    targets = [
+        ("csv->parquet worker/polars", "parquet", "polars", 1.0),
+        ("csv->parquet worker/DuckDB", "parquet", "duckdb", 1.0),
+        ("csv->csv worker/DuckDB", "csv", "duckdb", 1.5),
+        ("csv->jsonl worker/DuckDB", "jsonl", "duckdb", 1.0),
+    ]
+    for label, job, peer, target in targets:
+        ratio = seconds[(peer, job)] / seconds[("worker", job)]
+        print(f"{label:<44}{ratio:>8.2f}x  target >= {target}x {_mark(ratio >= target)}")
+    typed = seconds[("worker", "typed")] / seconds[("worker", "parquet")]
+    print(
+        f"{'typed / untyped parquet (worker)':<44}{typed:>8.2f}x"
+        f"  target <= 1.3x {_mark(typed <= 1.3)}"
+    )
+    for job in PEER_JOBS:
+        run = runs[("worker", job)][0]
+        interval = _median(runs[("worker", job)], "seconds") / max(run["chunks"], 1)
+        overhead = statistics.median(
+            r["checkpoint_seconds"] / r["seconds"] for r in runs[("worker", job)]
+        )
+        print(
+            f"{'worker ' + job + ': seconds per checkpoint':<44}{interval:>8.2f}s"
+            f"  target <= 1 s {_mark(interval <= 1.0)}; commit time {overhead:.2%} of the run"
+            f" {_mark(overhead <= 0.03)}"
+        )
+    baseline = max(r["baseline_kib"] for job in PEER_JOBS for r in runs[("worker", job)]) / 1024
+    bound = 3 * CHUNK_BYTES / 2**20 + baseline
+    worst = max(peak[("worker", job)] for job in PEER_JOBS)
+    print(
+        f"{'worker peak RSS (worst job)':<44}{worst:>8.0f} MiB"
+        f"  target <= 3 x chunkBytes + baseline = {bound:.0f} MiB {_mark(worst <= bound)}"
+    )
