@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from collectjob_api.contract import (
+    COMPRESSIONS,
     DEFAULT_CHUNK_BYTES,
     DEFAULT_GRACE_SECONDS,
     ENV_URL_ALLOWLIST,
@@ -72,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     local.add_argument("--source", required=True, help="file://, http(s):// or s3:// URL")
     local.add_argument("--sink", required=True, help="output directory: path, file:// or s3://")
     local.add_argument("--sink-format", choices=FORMATS, default="csv")
+    local.add_argument("--compression", choices=COMPRESSIONS, default="snappy", help="parquet")
     local.add_argument("--schema", type=Path, help="transform, JSON or YAML (see transform.py)")
     local.add_argument("--chunk-bytes", type=_positive, default=DEFAULT_CHUNK_BYTES)
     local.add_argument("--state", required=True, type=Path, help="checkpoint file")
@@ -204,6 +206,7 @@ def local(args: argparse.Namespace) -> int:
             holder=f"{socket.gethostname()}:{os.getpid()}",
             chunk_bytes=args.chunk_bytes,
             processor=_local_processor(args, metrics),
+            compression=args.compression,
         )
     except PermanentError as e:
         log.error("%s", e)
@@ -280,6 +283,7 @@ def run() -> int:
             holder=identity.pod,
             chunk_bytes=config.chunk_bytes,
             processor=_cluster_processor(identity, metrics),
+            compression=config.sink.options.compression,
         )
     except PermanentError as e:
         log.error("permanent error: %s", e)

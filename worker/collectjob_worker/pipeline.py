@@ -88,6 +88,7 @@ class Job:
     holder: str
     chunk_bytes: int
     processor: ProcessorRunner | None = None
+    compression: str = "snappy"
 
     def __post_init__(self) -> None:
         if self.sink_format not in FORMATS:
@@ -116,8 +117,7 @@ class _Processed:
     def write(self, table: pa.Table) -> None:
         self.tables.append(table)
 
-    def into(self, fmt: str, schema: pa.Schema) -> PartWriter:
-        part = part_writer(fmt, schema)
+    def into(self, part: PartWriter) -> PartWriter:
         for table in self.tables:
             part.write(table)
         return part
@@ -240,6 +240,9 @@ class Pipeline:
             quoting=Quoting(self.job.dialect.delimiter_byte, self.job.dialect.quote_byte),
         )
 
+    def _part(self, schema: pa.Schema) -> PartWriter:
+        return part_writer(self.job.sink_format, schema, self.job.compression)
+
     def _first_rows(self) -> None:
         if self.first_row_seconds is None:
             self.first_row_seconds = time.monotonic() - self._started
@@ -249,9 +252,7 @@ class Pipeline:
         cp = self.checkpoint
         self.chunk_started = started = time.monotonic()
         job = self.job
-        part: PartWriter | _Processed = (
-            _Processed() if job.processor else part_writer(job.sink_format, self._schema)
-        )
+        part: PartWriter | _Processed = _Processed() if job.processor else self._part(self._schema)
         if job.processor is not None:
             job.processor.begin(cp.chunk_index, job.sink)
         rows, rejects = 0, []
@@ -264,7 +265,7 @@ class Pipeline:
             rejects.extend(output.rejects)
             end, end_line = block.end, block.end_line
         if isinstance(part, _Processed):
-            part = part.into(job.sink_format, self._output_schema)
+            part = part.into(self._part(self._output_schema))
         seconds = time.monotonic() - started
         window = next_chunk_size(cp.next_chunk_bytes, seconds, job.chunk_bytes)
         done = ChunkDone(
@@ -282,7 +283,7 @@ class Pipeline:
             size=cp.bytes_total,
             blocks=self._blocks,
             parse=self._process_block,
-            new_part=lambda: part_writer(self.job.sink_format, self._schema),
+            new_part=lambda: self._part(self._schema),
             next_window=lambda window, seconds: next_chunk_size(window, seconds, limit),
             on_rows=self._first_rows,
         ) as chunks:
@@ -362,7 +363,7 @@ class Pipeline:
         sink.put(part_name(index, fmt), data)
         rejects_file = None
         if rejects:
-            writer = part_writer(fmt, REJECT_SCHEMA)
+            writer = self._part(REJECT_SCHEMA)
             writer.write(
                 pa.table(
                     [

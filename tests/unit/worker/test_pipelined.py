@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from collectjob_api.checkpoint import Checkpoint
+from collectjob_api.contract import WorkerConfig
+from collectjob_api.spec import CollectJobSpec
 from collectjob_worker.checkpoint_store import FileCheckpointStore
 from collectjob_worker.errors import SourceChanged
 from collectjob_worker.metrics import WorkerMetrics
@@ -105,3 +109,22 @@ def test_an_error_ahead_surfaces_after_the_chunks_before_it_commit(jobs, rows_cs
         Pipeline(job, WorkerMetrics("t", "j"), threading.Event(), change_source).run()
     state = jobs.state()
     assert state.chunk_index == 3 and "changed" in state.error
+
+
+def test_zstd_is_chosen_through_the_sink_options(jobs, outputs, rows_csv) -> None:
+    sink = {"url": "file:///out", "format": "parquet", "options": {"compression": "zstd"}}
+    spec = CollectJobSpec.from_dict({"source": {"url": "file:///in.csv"}, "sink": sink})
+    config = WorkerConfig.from_json(spec.worker_config().to_json())
+    assert config.sink.options.compression == "zstd"
+    with pytest.raises(ValueError, match=r"spec\.sink\.options\.compression"):
+        CollectJobSpec.from_dict(
+            {"source": sink, "sink": sink | {"options": {"compression": "lzo"}}}
+        )
+    data = rows_csv(500)
+    job = dataclasses.replace(jobs.job(jobs.write(data), fmt="parquet"), compression="zstd")
+    jobs.run(job)
+    part = pq.ParquetFile(jobs.tmp / "sink" / "part-000000.parquet")
+    codecs = {part.metadata.row_group(0).column(i).compression for i in range(4)}
+    assert codecs == {"ZSTD"}
+    expected = outputs.expected(data)
+    assert outputs.values(jobs.tmp / "sink", "parquet", expected.header) == expected.rows
