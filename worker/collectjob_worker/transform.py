@@ -224,19 +224,30 @@ def _shorten(value: str, limit: int = 80) -> str:
 
 def _cast_each(values: pa.Array, candidates: np.ndarray, target: pa.DataType) -> pa.Array:
     """Cast the candidate rows, nulls elsewhere; values that fail to cast become null too."""
+    if not candidates.any():
+        return pa.nulls(len(values), target)
+    if candidates.all():
+        return _cast_or_null(values, target)
     masked = pc.if_else(pa.array(candidates), values, pa.scalar(None, pa.string()))
-    try:
-        return pc.cast(masked, target)
-    except pa.ArrowInvalid:
-        values_ = masked.to_pylist()
-        return pa.array([_cast_one(v, target) if v is not None else None for v in values_], target)
+    return _cast_or_null(masked, target)
 
 
-def _cast_one(value: str, target: pa.DataType) -> Any:
+def _cast_or_null(values: pa.Array, target: pa.DataType) -> pa.Array:
+    """One cast for the whole array; where a value that has the right shape still does not
+    cast (an integer beyond int64, 30 February), the array is halved around it, so k such
+    values cost about k * log2(n) casts of ever smaller slices, never one per row."""
     try:
-        return pc.cast(pa.array([value], pa.string()), target)[0].as_py()
+        return pc.cast(values, target)
     except pa.ArrowInvalid:
-        return None
+        if len(values) == 1:
+            return pa.nulls(1, target)
+        half = len(values) // 2
+        return pa.concat_arrays(
+            [
+                _cast_or_null(values.slice(0, half), target),
+                _cast_or_null(values.slice(half), target),
+            ]
+        )
 
 
 def _numeric(pattern: str, target: pa.DataType) -> Converter:
@@ -244,8 +255,9 @@ def _numeric(pattern: str, target: pa.DataType) -> Converter:
         column: Column, values: pa.Array, present: np.ndarray
     ) -> tuple[pa.Array, np.ndarray]:
         shaped = present & _mask(pc.match_substring_regex(values, pattern))
-        unsigned = pc.replace_substring_regex(values, r"^\+", "")
-        result = _cast_each(unsigned, shaped, target)
+        if _mask(pc.starts_with(values, "+")).any():
+            values = pc.replace_substring_regex(values, r"^\+", "")
+        result = _cast_each(values, shaped, target)
         return result, present & _mask(pc.is_null(result))
 
     return convert
@@ -268,9 +280,12 @@ def _datetime(column: Column, values: pa.Array, present: np.ndarray) -> tuple[pa
     else:
         shaped = present & _mask(pc.match_substring_regex(values, _ISO_DATETIME))
         zoned = _mask(pc.match_substring_regex(values, _ZONED))
-        as_zoned = _cast_each(values, shaped & zoned, utc)
         as_naive = pc.cast(_cast_each(values, shaped & ~zoned, pa.timestamp("us")), utc)
-        result = pc.if_else(pa.array(zoned), as_zoned, as_naive)
+        if (shaped & zoned).any():
+            as_zoned = _cast_each(values, shaped & zoned, utc)
+            result = pc.if_else(pa.array(zoned), as_zoned, as_naive)
+        else:
+            result = as_naive
     return result, present & _mask(pc.is_null(result))
 
 
