@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -43,42 +44,56 @@ class CsvPart:
 
 
 class ParquetPart:
-    """A Parquet part: the chunk's tables are kept and written at `finish` as one row group
-    (up to ROW_GROUP_ROWS rows each), snappy-compressed unless the sink asks for zstd, with
-    dictionary encoding only for the columns whose values repeat.
+    """A Parquet part: row groups of at least ROW_GROUP_BYTES of table data, snappy-compressed
+    unless the sink asks for zstd, with dictionary encoding only for the columns whose values
+    repeat.
 
-    Measured on the bench file (7 string columns, 500,000 rows; `tests/bench`): per-block
-    row groups with dictionaries on every column took 0.24 s of CPU for 13.1 MB; one row group
-    with dictionaries where they pay 0.12 s for 8.8 MB. A dictionary on a column of unique
-    values (ids, e-mails) only costs: it never exceeds the page limit within a row group, so
-    the writer never falls back. Which columns repeat is judged on the first SAMPLE_ROWS rows
-    of the chunk, so a redone chunk is encoded the same way. zstd (level 1, the default
-    level) made the same part 3.2 MB for 0.13-0.15 s: smaller, a little slower, so opt-in.
+    Measured on the bench file (7 string columns, 500,000 rows; `tests/bench`): a row group
+    per 4 MiB block with dictionaries on every column took 0.24 s of CPU for 13.1 MB; 16 MiB
+    row groups with dictionaries where they pay 0.12 s for 8.8 MB (the same as one row group
+    for the whole part, which would hold a whole chunk's table in memory). A dictionary on a
+    column of unique values (ids, e-mails) only costs: it never exceeds the page limit within
+    a row group, so the writer never falls back. Which columns repeat is judged on the first
+    SAMPLE_ROWS rows of the part, so a redone chunk is encoded the same way. zstd made the
+    same part 3.2 MB for 0.13-0.15 s: smaller, a little slower, so it is opt-in.
     """
 
-    ROW_GROUP_ROWS = 1 << 20
+    ROW_GROUP_BYTES = 16 << 20
     SAMPLE_ROWS = 8192
 
     def __init__(self, schema: pa.Schema, compression: str = "snappy") -> None:
         self._schema, self._compression = schema, compression
+        self._out = io.BytesIO()
+        self._writer: Any = None
         self._tables: list[pa.Table] = []
+        self._buffered = 0
 
     def write(self, table: pa.Table) -> None:
         if table.num_rows:
             self._tables.append(table)
+            self._buffered += table.nbytes
+            if self._buffered >= self.ROW_GROUP_BYTES:
+                self._flush()
 
-    def finish(self) -> list[bytes]:
+    def _flush(self) -> None:
         import pyarrow.parquet as pq
 
         table = pa.concat_tables(self._tables) if self._tables else self._schema.empty_table()
-        self._tables = []
-        out = io.BytesIO()
-        with pq.ParquetWriter(
-            out, self._schema, compression=self._compression, use_dictionary=_repeating(table)
-        ) as writer:
-            if table.num_rows:
-                writer.write_table(table, row_group_size=self.ROW_GROUP_ROWS)
-        return [out.getvalue()]
+        self._tables, self._buffered = [], 0
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(
+                self._out,
+                self._schema,
+                compression=self._compression,
+                use_dictionary=_repeating(table),
+            )
+        if table.num_rows:
+            self._writer.write_table(table, row_group_size=table.num_rows)
+
+    def finish(self) -> list[bytes]:
+        self._flush()
+        self._writer.close()
+        return [self._out.getvalue()]
 
 
 def _repeating(table: pa.Table) -> list[str]:

@@ -170,15 +170,14 @@ class PipelinedChunks:
         self._parts.release()
 
     def close(self) -> None:
-        """Abandon whatever is ahead of the committer (nothing of it was written) and wait
-        for the stages to notice."""
+        """Abandon whatever is ahead of the committer. Nothing of it was written, so there
+        is nothing to wait for: a stop must not hang on a read ahead that hangs (a stalled
+        server). The stages see the flag at their next step and end; they are daemons."""
         self._cancelled.set()
         # One thread at most waits on each (the reader, the encoder); it sees the flag.
         self._slots.release()
         self._parts.release()
-        for thread in self._threads:
-            thread.join()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _window_after(self, window: int) -> int:
         rate = self._rate
