@@ -310,6 +310,7 @@ def _median(runs: list[dict[str, float]], key: str) -> float:
     return statistics.median(run[key] for run in runs)
 
 
+@pytest.mark.timeout(3600)  # 13 contenders x REPEATS rounds on a shared machine
 def test_worker_against_duckdb_and_polars(source: Path) -> None:
     runs: dict[tuple[str, str], list[dict[str, float]]] = {}
     plan = [("cp", "csv")] + [
