@@ -91,7 +91,8 @@ def source() -> Iterator[Path]:
         _generate(path)
     path.read_bytes()  # warm the page cache so that every contender starts equal
     yield path
-    for pattern in ("worker-out-*", "worker-state-*", "worker-naive.csv", "worker-practical.csv"):
+    outputs = ("worker-out-*", "worker-state-*", "peer-out-*", "worker-naive.csv")
+    for pattern in (*outputs, "worker-practical.csv"):
         for output in BENCH.glob(pattern):
             _fresh(output)
 
