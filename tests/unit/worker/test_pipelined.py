@@ -38,7 +38,12 @@ def _source(jobs, rows_csv) -> Path:
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    """Everything the job wrote but the sink's ownership marker (it names the job's state)."""
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in root.rglob("*")
+        if p.is_file() and p.name != "_collectjob_owner.json"
+    }
 
 
 def _run(jobs, source: Path, name: str, fmt: str, transform, pipelined: bool) -> dict[str, bytes]:
