@@ -25,29 +25,44 @@ put in place). A cause that persists is met, and recorded, again.
 Promptness. Each chunk aims at about one second of work (TARGET_CHUNK_SECONDS), within
 `chunk_bytes`, so a stop request is honoured quickly. The size of the next chunk is decided
 when a chunk commits and is stored in the checkpoint, which keeps redo cuts deterministic.
+
+Commit rate. A chunk is never sized below MIN_COMMIT_SECONDS of work at the measured rate,
+even above `chunk_bytes` (up to MAX_COALESCED_BYTES): tiny chunks are coalesced so the
+checkpoint is written at most a few times a second, whatever `chunkBytes` says.
+
+Conservation. Every chunk's source bytes are accounted for: accepted plus rejected bytes
+equal the chunk's length (blocks contiguous, each block proven by `ParsedBlock.accounted`),
+or the job fails naming the chunk and its byte range. The ledger and `_manifest.json` record
+both sums.
+
+Retries. Sources and sinks retry transient errors within the job's retry budget; while they
+do, `note_retrying` records the reason in the checkpoint (`retrying`), which the operator
+shows as condition Progressing with that reason, and the next commit clears it.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
 
-from collectjob_api.checkpoint import Checkpoint
+from collectjob_api.checkpoint import Checkpoint, Retrying
+from collectjob_api.contract import DEFAULT_MAX_RECORD_BYTES
 from collectjob_api.rfc3339 import now_text
 from collectjob_worker.checkpoint_store import CheckpointStore
 from collectjob_worker.chunking import Block, Quoting, iter_chunk
-from collectjob_worker.csvparse import BlockParser, Reject
+from collectjob_worker.csvparse import BlockParser, Reject, Unaccounted
 from collectjob_worker.dialect import Dialect
 from collectjob_worker.errors import CheckpointConflict, PermanentError, SourceChanged, WorkerError
 from collectjob_worker.formats import FORMATS, REJECT_SCHEMA, CsvPart, PartWriter, part_writer
-from collectjob_worker.header import read_header
+from collectjob_worker.header import check_names, read_header
 from collectjob_worker.manifest import (
     ChunkRecord,
     PartFile,
@@ -65,6 +80,13 @@ from collectjob_worker.transform import Transform
 
 log = logging.getLogger(__name__)
 TARGET_CHUNK_SECONDS = 1.0
+MIN_COMMIT_SECONDS = 0.25
+"""A chunk is at least this much work at the measured rate: at most ~4 commits a second."""
+MAX_COALESCED_BYTES = 64 << 20
+"""How far above `chunk_bytes` coalescing may grow a chunk (its part is built in memory)."""
+COALESCE_GROWTH = 8
+"""Coalescing grows a chunk at most this much per commit: a rate measured on a tiny chunk is
+a poor guess, and an oversized chunk would make a suspend wait."""
 INITIAL_CHUNK_BYTES = 1 << 20
 MIN_CHUNK_BYTES = 64 << 10
 
@@ -87,6 +109,9 @@ class Job:
     holder: str
     chunk_bytes: int
     processor: ProcessorRunner | None = None
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    min_commit_seconds: float = MIN_COMMIT_SECONDS
+    """Least work per commit; `local --min-commit-seconds` lowers it (tests need many chunks)."""
 
     def __post_init__(self) -> None:
         if self.sink_format not in FORMATS:
@@ -122,9 +147,34 @@ class _Processed:
         return part
 
 
-def next_chunk_size(current: int, seconds: float, limit: int) -> int:
+def next_chunk_size(
+    current: int, seconds: float, limit: int, min_commit_seconds: float = MIN_COMMIT_SECONDS
+) -> int:
+    """Aim at TARGET_CHUNK_SECONDS within `limit`, but never below `min_commit_seconds` of
+    work at the rate just measured (coalescing, capped at MAX_COALESCED_BYTES)."""
     factor = 2.0 if seconds <= 0 else max(0.25, min(2.0, TARGET_CHUNK_SECONDS / seconds))
-    return max(min(limit, MIN_CHUNK_BYTES), min(limit, int(current * factor)))
+    wanted = max(min(limit, MIN_CHUNK_BYTES), min(limit, int(current * factor)))
+    if min_commit_seconds <= 0:
+        return wanted
+    quickest = MAX_COALESCED_BYTES if seconds <= 0 else current * min_commit_seconds / seconds
+    return max(wanted, min(int(quickest), current * COALESCE_GROWTH, MAX_COALESCED_BYTES))
+
+
+@dataclass(frozen=True)
+class BlockResult:
+    rows: int
+    rejects: list[Reject]
+    accepted_bytes: int
+    rejected_bytes: int
+
+
+_STRAY_QUOTE = re.compile(rb'[^,\r\n"]"[^,\r\n"]')
+
+
+def _strict(raw: bytes) -> bool:
+    """Whether records may be copied as they stand: LF line ends only and no stray quote
+    (which Python's csv module reads leniently but strict readers such as DuckDB do not)."""
+    return b"\r" not in raw and _STRAY_QUOTE.search(raw) is None
 
 
 class Pipeline:
@@ -177,6 +227,16 @@ class Pipeline:
         self.checkpoint = checkpoint
         self.on_commit(checkpoint)
 
+    def note_retrying(self, reason: str, message: str) -> None:
+        """Record in the checkpoint that a transient error is being retried (once per episode;
+        the next commit clears it). Best effort: the checkpoint store may be what is down."""
+        if self.checkpoint.retrying is not None and self.checkpoint.retrying.reason == reason:
+            return
+        try:
+            self._commit(self.checkpoint.evolve(retrying=Retrying(reason, message, now_text())))
+        except WorkerError as e:
+            log.warning("could not record the retry in %s: %s", self.job.store.description, e)
+
     def _record(self, error: PermanentError) -> None:
         try:
             self._commit(self.checkpoint.with_error(str(error)))
@@ -199,7 +259,7 @@ class Pipeline:
             self._check_source()
         else:
             stat = job.source.stat()
-            header = read_header(job.source, stat.size, job.dialect)
+            header = read_header(job.source, stat.size, job.dialect, job.max_record_bytes)
             taken = taken.evolve(
                 offset=header.data_offset,
                 header_end=header.data_offset,
@@ -213,6 +273,8 @@ class Pipeline:
             clear_success(job.sink)
         if job.transform is not None and taken.header:
             job.transform.check_header(taken.header)
+        elif job.transform is None:
+            check_names(taken.header, job.sink_format, job.source.url)
         self._commit(taken)
         self._parser = BlockParser(taken.header, job.dialect)
         if job.transform is not None:
@@ -228,7 +290,7 @@ class Pipeline:
         )
         if job.processor is not None:
             job.processor.begin(cp.chunk_index, job.sink)
-        rows, rejects = 0, []
+        rows, rejects, accepted, rejected = 0, [], 0, 0
         end, end_line = cp.offset, cp.line
         blocks = iter_chunk(
             job.source.read,
@@ -238,19 +300,32 @@ class Pipeline:
             size=cp.bytes_total,
             block_bytes=job.source.block_bytes,
             quoting=Quoting(job.dialect.delimiter_byte, job.dialect.quote_byte),
+            max_record=job.max_record_bytes,
         )
-        for block in blocks:
-            written, rejected = self._process_block(block, part)
-            if self.first_row_seconds is None:
-                self.first_row_seconds = time.monotonic() - self._started
-            rows += written
-            rejects.extend(rejected)
-            end, end_line = block.end, block.end_line
+        try:
+            for block in blocks:
+                if block.offset != end:
+                    raise Unaccounted(f"bytes {end}-{block.offset} were skipped")
+                result = self._process_block(block, part)
+                if self.first_row_seconds is None:
+                    self.first_row_seconds = time.monotonic() - self._started
+                rows += result.rows
+                rejects.extend(result.rejects)
+                accepted += result.accepted_bytes
+                rejected += result.rejected_bytes
+                end, end_line = block.end, block.end_line
+            if accepted + rejected != end - cp.offset:
+                raise Unaccounted(f"{accepted} accepted + {rejected} rejected bytes")
+        except Unaccounted as e:
+            raise Unaccounted(
+                f"chunk {cp.chunk_index} (source bytes {cp.offset}-{end}) of {job.source.url} "
+                f"is not fully accounted for: {e}; refusing to commit it (this is a bug)"
+            ) from e
         self._check_source()
         if isinstance(part, _Processed):
             assert job.processor is not None
             part = part.into(job.sink_format, self._output_schema)
-        self._write(cp.chunk_index, part.finish(), rows, rejects, cp.offset, end)
+        self._write(cp.chunk_index, part.finish(), rows, rejects, (cp.offset, end), accepted)
         if job.processor is not None:
             job.processor.commit(cp.chunk_index, job.sink)
         seconds = time.monotonic() - started
@@ -262,45 +337,46 @@ class Pipeline:
                 rows_processed=cp.rows_processed + rows,
                 rows_rejected=cp.rows_rejected + len(rejects),
                 chunk_index=cp.chunk_index + 1,
-                next_chunk_bytes=next_chunk_size(cp.next_chunk_bytes, seconds, job.chunk_bytes),
+                next_chunk_bytes=next_chunk_size(
+                    cp.next_chunk_bytes, seconds, job.chunk_bytes, job.min_commit_seconds
+                ),
+                retrying=None,
                 updated_at=now_text(),
             )
         )
         self.chunk_started, self.last_chunk_seconds = None, seconds
 
-    def _process_block(
-        self, block: Block, part: PartWriter | _Processed
-    ) -> tuple[int, list[Reject]]:
+    def _process_block(self, block: Block, part: PartWriter | _Processed) -> BlockResult:
+        """Parse, transform, process and write one block; its bytes are accounted for."""
         assert self._parser is not None
         copy = self.job.copies_bytes
         parsed = self._parser.parse(block, values=not copy)
-        if copy and parsed.clean and isinstance(part, CsvPart):
+        if copy and parsed.clean and isinstance(part, CsvPart) and _strict(parsed.raw):
             raw = parsed.raw
             part.write_raw(raw if raw.endswith(b"\n") else raw + b"\n")
-            return parsed.rows, []
+            return BlockResult(parsed.rows, [], *parsed.accounted(len(block.data), []))
         if parsed.table is None:
             parsed = self._parser.parse(block, values=True)
         assert parsed.table is not None
-        table, rejects = parsed.table, list(parsed.rejects)
+        table, dropped = parsed.table, []
         rows = np.arange(table.num_rows)
         """The parsed row each row of `table` came from."""
         if self.job.transform is not None:
             table, invalid = self.job.transform.apply(table)
-            for row, reason in invalid:
-                line, text = parsed.row_source(row)
-                rejects.append(Reject(line, reason, text))
+            dropped = [replace(parsed.row_source(row), reason=reason) for row, reason in invalid]
             rows = kept_rows(rows.size, invalid)
         if self.job.processor is not None:
             cp = self.checkpoint
             table, refused = self.job.processor.apply(
                 table, cp.chunk_index, (block.offset, block.end), block.line
             )
-            for row, reason in refused:
-                line, text = parsed.row_source(int(rows[row]))
-                rejects.append(Reject(line, reason, text))
-        rejects.sort(key=lambda r: r.line)
+            dropped += [
+                replace(parsed.row_source(int(rows[row])), reason=reason) for row, reason in refused
+            ]
+        accepted, rejected = parsed.accounted(len(block.data), dropped)
         part.write(table)
-        return table.num_rows, rejects
+        rejects = sorted(parsed.rejects + dropped, key=lambda r: r.line)
+        return BlockResult(table.num_rows, rejects, accepted, rejected)
 
     def _write(
         self,
@@ -308,9 +384,10 @@ class Pipeline:
         data: list[bytes],
         rows: int,
         rejects: list[Reject],
-        start: int,
-        end: int,
+        source_range: tuple[int, int],
+        accepted_bytes: int,
     ) -> None:
+        start, end = source_range
         sink, fmt = self.job.sink, self.job.sink_format
         sink.put(part_name(index, fmt), data)
         rejects_file = None
@@ -330,7 +407,9 @@ class Pipeline:
             sink.put(rejects_name(index, fmt), rejects_data)
             rejects_file = PartFile.of(rejects_name(index, fmt), len(rejects), rejects_data)
         part = PartFile.of(part_name(index, fmt), rows, data)
-        record = ChunkRecord(index, start, end, part, rejects_file)
+        record = ChunkRecord(
+            index, start, end, part, rejects_file, accepted_bytes, end - start - accepted_bytes
+        )
         sink.put(ledger_name(index), [record.to_json().encode()])
 
     @property
@@ -347,5 +426,6 @@ class Pipeline:
             fingerprint=cp.fingerprint,
             fmt=self.job.sink_format,
             columns=self._output_schema.names,
+            source_range=(cp.header_end, cp.bytes_total),
         )
         self._commit(cp.evolve(done=True, updated_at=now_text()))
