@@ -35,6 +35,19 @@ class Header:
     """Line number of the first data record."""
 
 
+_LISTED = 5
+"""Names and positions an error lists at most: the header is the tenant's, the message ours."""
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= 40 else name[:37] + "..."
+
+
+def _positions(at: list[int]) -> str:
+    shown = ", ".join(map(str, at[:_LISTED]))
+    return shown if len(at) <= _LISTED else f"{shown} and {len(at) - _LISTED} more"
+
+
 def check_names(names: list[str], sink_format: str, source_url: str) -> None:
     """Refuse header names that would lose or garble values in the output (see above)."""
     positions: dict[str, list[int]] = defaultdict(list)
@@ -43,7 +56,8 @@ def check_names(names: list[str], sink_format: str, source_url: str) -> None:
     duplicates = {name: at for name, at in positions.items() if len(at) > 1}
     if duplicates:
         listed = "; ".join(
-            f"{name!r} at columns {', '.join(map(str, at))}" for name, at in duplicates.items()
+            f"{_short(name)!r} at columns {_positions(at)}"
+            for name, at in list(duplicates.items())[:_LISTED]
         )
         raise PermanentError(
             f"source {source_url}: the header names a column more than once ({listed}), "
@@ -54,7 +68,7 @@ def check_names(names: list[str], sink_format: str, source_url: str) -> None:
     if empty and sink_format in ("jsonl", "parquet"):
         raise PermanentError(
             f"source {source_url}: the header has an empty column name at column(s) "
-            f"{', '.join(map(str, empty))}, which {sink_format} output cannot name; "
+            f"{_positions(empty)}, which {sink_format} output cannot name; "
             "name it in the source or use a transform"
         )
 

@@ -273,9 +273,10 @@ class Pipeline:
             clear_success(job.sink)
         if job.transform is not None and taken.header:
             job.transform.check_header(taken.header)
-        elif job.transform is None:
-            check_names(taken.header, job.sink_format, job.source.url)
         self._commit(taken)
+        if job.transform is None:
+            # After the commit, so that a header over the checkpoint's bounds says so first.
+            check_names(taken.header, job.sink_format, job.source.url)
         self._parser = BlockParser(taken.header, job.dialect)
         if job.transform is not None:
             self._schema = job.transform.schema

@@ -238,7 +238,7 @@ def test_metrics_are_served_over_http(free_port) -> None:
 
 def test_an_unreachable_source_is_retried_visibly_then_fails(worker_cli, free_port, tmp_path):
     closed = f"http://127.0.0.1:{free_port}/orders.csv"
-    args = _args(tmp_path, 1024, "--retry-for", "1")
+    args = _args(tmp_path, 1024, "--retry-for", "1", "--url-allowlist", "127.0.0.1")
     args[args.index("--source") + 1] = closed
     result = worker_cli.run(*args)
     assert result.returncode == EXIT_PERMANENT_ERROR, result.stderr
