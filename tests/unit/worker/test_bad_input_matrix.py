@@ -47,7 +47,8 @@ class Case:
         return self.by_format.get(fmt, self.expected)
 
 
-WIDE = ",".join(f"c{i}" for i in range(10_000)).encode()
+WIDE = ",".join(f"c{i}" for i in range(4_000)).encode()
+TOO_WIDE = ",".join(f"c{i}" for i in range(10_000)).encode()
 EMPTY_NAME = "the header has an empty column name at column(s) 2"
 
 CASES: dict[str, Case] = {
@@ -78,7 +79,13 @@ CASES: dict[str, Case] = {
     "quoted_newline_in_header": Case(b'"a\nb",c\n1,2\n', Outcome(1)),
     "empty_quoted_values": Case(b'a,b\n"",""\n,\n', Outcome(2)),
     "lossless_values": Case(b'a,b,c\n007,NA,"  x "\nnull,,1e5\n', Outcome(2)),
-    "ten_thousand_columns": Case(WIDE + b"\n" + WIDE + b"\n", Outcome(1)),
+    "four_thousand_columns": Case(WIDE + b"\n" + WIDE + b"\n", Outcome(1)),
+    "ten_thousand_columns": Case(
+        TOO_WIDE + b"\n" + TOO_WIDE + b"\n",
+        Outcome(
+            error="the source's header has 10000 columns, over the limit of 4096 (MAX_COLUMNS)"
+        ),
+    ),
     "field_of_50_mb": Case(b'a,b\n1,"' + b"x" * (50 << 20) + b'"\n2,y\n', Outcome(2)),
     "latin1": Case(
         "k;v\n1;caf\xe9\n".encode("latin-1"),
