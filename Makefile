@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/hack
 export KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
 
-.PHONY: venv binaries prometheus container-tools image cluster cluster-down demo test lint unit bench clean
+.PHONY: venv binaries prometheus container-tools image cluster cluster-down demo test lint unit bench fuzz clean
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml requirements.lock examples/processor/pyproject.toml tests/support/pyproject.toml
@@ -53,6 +53,9 @@ unit: venv prometheus
 
 test: venv binaries prometheus image lint
 	$(PY) -m pytest -q tests/unit tests/cluster examples/processor/tests
+
+fuzz: venv
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-10000} $(PY) -m pytest -q -W ignore tests/unit/worker/test_fuzz_differential.py
 
 bench: venv binaries
 	$(PY) -m pytest -q -s tests/bench

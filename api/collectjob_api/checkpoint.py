@@ -37,6 +37,17 @@ class CheckpointError(ValueError):
 
 
 @dataclass(frozen=True)
+class Retrying:
+    """A transient error the worker is retrying right now (within its retry budget)."""
+
+    reason: Text
+    """SourceUnavailable or SinkUnavailable: the operator's Progressing condition reason."""
+    message: Text
+    """The error, with URLs redacted."""
+    since: Text
+
+
+@dataclass(frozen=True)
 class Checkpoint:
     """Types are strict: a checkpoint is only ever written by `to_json`, so anything else
     (a string offset, a negative count) means it was damaged and must not be trusted."""
@@ -63,6 +74,8 @@ class Checkpoint:
     """A permanent error in the worker's own words; the operator fails the job with it."""
     started_at: Text = ""
     updated_at: Text = ""
+    retrying: Retrying | None = None
+    """Set while a transient error is being retried; cleared by the next commit."""
     version: Count = CHECKPOINT_FORMAT_VERSION
 
     @property

@@ -61,6 +61,12 @@ ENV_JOB_UID = "COLLECTJOB_UID"
 ENV_URL_ALLOWLIST = "COLLECTJOB_URL_ALLOWLIST"
 """Hosts, addresses and CIDRs that really are internal and that sources and S3 endpoints may
 reach (comma-separated); everything not globally routable is refused otherwise."""
+ENV_MAX_RECORD_BYTES = "COLLECTJOB_MAX_RECORD_BYTES"
+"""The longest source record the worker accepts (default 64 MiB); longer is a permanent error."""
+ENV_RETRY_FOR_SECONDS = "COLLECTJOB_RETRY_FOR_SECONDS"
+"""spec.retry.timeoutSeconds: how long transient source/sink errors are retried (default 300)."""
+DEFAULT_MAX_RECORD_BYTES = 64 << 20
+DEFAULT_RETRY_FOR_SECONDS = 300
 
 EXIT_OK = 0
 """Done, or stopped by a signal with everything committed (or the in-flight chunk abandoned)."""

@@ -221,6 +221,10 @@ def _active_verdict(current: JobStatus, status: JobStatus, world: World) -> _Ver
         message = "The worker is processing the source"
         if world.checkpoint_problem:
             message = f"The checkpoint cannot be read: {world.checkpoint_problem}"
+        retrying = world.checkpoint.retrying if world.checkpoint else None
+        if retrying is not None:
+            message = f"Retrying since {retrying.since}: {retrying.message}"
+            return _Verdict(Phase.RUNNING, retrying.reason, message)
         return _Verdict(Phase.RUNNING, "Running", message)
     return _Verdict(Phase.PENDING, "Pending", "Waiting for the worker pod to run")
 

@@ -1,6 +1,9 @@
 """Record boundaries in raw CSV bytes, and deterministic chunk cuts.
 
-A record ends at an LF that is outside quotes. Whether a byte is inside quotes depends only on
+A record ends at a line ending outside quotes: LF, CRLF or a lone CR, in any mix, as Python's
+csv module and pyarrow read them. A CR is a line ending of its own only when the byte after it
+is known and is not LF (or the file ends there), so a buffer that ends in CR leaves that CR
+undecided until the next byte is read. Whether a byte is inside quotes depends only on
 the bytes before it, starting from a record boundary, through this state machine over *runs*
 of consecutive quote characters (it agrees with pyarrow's and Python's CSV parsers, including
 their lenient handling of stray quotes such as `12" pizza`):
@@ -17,9 +20,14 @@ back only a few quotes; if it has to look further, a vectorised numpy pass over 
 block takes over.
 
 A chunk is cut deterministically from `(offset, window)` alone: it ends at the last boundary
-at or before `offset + window`, or, if a single record is longer than the window, at the first
-boundary after it; the end of the file counts as a boundary. So redoing an uncommitted chunk
-after a crash cuts exactly the same bytes, whatever the block size used to read them.
+at or before `offset + window` (a CR in the window's last byte is left undecided), or, if a
+single record is longer than the window, at the first boundary after it; the end of the file
+counts as a boundary. So redoing an uncommitted chunk after a crash cuts exactly the same
+bytes, whatever the block size used to read them.
+
+Memory. No record may be longer than `max_record` bytes: the reader never holds more than
+that much of one record (plus one read) and fails with a permanent error naming the record's
+line instead, so an unterminated quote or a file without newlines cannot exhaust memory.
 """
 
 from __future__ import annotations
@@ -29,8 +37,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from collectjob_api.contract import DEFAULT_MAX_RECORD_BYTES
+from collectjob_worker.errors import PermanentError
+
 LF = 0x0A
 CR = 0x0D
+Buf = bytes | bytearray
 _LOOKBACK_RUNS = 64
 _LOOKBACK_NEWLINES = 64
 
@@ -43,7 +55,7 @@ class Quoting:
     quote: int = ord('"')
 
 
-def _state_by_lookback(buf: bytes, start: int, pos: int, q: Quoting) -> bool | None:
+def _state_by_lookback(buf: Buf, start: int, pos: int, q: Quoting) -> bool | None:
     """Whether `pos` is inside quotes, walking back to the last reset; None if that is too far."""
     quote = bytes((q.quote,))
     toggles = 0
@@ -64,8 +76,13 @@ def _state_by_lookback(buf: bytes, start: int, pos: int, q: Quoting) -> bool | N
     return None
 
 
-def _run_states(a: np.ndarray, q: Quoting) -> tuple[np.ndarray, np.ndarray]:
-    """Start of each quote run in `a`, and whether the state is "inside" right after it."""
+def _run_states(
+    a: np.ndarray, q: Quoting, initial: bool = False, before: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Start of each quote run in `a`, and whether the state is "inside" right after it.
+
+    `initial` is the state before a[0] and `before` the byte before it (None: a record
+    starts at a[0])."""
     qpos = np.flatnonzero(a == q.quote)
     if qpos.size == 0:
         return qpos, qpos.astype(bool)
@@ -74,39 +91,119 @@ def _run_states(a: np.ndarray, q: Quoting) -> tuple[np.ndarray, np.ndarray]:
     ends = qpos[np.r_[breaks, qpos.size - 1]]
     odd = ((ends - starts + 1) & 1).astype(bool)
     prev = a[np.maximum(starts - 1, 0)]
-    at_field_start = (starts == 0) | (prev == q.delimiter) | (prev == LF) | (prev == CR)
+    field_start = before is None or before in (q.delimiter, LF, CR)
+    at_field_start = ((starts == 0) & field_start) | (
+        (starts > 0) & ((prev == q.delimiter) | (prev == LF) | (prev == CR))
+    )
     toggles = np.cumsum(odd & at_field_start)
     reset = odd & ~at_field_start
     last_reset = np.maximum.accumulate(np.where(reset, np.arange(starts.size), -1))
-    base = np.where(last_reset >= 0, toggles[np.maximum(last_reset, 0)], 0)
+    base = np.where(last_reset >= 0, toggles[np.maximum(last_reset, 0)], -int(initial))
     return starts, ((toggles - base) & 1).astype(bool)
 
 
-def boundaries(buf: bytes, start: int, end: int, q: Quoting) -> np.ndarray:
-    """Every record boundary (position just after a record's LF) in buf[start:end]."""
-    a = np.frombuffer(buf, np.uint8, count=end - start, offset=start)
-    newlines = np.flatnonzero(a == LF)
-    run_starts, inside = _run_states(a, q)
-    if run_starts.size:
-        last_run = np.searchsorted(run_starts, newlines) - 1
-        quoted = np.where(last_run >= 0, inside[np.maximum(last_run, 0)], False)
-        newlines = newlines[~quoted]
-    return newlines + (start + 1)
+_SLICE_BYTES = 4 << 20
+"""Vectorised scans go slice by slice, so their temporaries stay a few times this size."""
 
 
-def in_quotes(buf: bytes, start: int, pos: int, q: Quoting) -> bool:
+@dataclass(frozen=True)
+class _Slice:
+    start: int
+    end: int
+    data: np.ndarray
+    runs: np.ndarray
+    inside: np.ndarray
+    initial: bool
+
+    @property
+    def final_state(self) -> bool:
+        return bool(self.inside[-1]) if self.runs.size else self.initial
+
+
+def _slices(buf: Buf, start: int, end: int, q: Quoting) -> Iterator[_Slice]:
+    """The quote states of buf[start:end] (a record starts at `start`), one slice at a time;
+    a slice never ends inside a run of quotes."""
+    s, state = start, False
+    while s < end:
+        e = min(s + _SLICE_BYTES, end)
+        while e < end and buf[e - 1] == q.quote and buf[e] == q.quote:
+            e += 1
+        a = np.frombuffer(buf, np.uint8, count=e - s, offset=s)
+        runs, inside = _run_states(a, q, state, None if s == start else buf[s - 1])
+        piece = _Slice(s, e, a, runs, inside, state)
+        yield piece
+        state, s = piece.final_state, e
+
+
+def line_ends(a: np.ndarray, final: bool = True) -> np.ndarray:
+    """Positions in `a` of every LF and every lone CR (a CR whose next byte is not LF); a CR
+    in the last byte counts only if `final` (nothing follows it)."""
+    ends = a == LF
+    lone_cr = a == CR
+    lone_cr[:-1] &= ~ends[1:]
+    if lone_cr.size and not final:
+        lone_cr[-1] = False
+    return np.flatnonzero(ends | lone_cr)
+
+
+def boundaries(buf: Buf, start: int, end: int, q: Quoting, final: bool = True) -> np.ndarray:
+    """Every record boundary (position just after a record's line ending) in buf[start:end].
+
+    A CR at end-1 is a line ending if `final`, or if the byte at `end` is known and not LF."""
+    found = [np.zeros(0, np.int64)]
+    for piece in _slices(buf, start, end, q):
+        after = piece.end < len(buf) and buf[piece.end] != LF
+        newlines = line_ends(piece.data, after or (piece.end == end and final))
+        if piece.runs.size:
+            last_run = np.searchsorted(piece.runs, newlines) - 1
+            quoted = np.where(last_run >= 0, piece.inside[np.maximum(last_run, 0)], piece.initial)
+            newlines = newlines[~quoted]
+        elif piece.initial:
+            newlines = newlines[:0]
+        found.append(newlines + (piece.start + 1))
+    return np.concatenate(found)
+
+
+def in_quotes(buf: Buf, start: int, pos: int, q: Quoting) -> bool:
     """Whether position `pos` is inside a quoted field, given a record starts at `start`."""
     state = _state_by_lookback(buf, start, pos, q)
     if state is not None:
         return state
-    a = np.frombuffer(buf, np.uint8, count=pos - start, offset=start)
-    run_starts, inside = _run_states(a, q)
-    return bool(inside[-1]) if run_starts.size else False
+    for piece in _slices(buf, start, pos, q):
+        state = piece.final_state
+    return bool(state)
 
 
-def _follow(buf: bytes, start: int, q: Quoting, p: int, step: Callable[[int], int]) -> int | None:
-    """From the LF at `p`, stepping to the next candidate LF with `step`, the boundary after
-    the first LF outside quotes; -1 if there is none, None if that takes too long to tell."""
+def _lone_cr(buf: Buf, i: int, final: bool) -> bool:
+    """Whether the CR at `i` ends a line by itself; at the end of buf, whether it is `final`."""
+    return buf[i + 1] != LF if i + 1 < len(buf) else final
+
+
+def _prev_line_end(buf: Buf, start: int, hi: int, final: bool) -> int:
+    """The last LF or lone CR in buf[start:hi], or -1."""
+    lf = buf.rfind(b"\n", start, hi)
+    j = hi
+    while (cr := buf.rfind(b"\r", max(lf + 1, start), j)) >= 0:
+        if _lone_cr(buf, cr, final):
+            return cr
+        j = cr
+    return lf
+
+
+def _next_line_end(buf: Buf, lo: int, final: bool) -> int:
+    """The first LF or lone CR in buf[lo:], or -1."""
+    lf = buf.find(b"\n", lo)
+    j = lo
+    while (cr := buf.find(b"\r", j, lf if lf >= 0 else len(buf))) >= 0:
+        if _lone_cr(buf, cr, final):
+            return cr
+        j = cr + 1
+    return lf
+
+
+def _follow(buf: Buf, start: int, q: Quoting, p: int, step: Callable[[int], int]) -> int | None:
+    """From the line ending at `p`, stepping to the next candidate with `step`, the boundary
+    after the first one outside quotes; -1 if there is none, None if that takes too long."""
     for _ in range(_LOOKBACK_NEWLINES):
         if p < 0:
             return -1
@@ -119,29 +216,40 @@ def _follow(buf: bytes, start: int, q: Quoting, p: int, step: Callable[[int], in
     return None
 
 
-def last_boundary(buf: bytes, start: int, end: int, q: Quoting) -> int:
-    """Position just after the last record-ending LF in buf[start:end], or -1 if none."""
-    found = _follow(
-        buf, start, q, buf.rfind(b"\n", start, end), lambda p: buf.rfind(b"\n", start, p)
-    )
+def last_boundary(buf: Buf, start: int, end: int, q: Quoting, final: bool = True) -> int:
+    """Position just after the last record-ending line ending in buf[start:end], or -1.
+
+    `final`: nothing follows buf[:end] (else a CR at end-1 is undecided unless buf goes on)."""
+
+    def prev(hi: int) -> int:
+        return _prev_line_end(buf, start, hi, final)
+
+    found = _follow(buf, start, q, prev(end), prev)
     if found is not None:
         return found
-    every = boundaries(buf, start, end, q)
+    every = boundaries(buf, start, end, q, final)
     return int(every[-1]) if every.size else -1
 
 
-def first_boundary(buf: bytes, start: int, after: int, q: Quoting) -> int:
-    """Position just after the first record-ending LF at or after `after`, or -1 if none."""
-    found = _follow(buf, start, q, buf.find(b"\n", after), lambda p: buf.find(b"\n", p + 1))
+def first_boundary(buf: Buf, start: int, after: int, q: Quoting, final: bool = True) -> int:
+    """Position just after the first record-ending line ending at or after `after`, or -1."""
+    found = _follow(
+        buf,
+        start,
+        q,
+        _next_line_end(buf, after, final),
+        lambda p: _next_line_end(buf, p + 1, final),
+    )
     if found is not None:
         return found
-    every = boundaries(buf, start, len(buf), q)
+    every = boundaries(buf, start, len(buf), q, final)
     every = every[every > after]
     return int(every[0]) if every.size else -1
 
 
-def count_lines(data: bytes | memoryview) -> int:
-    return int(np.count_nonzero(np.frombuffer(data, np.uint8) == LF))
+def count_lines(data: Buf) -> int:
+    """Lines as Python's csv module counts them: LF, CRLF and a lone CR each end one."""
+    return data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
 
 
 @dataclass(frozen=True)
@@ -170,6 +278,25 @@ def _block(data: bytes, offset: int, line: int, unterminated: bool = False) -> B
     return Block(data, offset, line, count_lines(data), unterminated)
 
 
+class RecordTooLong(PermanentError):
+    """A record is longer than the job's maximum record size."""
+
+
+def _check_record(pending: int, max_record: int, line: int, offset: int) -> None:
+    if pending > max_record:
+        raise RecordTooLong(
+            f"the record starting at line {line} (byte {offset}) is longer than the maximum "
+            f"record size of {max_record:,} bytes: an unterminated quote, a file without line "
+            "endings, or a record that needs a higher limit (maxRecordBytes)"
+        )
+
+
+def _take(buf: bytearray, cut: int) -> bytes:
+    """buf[:cut] as bytes, copied once."""
+    with memoryview(buf) as view:
+        return bytes(view[:cut])
+
+
 def iter_chunk(
     read: Callable[[int, int], bytes],
     *,
@@ -179,59 +306,68 @@ def iter_chunk(
     size: int,
     block_bytes: int,
     quoting: Quoting,
+    max_record: int = DEFAULT_MAX_RECORD_BYTES,
 ) -> Iterator[Block]:
     """Yield the chunk starting at `offset` as blocks of whole records, reading `block_bytes`
     at a time so the first rows are available before the whole chunk is read.
 
-    `read(offset, n)` returns up to n bytes. The cut does not depend on `block_bytes`.
+    `read(offset, n)` returns up to n bytes. The cut does not depend on `block_bytes`. The
+    unfinished record held between reads never exceeds `max_record` + 1 bytes.
     """
     window_end = min(offset + max(window, 1), size)
-    buf = b""
+    buf = bytearray()
     pos = read_pos = offset
     emitted = extending = False
     scanned = 0
     while True:
         limit = size if extending else window_end
-        n = min(block_bytes, limit - read_pos)
+        n = min(block_bytes, limit - read_pos, max_record + 1 - len(buf))
         if n > 0:
             data = read(read_pos, n)
             if not data:
                 raise OSError(f"source ended at byte {read_pos}, expected {size} bytes")
-            buf = buf + data if buf else data
+            buf += data
             read_pos += len(data)
         if extending:
-            cut = first_boundary(buf, 0, scanned, quoting)
+            cut = first_boundary(buf, 0, scanned, quoting, final=False)
             if cut > 0:
-                yield _block(buf[:cut], pos, line)
+                _check_record(cut, max_record, line, pos)
+                yield _block(_take(buf, cut), pos, line)
                 return
-            scanned = len(buf)
+            scanned = max(len(buf) - 1, 0)
         if read_pos >= size:
-            yield from _final_blocks(buf, pos, line, quoting)
+            yield from _final_blocks(buf, pos, line, quoting, max_record)
             return
-        if extending:
-            continue
-        cut = last_boundary(buf, 0, len(buf), quoting)
-        if cut > 0:
-            block = _block(buf[:cut], pos, line)
-            yield block
-            emitted = True
-            buf, pos, line = buf[cut:], block.end, block.end_line
-        if read_pos >= window_end:
-            if emitted:
-                return
-            extending = True
+        if not extending:
+            cut = last_boundary(buf, 0, len(buf), quoting, final=False)
+            if cut > 0:
+                block = _block(_take(buf, cut), pos, line)
+                yield block
+                emitted = True
+                buf, pos, line = buf[cut:], block.end, block.end_line
+            if read_pos >= window_end:
+                if emitted:
+                    return
+                extending = True
+        _check_record(len(buf), max_record, line, pos)
 
 
-def _final_blocks(buf: bytes, pos: int, line: int, quoting: Quoting) -> Iterator[Block]:
+def _final_blocks(
+    buf: bytearray, pos: int, line: int, quoting: Quoting, max_record: int
+) -> Iterator[Block]:
     """The rest of the file: whole records, then possibly one with an unterminated quote."""
     if not buf:
         return
     if not in_quotes(buf, 0, len(buf), quoting):
-        yield _block(buf, pos, line)
+        if len(buf) > max_record:
+            last = max(last_boundary(buf, 0, len(buf) - 1, quoting), 0)
+            _check_record(len(buf) - last, max_record, line + count_lines(buf[:last]), pos + last)
+        yield _block(_take(buf, len(buf)), pos, line)
         return
     cut = last_boundary(buf, 0, len(buf), quoting)
     if cut > 0:
-        block = _block(buf[:cut], pos, line)
+        block = _block(_take(buf, cut), pos, line)
         yield block
         buf, pos, line = buf[cut:], block.end, block.end_line
-    yield _block(buf, pos, line, unterminated=True)
+    _check_record(len(buf), max_record, line, pos)
+    yield _block(_take(buf, len(buf)), pos, line, unterminated=True)

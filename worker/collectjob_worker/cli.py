@@ -24,7 +24,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,10 @@ from collectjob_api.contract import (
     COMPRESSIONS,
     DEFAULT_CHUNK_BYTES,
     DEFAULT_GRACE_SECONDS,
+    DEFAULT_MAX_RECORD_BYTES,
+    DEFAULT_RETRY_FOR_SECONDS,
+    ENV_MAX_RECORD_BYTES,
+    ENV_RETRY_FOR_SECONDS,
     ENV_URL_ALLOWLIST,
     EXIT_FAILED,
     EXIT_FENCED,
@@ -50,10 +54,11 @@ from collectjob_worker.dialect import Dialect
 from collectjob_worker.errors import CheckpointConflict, PermanentError, WorkerError
 from collectjob_worker.formats import FORMATS
 from collectjob_worker.metrics import WorkerMetrics
-from collectjob_worker.pipeline import Job, Outcome, Pipeline
+from collectjob_worker.pipeline import MIN_COMMIT_SECONDS, Job, Outcome, Pipeline
 from collectjob_worker.processors import ProcessorError, ProcessorRunner
 from collectjob_worker.processors.runner import JobRef
 from collectjob_worker.progress import ProgressReporter, describe
+from collectjob_worker.retry import RetryReporter
 from collectjob_worker.sinks import open_sink
 from collectjob_worker.sources import open_source
 from collectjob_worker.supervise import run_supervised
@@ -76,6 +81,24 @@ def _parser() -> argparse.ArgumentParser:
     local.add_argument("--compression", choices=COMPRESSIONS, default="snappy", help="parquet")
     local.add_argument("--schema", type=Path, help="transform, JSON or YAML (see transform.py)")
     local.add_argument("--chunk-bytes", type=_positive, default=DEFAULT_CHUNK_BYTES)
+    local.add_argument(
+        "--max-record-bytes",
+        type=_positive,
+        default=DEFAULT_MAX_RECORD_BYTES,
+        help="a longer source record is a permanent error (default 64 MiB)",
+    )
+    local.add_argument(
+        "--retry-for",
+        type=_seconds,
+        default=DEFAULT_RETRY_FOR_SECONDS,
+        help="seconds to retry an unavailable source or sink before failing (default 300)",
+    )
+    local.add_argument(
+        "--min-commit-seconds",
+        type=_seconds,
+        default=MIN_COMMIT_SECONDS,
+        help="least work per checkpoint commit; smaller chunks are coalesced (default 0.25)",
+    )
     local.add_argument("--state", required=True, type=Path, help="checkpoint file")
     local.add_argument("--metrics-port", type=int, help="serve /metrics on 127.0.0.1:PORT")
     local.add_argument(
@@ -108,6 +131,25 @@ def _positive(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text}")
+    return value
+
+
+def _env_number(env: Mapping[str, str], name: str, default: float) -> float:
+    """A positive number from the operator's env, or a clear error naming the variable."""
+    text = env.get(name) or str(default)
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ValueError(f"{name} must be a positive number, got {text!r}")
     return value
 
 
@@ -189,6 +231,7 @@ def _cluster_processor(identity: WorkerIdentity, metrics: WorkerMetrics) -> Proc
 
 
 def local(args: argparse.Namespace) -> int:
+    retries = RetryReporter(args.retry_for)
     metrics = WorkerMetrics("local", args.state.stem)
     try:
         dialect = Dialect(args.delimiter, args.quote, args.encoding, args.header)
@@ -197,8 +240,10 @@ def local(args: argparse.Namespace) -> int:
             os.environ[ENV_URL_ALLOWLIST] = args.url_allowlist
         store = FileCheckpointStore(args.state)
         job = Job(
-            source=open_source(args.source),
-            sink=open_sink(args.sink, owner=store.owner_id()),
+            source=open_source(args.source, retries.backoff("SourceUnavailable")),
+            sink=open_sink(
+                args.sink, owner=store.owner_id(), backoff=retries.backoff("SinkUnavailable")
+            ),
             sink_format=args.sink_format,
             dialect=dialect,
             transform=transform,
@@ -207,6 +252,8 @@ def local(args: argparse.Namespace) -> int:
             chunk_bytes=args.chunk_bytes,
             processor=_local_processor(args, metrics),
             compression=args.compression,
+            max_record_bytes=args.max_record_bytes,
+            min_commit_seconds=args.min_commit_seconds,
         )
     except PermanentError as e:
         log.error("%s", e)
@@ -215,6 +262,7 @@ def local(args: argparse.Namespace) -> int:
         metrics.serve(args.metrics_port, "127.0.0.1")
     progress = ProgressReporter(sys.stderr, sys.stderr.isatty())
     pipeline = Pipeline(job, metrics, threading.Event(), on_commit=progress.update)
+    retries.listeners += [progress.retrying, pipeline.note_retrying]
     return _execute(pipeline, args.grace_seconds, on_exit=progress.end_line)
 
 
@@ -273,9 +321,21 @@ def run() -> int:
     config = identity.config
     metrics = WorkerMetrics(identity.namespace, identity.job)
     try:
+        retries = RetryReporter(
+            _env_number(os.environ, ENV_RETRY_FOR_SECONDS, DEFAULT_RETRY_FOR_SECONDS)
+        )
+        max_record = int(_env_number(os.environ, ENV_MAX_RECORD_BYTES, DEFAULT_MAX_RECORD_BYTES))
+    except ValueError as e:
+        error = PermanentError(str(e))
+        log.error("permanent error: %s", error)
+        _record_setup_error(store, error)
+        return EXIT_PERMANENT_ERROR
+    try:
         job = Job(
-            source=open_source(config.source.url),
-            sink=open_sink(config.sink.url, owner=owner),
+            source=open_source(config.source.url, retries.backoff("SourceUnavailable")),
+            sink=open_sink(
+                config.sink.url, owner=owner, backoff=retries.backoff("SinkUnavailable")
+            ),
             sink_format=config.sink.format,
             dialect=Dialect.from_source(config.source),
             transform=Transform.from_dict(config.transform) if config.transform else None,
@@ -284,6 +344,7 @@ def run() -> int:
             chunk_bytes=config.chunk_bytes,
             processor=_cluster_processor(identity, metrics),
             compression=config.sink.options.compression,
+            max_record_bytes=max_record,
         )
     except PermanentError as e:
         log.error("permanent error: %s", e)
@@ -295,6 +356,7 @@ def run() -> int:
     except OSError as e:
         log.warning("not serving metrics on %s:%d: %s", address, config.metrics_port, e.strerror)
     pipeline = Pipeline(job, metrics, threading.Event())
+    retries.listeners.append(pipeline.note_retrying)
     code = _execute(pipeline, identity.grace_seconds)
     if code == EXIT_OK and pipeline.checkpoint.done and not pipeline.stop.is_set():
         return idle_until_stopped()

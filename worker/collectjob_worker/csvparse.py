@@ -8,6 +8,12 @@ Records with the wrong number of fields, records that do not decode in the sourc
 and a record left open by an unterminated quote at end of file become rejects, each with its
 source line number and the reason. A blank line is not a record when there are several
 columns (as in pandas and Python's csv.DictReader); with a single column it is an empty value.
+Lines end in LF, CRLF or a lone CR, in any mix (pyarrow reads all three, as does the scan).
+
+Conservation. Every byte of a block belongs to an accepted row, a reject or a blank line
+(counted as accepted: it separates rows and carries no value). `ParsedBlock.accounted` proves
+it for each block by matching pyarrow's rows and invalid rows to the records of an independent
+boundary scan; a block that cannot be matched is an error (Unaccounted), never a success.
 
 When the values are not needed (csv to csv with no transform and an RFC 4180 source), only
 the first column is converted: the rows are validated and counted, and the output is the
@@ -24,10 +30,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from collectjob_worker.chunking import CR, LF, Block, Quoting, boundaries
+from collectjob_worker.chunking import CR, LF, Block, Quoting, boundaries, line_ends
 from collectjob_worker.dialect import Dialect
+from collectjob_worker.errors import PermanentError
 
-_BLANK_LINE = re.compile(rb"\n\r?\n")
+_BLANK_LINE = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?:\n|\r)")
+
+
+class Unaccounted(PermanentError):
+    """Some bytes of a block ended up in neither a row nor a reject: a bug, never a success."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +46,8 @@ class Reject:
     line: int
     reason: str
     record: str
+    size: int
+    """Source bytes of the rejected record, for the conservation check."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +59,8 @@ class _Records:
     ends: np.ndarray
     lines: np.ndarray
     encoding: str
+    blank: int = 0
+    """Bytes of blank lines between the records, which are not records."""
 
     def __len__(self) -> int:
         return int(self.starts.size)
@@ -59,6 +74,13 @@ class _Records:
         raw = raw[:-1] if raw.endswith(b"\r") else raw
         return raw.decode(self.encoding, errors="replace")
 
+    def size(self, k: int) -> int:
+        return int(self.ends[k] - self.starts[k])
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return self.ends - self.starts
+
     def line(self, k: int) -> int:
         return int(self.lines[k])
 
@@ -67,7 +89,9 @@ class _Records:
         pieces = [self.raw(int(k)) for k in keep]
         sizes = np.fromiter((len(p) for p in pieces), np.int64, len(pieces))
         ends = np.cumsum(sizes)
-        return _Records(b"".join(pieces), ends - sizes, ends, self.lines[keep], self.encoding)
+        return _Records(
+            b"".join(pieces), ends - sizes, ends, self.lines[keep], self.encoding, self.blank
+        )
 
     @classmethod
     def empty(cls) -> _Records:
@@ -81,17 +105,18 @@ class _Records:
         if not ends.size or ends[-1] != len(data):
             ends = np.append(ends, len(data))
         starts = np.r_[0, ends[:-1]]
-        newlines = np.flatnonzero(np.frombuffer(data, np.uint8) == LF)
-        lines = np.asarray(np.searchsorted(newlines, starts), np.int64) + block.line
+        a = np.frombuffer(data, np.uint8)
+        lines = np.asarray(np.searchsorted(line_ends(a), starts), np.int64) + block.line
+        blank = 0
         if skip_blank:
-            a = np.frombuffer(data, np.uint8)
             body = ends - starts
             last = a[np.maximum(ends - 1, 0)]
-            body -= last == LF
+            body -= (last == LF) | (last == CR)
             body -= (last == LF) & (a[np.maximum(ends - 2, 0)] == CR) & (ends - starts >= 2)
             keep = body > 0
+            blank = int((ends - starts)[~keep].sum())
             starts, ends, lines = starts[keep], ends[keep], lines[keep]
-        return cls(data, starts, ends, lines, encoding)
+        return cls(data, starts, ends, lines, encoding, blank)
 
 
 @dataclass
@@ -105,21 +130,53 @@ class ParsedBlock:
     raw: bytes = field(repr=False)
     clean: bool
     """Every record became a row: `raw` holds exactly the accepted rows, as in the source."""
+    line_per_row: bool
+    """Each line of `raw` is one row (so every byte belongs to a row)."""
     scan: Callable[[], _Records] = field(repr=False)
     records: _Records | None = None
     row_records: np.ndarray | None = None
     """Index into `records` of each row, once known."""
 
-    def row_source(self, row: int) -> tuple[int, str]:
-        """Source line and text of a row, for a reject found after parsing (by a transform)."""
+    def _mapped(self) -> tuple[_Records, np.ndarray] | None:
+        """The records and the record of each row, if rows and records can be matched."""
         if self.records is None:
             records = self.scan()
             if len(records) == self.rows:
                 self.records, self.row_records = records, np.arange(len(records))
         if self.records is None or self.row_records is None:
-            return self.line, ""
-        k = int(self.row_records[row])
-        return self.records.line(k), self.records.text(k)
+            return None
+        return self.records, self.row_records
+
+    def row_source(self, row: int) -> Reject:
+        """A reject for a row refused after parsing (by a transform), without its reason."""
+        mapped = self._mapped()
+        if mapped is None:
+            return Reject(self.line, "", "", 0)
+        records, rows = mapped
+        k = int(rows[row])
+        return Reject(records.line(k), "", records.text(k), records.size(k))
+
+    def accounted(self, length: int, dropped: list[Reject]) -> tuple[int, int]:
+        """Accepted and rejected bytes of this block of `length` source bytes, given the rows
+        `dropped` by a transform. Raises Unaccounted unless they add up to `length`."""
+        rejected = sum(r.size for r in self.rejects) + sum(r.size for r in dropped)
+        if self.clean and self.line_per_row and not self.rejects:
+            accepted = length - rejected
+        else:
+            mapped = self._mapped()
+            if mapped is None or len(mapped[1]) != self.rows:
+                raise Unaccounted(
+                    f"{self.rows} rows and {len(self.rejects)} rejects do not match the "
+                    f"records from line {self.line}"
+                )
+            records, rows = mapped
+            accepted = int(records.sizes[rows].sum()) + records.blank - sum(r.size for r in dropped)
+        if accepted + rejected != length:
+            raise Unaccounted(
+                f"{accepted} accepted and {rejected} rejected bytes from line {self.line} do "
+                f"not add up to the block's {length} bytes"
+            )
+        return accepted, rejected
 
 
 class BlockParser:
@@ -137,7 +194,8 @@ class BlockParser:
         if block.unterminated:
             records = _Records.scan(block, self.quoting, False, self.dialect.encoding)
             reason = "unterminated quoted field: the file ends inside a quoted value"
-            return self._empty(block.line, [Reject(block.line, reason, records.text(0))])
+            reject = Reject(block.line, reason, records.text(0), len(block.data))
+            return self._empty(block.line, [reject])
         if not values and self.dialect.is_utf8 and not _is_utf8(block.data):
             return self._parse_undecodable(block, values)
         try:
@@ -145,7 +203,10 @@ class BlockParser:
                 block.line, block.data, values, lambda: self._scan(block), block.newlines
             )
         except (pa.ArrowInvalid, UnicodeDecodeError) as e:
-            if "UTF" not in str(e) and not isinstance(e, UnicodeDecodeError):
+            # pyarrow also fails (without saying UTF) when an invalid row it reports to the
+            # handler does not decode.
+            undecodable = self.dialect.is_utf8 and not _is_utf8(block.data)
+            if "UTF" not in str(e) and not isinstance(e, UnicodeDecodeError) and not undecodable:
                 raise
             return self._parse_undecodable(block, values)
 
@@ -158,7 +219,7 @@ class BlockParser:
     def _empty(self, line: int, rejects: list[Reject]) -> ParsedBlock:
         empty = [pa.nulls(0, pa.string()) for _ in self._names]
         table = self._table(pa.Table.from_arrays(empty, names=self._names))
-        return ParsedBlock(line, 0, table, rejects, b"", False, lambda: _Records.empty())
+        return ParsedBlock(line, 0, table, rejects, b"", False, True, lambda: _Records.empty())
 
     def _parse_undecodable(self, block: Block, values: bool) -> ParsedBlock:
         """Slow path: reject the records that do not decode, then parse the others."""
@@ -170,10 +231,12 @@ class BlockParser:
                 good.append(k)
             except UnicodeDecodeError as e:
                 reason = f"not valid {self.dialect.encoding} at byte {e.start} of the record"
-                rejects.append(Reject(records.line(k), reason, records.text(k)))
+                rejects.append(Reject(records.line(k), reason, records.text(k), records.size(k)))
         kept = records.subset(np.asarray(good, np.int64))
         if not len(kept):
-            return self._empty(block.line, rejects)
+            empty = self._empty(block.line, rejects)
+            empty.records, empty.row_records = kept, np.zeros(0, np.int64)
+            return empty
         parsed = self._parse_records(block.line, kept.data, values, lambda: kept, None)
         parsed.rejects = sorted(rejects + parsed.rejects, key=lambda r: r.line)
         parsed.clean = False
@@ -222,10 +285,19 @@ class BlockParser:
             ),
         )
         # With one column a blank line is an empty value, which a copy must spell out as "".
-        rows_per_line = table.num_rows if self.skip_blank else None
-        clean = not invalid and not _may_have_blank_lines(data, rows_per_line, newlines)
+        line_per_row = newlines is not None and table.num_rows == newlines + (
+            not data.endswith((b"\n", b"\r"))
+        )
+        clean = not invalid and not _may_have_blank_lines(data, line_per_row and self.skip_blank)
         parsed = ParsedBlock(
-            line, table.num_rows, self._table(table) if values else None, [], data, clean, scan
+            line,
+            table.num_rows,
+            self._table(table) if values else None,
+            [],
+            data,
+            clean,
+            line_per_row,
+            scan,
         )
         if not clean:
             self._locate(parsed, scan(), invalid)
@@ -234,24 +306,23 @@ class BlockParser:
     def _locate(self, parsed: ParsedBlock, records: _Records, invalid: list[_Invalid]) -> None:
         """Turn pyarrow's invalid rows (numbered among records) into rejects with lines.
 
-        The numbering agrees with our record scan when lines end in LF or CRLF; a lone CR
-        (which pyarrow also takes as a line end) can break that, and then the reject carries
-        the line where its block starts.
+        Both number records the same way (the scan finds the line endings pyarrow does); if
+        they ever disagree the block cannot be accounted for, which is an error.
         """
         expected = len(self.header)
         skipped = np.asarray([bad.number - 1 for bad in invalid], np.int64)
         rows = np.setdiff1d(np.arange(len(records)), skipped)
         if rows.size != parsed.rows or (skipped.size and skipped.max() >= len(records)):
-            parsed.rejects = [
-                Reject(parsed.line, f"expected {expected} fields, found {bad.fields}", bad.text)
-                for bad in invalid
-            ]
-            return
+            raise Unaccounted(
+                f"{parsed.rows} rows and {len(invalid)} invalid records do not match the "
+                f"{len(records)} records from line {parsed.line}"
+            )
         parsed.rejects = [
             Reject(
                 records.line(int(k)),
                 f"expected {expected} fields, found {bad.fields}",
                 records.text(int(k)),
+                records.size(int(k)),
             )
             for k, bad in zip(skipped, invalid, strict=True)
         ]
@@ -265,12 +336,13 @@ class _Invalid:
     text: str
 
 
-def _may_have_blank_lines(data: bytes, rows: int | None, newlines: int | None) -> bool:
+def _may_have_blank_lines(data: bytes, line_per_row: bool) -> bool:
     """Whether a block may hold blank lines, which a byte-exact copy must not carry over.
 
-    Cheap when every line is known to be one row; otherwise a search for an empty line.
+    Cheap when every line is known to be one row (and blank lines are not rows); otherwise a
+    search for an empty line.
     """
-    if rows is not None and newlines is not None and rows == newlines + (not data.endswith(b"\n")):
+    if line_per_row:
         return False
     return data[:1] in (b"\n", b"\r") or _BLANK_LINE.search(data) is not None
 

@@ -33,11 +33,13 @@ class Dialect:
         if self.delimiter == self.quote:
             raise PermanentError(f"source delimiter and quote are both {self.delimiter!r}")
         try:
-            codecs.lookup(self.encoding)
+            probe = "\n\r" + self.delimiter + self.quote
+            encoded = probe.encode(self.encoding, errors="replace")
         except LookupError:
-            raise PermanentError(f"unknown source encoding {self.encoding!r}") from None
-        probe = "\n\r" + self.delimiter + self.quote
-        if probe.encode(self.encoding, errors="replace") != probe.encode("ascii"):
+            raise PermanentError(
+                f"unknown source encoding {self.encoding!r}: not a text encoding Python knows"
+            ) from None
+        if encoded != probe.encode("ascii"):
             raise PermanentError(
                 f"source encoding {self.encoding!r} is not ASCII-compatible; "
                 "use one such as utf-8, latin-1 or cp1252"

@@ -75,6 +75,10 @@ class ChunkRecord:
     source_end: int
     part: PartFile
     rejects: PartFile | None = None
+    bytes_accepted: int = 0
+    """Source bytes of the rows in `part` (and of blank lines between them)."""
+    bytes_rejected: int = 0
+    """Source bytes of the records in `rejects`; the two add up to the chunk's length."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -88,6 +92,8 @@ class ChunkRecord:
             source_end=raw["source_end"],
             part=PartFile(**raw["part"]),
             rejects=PartFile(**rejects) if rejects else None,
+            bytes_accepted=raw.get("bytes_accepted", 0),
+            bytes_rejected=raw.get("bytes_rejected", 0),
         )
 
 
@@ -100,6 +106,10 @@ class Manifest:
     rows: int
     rejected: int
     chunks: list[ChunkRecord]
+    bytes_header: int = 0
+    bytes_accepted: int = 0
+    bytes_rejected: int = 0
+    """The three add up to the source's size."""
     version: int = 1
 
     @property
@@ -142,9 +152,19 @@ def _leftovers(sink: SinkStore, chunks: int, keep: set[str]) -> list[str]:
 
 
 def finalize(
-    sink: SinkStore, *, chunks: int, source: str, fingerprint: str, fmt: str, columns: list[str]
+    sink: SinkStore,
+    *,
+    chunks: int,
+    source: str,
+    fingerprint: str,
+    fmt: str,
+    columns: list[str],
+    source_range: tuple[int, int],
 ) -> Manifest:
     """Write the manifest from the ledger, remove everything else we wrote, then _SUCCESS.
+
+    The committed chunks must cover `source_range` (the data after the header, to the end)
+    without gap or overlap, each accounted for, or there is no success.
 
     Safe to repeat after a crash at any point: an existing manifest for the same source and
     chunk count is reused, since the ledger it was built from may already be gone.
@@ -152,6 +172,7 @@ def finalize(
     manifest = _existing(sink, chunks, fingerprint)
     if manifest is None:
         records = [_ledger_entry(sink, i) for i in range(chunks)]
+        _check_coverage(sink, records, source_range)
         manifest = Manifest(
             source=source,
             fingerprint=fingerprint,
@@ -160,11 +181,34 @@ def finalize(
             rows=sum(r.part.rows for r in records),
             rejected=sum(r.rejects.rows for r in records if r.rejects),
             chunks=records,
+            bytes_header=source_range[0],
+            bytes_accepted=sum(r.bytes_accepted for r in records),
+            bytes_rejected=sum(r.bytes_rejected for r in records),
         )
         sink.put(MANIFEST, [manifest.to_json().encode()])
     sink.delete(_leftovers(sink, chunks, manifest.files | {MANIFEST, SUCCESS}))
     sink.put(SUCCESS, [])
     return manifest
+
+
+def _check_coverage(
+    sink: SinkStore, records: list[ChunkRecord], source_range: tuple[int, int]
+) -> None:
+    position, end = source_range
+    for r in records:
+        if r.source_start != position or r.bytes_accepted + r.bytes_rejected != (
+            r.source_end - r.source_start
+        ):
+            raise PermanentError(
+                f"sink {sink.url}: chunk {r.index} covers source bytes {r.source_start}-"
+                f"{r.source_end} with {r.bytes_accepted} accepted and {r.bytes_rejected} "
+                f"rejected bytes, expected to start at {position} and add up; not a success"
+            )
+        position = r.source_end
+    if position != end:
+        raise PermanentError(
+            f"sink {sink.url}: the chunks end at source byte {position}, expected {end}"
+        )
 
 
 def _existing(sink: SinkStore, chunks: int, fingerprint: str) -> Manifest | None:

@@ -25,29 +25,44 @@ put in place). A cause that persists is met, and recorded, again.
 Promptness. Each chunk aims at about one second of work (TARGET_CHUNK_SECONDS), within
 `chunk_bytes`, so a stop request is honoured quickly. The size of the next chunk is decided
 when a chunk commits and is stored in the checkpoint, which keeps redo cuts deterministic.
+
+Commit rate. A chunk is never sized below MIN_COMMIT_SECONDS of work at the measured rate,
+even above `chunk_bytes` (up to MAX_COALESCED_BYTES): tiny chunks are coalesced so the
+checkpoint is written at most a few times a second, whatever `chunkBytes` says.
+
+Conservation. Every chunk's source bytes are accounted for: accepted plus rejected bytes
+equal the chunk's length (blocks contiguous, each block proven by `ParsedBlock.accounted`),
+or the job fails naming the chunk and its byte range. The ledger and `_manifest.json` record
+both sums.
+
+Retries. Sources and sinks retry transient errors within the job's retry budget; while they
+do, `note_retrying` records the reason in the checkpoint (`retrying`), which the operator
+shows as condition Progressing with that reason, and the next commit clears it.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
 
-from collectjob_api.checkpoint import Checkpoint
+from collectjob_api.checkpoint import Checkpoint, Retrying
+from collectjob_api.contract import DEFAULT_MAX_RECORD_BYTES
 from collectjob_api.rfc3339 import now_text
 from collectjob_worker.checkpoint_store import CheckpointStore
 from collectjob_worker.chunking import Block, Quoting, iter_chunk
-from collectjob_worker.csvparse import BlockParser, Reject
+from collectjob_worker.csvparse import BlockParser, Unaccounted
 from collectjob_worker.dialect import Dialect
 from collectjob_worker.errors import CheckpointConflict, PermanentError, SourceChanged, WorkerError
 from collectjob_worker.formats import FORMATS, REJECT_SCHEMA, PartWriter, part_writer
-from collectjob_worker.header import read_header
+from collectjob_worker.header import check_names, read_header
 from collectjob_worker.manifest import (
     ChunkRecord,
     PartFile,
@@ -66,6 +81,13 @@ from collectjob_worker.transform import Transform
 
 log = logging.getLogger(__name__)
 TARGET_CHUNK_SECONDS = 1.0
+MIN_COMMIT_SECONDS = 0.25
+"""A chunk is at least this much work at the measured rate: at most ~4 commits a second."""
+MAX_COALESCED_BYTES = 64 << 20
+"""How far above `chunk_bytes` coalescing may grow a chunk (its part is built in memory)."""
+COALESCE_GROWTH = 8
+"""Coalescing grows a chunk at most this much per commit: a rate measured on a tiny chunk is
+a poor guess, and an oversized chunk would make a suspend wait."""
 INITIAL_CHUNK_BYTES = 1 << 20
 MIN_CHUNK_BYTES = 64 << 10
 
@@ -89,6 +111,9 @@ class Job:
     chunk_bytes: int
     processor: ProcessorRunner | None = None
     compression: str = "snappy"
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    min_commit_seconds: float = MIN_COMMIT_SECONDS
+    """Least work per commit; `local --min-commit-seconds` lowers it (tests need many chunks)."""
 
     def __post_init__(self) -> None:
         if self.sink_format not in FORMATS:
@@ -123,9 +148,26 @@ class _Processed:
         return part
 
 
-def next_chunk_size(current: int, seconds: float, limit: int) -> int:
+def next_chunk_size(
+    current: int, seconds: float, limit: int, min_commit_seconds: float = MIN_COMMIT_SECONDS
+) -> int:
+    """Aim at TARGET_CHUNK_SECONDS within `limit`, but never below `min_commit_seconds` of
+    work at the rate just measured (coalescing, capped at MAX_COALESCED_BYTES)."""
     factor = 2.0 if seconds <= 0 else max(0.25, min(2.0, TARGET_CHUNK_SECONDS / seconds))
-    return max(min(limit, MIN_CHUNK_BYTES), min(limit, int(current * factor)))
+    wanted = max(min(limit, MIN_CHUNK_BYTES), min(limit, int(current * factor)))
+    if min_commit_seconds <= 0:
+        return wanted
+    quickest = MAX_COALESCED_BYTES if seconds <= 0 else current * min_commit_seconds / seconds
+    return max(wanted, min(int(quickest), current * COALESCE_GROWTH, MAX_COALESCED_BYTES))
+
+
+_STRAY_QUOTE = re.compile(rb'[^,\r\n"]"[^,\r\n"]')
+
+
+def _strict(raw: bytes) -> bool:
+    """Whether records may be copied as they stand: LF line ends only and no stray quote
+    (which Python's csv module reads leniently but strict readers such as DuckDB do not)."""
+    return b"\r" not in raw and _STRAY_QUOTE.search(raw) is None
 
 
 class Pipeline:
@@ -186,6 +228,16 @@ class Pipeline:
         self.checkpoint = checkpoint
         self.on_commit(checkpoint)
 
+    def note_retrying(self, reason: str, message: str) -> None:
+        """Record in the checkpoint that a transient error is being retried (once per episode;
+        the next commit clears it). Best effort: the checkpoint store may be what is down."""
+        if self.checkpoint.retrying is not None and self.checkpoint.retrying.reason == reason:
+            return
+        try:
+            self._commit(self.checkpoint.evolve(retrying=Retrying(reason, message, now_text())))
+        except WorkerError as e:
+            log.warning("could not record the retry in %s: %s", self.job.store.description, e)
+
     def _record(self, error: PermanentError) -> None:
         try:
             self._commit(self.checkpoint.with_error(str(error)))
@@ -208,7 +260,7 @@ class Pipeline:
             self._check_source()
         else:
             stat = job.source.stat()
-            header = read_header(job.source, stat.size, job.dialect)
+            header = read_header(job.source, stat.size, job.dialect, job.max_record_bytes)
             taken = taken.evolve(
                 offset=header.data_offset,
                 header_end=header.data_offset,
@@ -223,6 +275,9 @@ class Pipeline:
         if job.transform is not None and taken.header:
             job.transform.check_header(taken.header)
         self._commit(taken)
+        if job.transform is None:
+            # After the commit, so that a header over the checkpoint's bounds says so first.
+            check_names(taken.header, job.sink_format, job.source.url)
         self._parser = BlockParser(taken.header, job.dialect)
         if job.transform is not None:
             self._schema = job.transform.schema
@@ -230,7 +285,8 @@ class Pipeline:
             self._schema = pa.schema([(name, pa.string()) for name in taken.header])
 
     def _blocks(self, offset: int, line: int, window: int) -> Iterator[Block]:
-        return iter_chunk(
+        """The chunk's blocks, checked to follow each other without a gap (conservation)."""
+        blocks = iter_chunk(
             self.job.source.read,
             offset=offset,
             line=line,
@@ -238,7 +294,17 @@ class Pipeline:
             size=self.checkpoint.bytes_total,
             block_bytes=self.job.source.block_bytes,
             quoting=Quoting(self.job.dialect.delimiter_byte, self.job.dialect.quote_byte),
+            max_record=self.job.max_record_bytes,
         )
+        end = offset
+        for block in blocks:
+            if block.offset != end:
+                raise Unaccounted(
+                    f"source bytes {end}-{block.offset} of {self.job.source.url} were skipped "
+                    "between two blocks; refusing to commit (this is a bug)"
+                )
+            end = block.end
+            yield block
 
     def _part(self, schema: pa.Schema) -> PartWriter:
         return part_writer(self.job.sink_format, schema, self.job.compression)
@@ -255,36 +321,33 @@ class Pipeline:
         part: PartWriter | _Processed = _Processed() if job.processor else self._part(self._schema)
         if job.processor is not None:
             job.processor.begin(cp.chunk_index, job.sink)
-        rows, rejects = 0, []
-        end, end_line = cp.offset, cp.line
+        done = ChunkDone.starting(ChunkStart(cp.chunk_index, cp.offset, cp.line, 0))
         for block in self._blocks(cp.offset, cp.line, cp.next_chunk_bytes):
             output = self._process_block(block)
             output.write_to(part)
             self._first_rows()
-            rows += output.rows
-            rejects.extend(output.rejects)
-            end, end_line = block.end, block.end_line
+            done.add(output, block)
         if isinstance(part, _Processed):
             part = part.into(self._part(self._output_schema))
         seconds = time.monotonic() - started
-        window = next_chunk_size(cp.next_chunk_bytes, seconds, job.chunk_bytes)
-        done = ChunkDone(
-            cp.chunk_index, cp.offset, end, end_line, window, part.finish(), rows, rejects
-        )
+        done.next_window = self._next_window(cp.next_chunk_bytes, seconds)
+        done.data = part.finish()
         self._commit_chunk(done, started)
+
+    def _next_window(self, window: int, seconds: float) -> int:
+        return next_chunk_size(window, seconds, self.job.chunk_bytes, self.job.min_commit_seconds)
 
     def _run_pipelined(self) -> Outcome:
         """The pipelined executor: the next chunks are read, parsed (on several threads) and
         encoded while this thread writes and commits the current one, strictly in order."""
         cp = self.checkpoint
-        limit = self.job.chunk_bytes
         with PipelinedChunks(
             start=ChunkStart(cp.chunk_index, cp.offset, cp.line, cp.next_chunk_bytes),
             size=cp.bytes_total,
             blocks=self._blocks,
             parse=self._process_block,
             new_part=lambda: self._part(self._schema),
-            next_window=lambda window, seconds: next_chunk_size(window, seconds, limit),
+            next_window=self._next_window,
             on_rows=self._first_rows,
         ) as chunks:
             while not self.stop.is_set():
@@ -300,8 +363,15 @@ class Pipeline:
     def _commit_chunk(self, done: ChunkDone, started: float) -> None:
         """Write the chunk's part, rejects and ledger entry, then commit the checkpoint."""
         cp = self.checkpoint
+        if done.accepted_bytes + done.rejected_bytes != done.end - done.start:
+            raise Unaccounted(
+                f"chunk {done.index} (source bytes {done.start}-{done.end}) of "
+                f"{self.job.source.url} is not fully accounted for: {done.accepted_bytes} "
+                f"accepted + {done.rejected_bytes} rejected bytes; refusing to commit it "
+                "(this is a bug)"
+            )
         self._check_source()
-        self._write(done.index, done.data, done.rows, done.rejects, done.start, done.end)
+        self._write(done)
         if self.job.processor is not None:
             self.job.processor.commit(done.index, self.job.sink)
         seconds = time.monotonic() - started
@@ -314,51 +384,48 @@ class Pipeline:
                 rows_rejected=cp.rows_rejected + len(done.rejects),
                 chunk_index=cp.chunk_index + 1,
                 next_chunk_bytes=done.next_window,
+                retrying=None,
                 updated_at=now_text(),
             )
         )
         self.chunk_started, self.last_chunk_seconds = None, seconds
 
     def _process_block(self, block: Block) -> BlockOutput:
-        """The rows of one block and its rejects. Safe to call for several blocks at once."""
+        """The rows of one block, its rejects, and its bytes accounted for as accepted or
+        rejected. Safe to call for several blocks at once."""
         assert self._parser is not None
         copy = self.job.copies_bytes
         parsed = self._parser.parse(block, values=not copy)
-        if copy and parsed.clean and self.job.sink_format == "csv":
+        if copy and parsed.clean and _strict(parsed.raw):
             raw = parsed.raw
-            return BlockOutput(parsed.rows, [], raw=raw if raw.endswith(b"\n") else raw + b"\n")
+            accepted, rejected = parsed.accounted(len(block.data), [])
+            return BlockOutput(
+                parsed.rows, [], accepted, rejected, raw=raw if raw.endswith(b"\n") else raw + b"\n"
+            )
         if parsed.table is None:
             parsed = self._parser.parse(block, values=True)
         assert parsed.table is not None
-        table, rejects = parsed.table, list(parsed.rejects)
+        table, dropped = parsed.table, []
         rows = np.arange(table.num_rows)
         """The parsed row each row of `table` came from."""
         if self.job.transform is not None:
             table, invalid = self.job.transform.apply(table)
-            for row, reason in invalid:
-                line, text = parsed.row_source(row)
-                rejects.append(Reject(line, reason, text))
+            dropped = [replace(parsed.row_source(row), reason=reason) for row, reason in invalid]
             rows = kept_rows(rows.size, invalid)
         if self.job.processor is not None:
             cp = self.checkpoint
             table, refused = self.job.processor.apply(
                 table, cp.chunk_index, (block.offset, block.end), block.line
             )
-            for row, reason in refused:
-                line, text = parsed.row_source(int(rows[row]))
-                rejects.append(Reject(line, reason, text))
-        rejects.sort(key=lambda r: r.line)
-        return BlockOutput(table.num_rows, rejects, table=table)
+            dropped += [
+                replace(parsed.row_source(int(rows[row])), reason=reason) for row, reason in refused
+            ]
+        accepted, rejected = parsed.accounted(len(block.data), dropped)
+        rejects = sorted(parsed.rejects + dropped, key=lambda r: r.line)
+        return BlockOutput(table.num_rows, rejects, accepted, rejected, table=table)
 
-    def _write(
-        self,
-        index: int,
-        data: list[bytes],
-        rows: int,
-        rejects: list[Reject],
-        start: int,
-        end: int,
-    ) -> None:
+    def _write(self, done: ChunkDone) -> None:
+        index, data, rows, rejects = done.index, done.data, done.rows, done.rejects
         sink, fmt = self.job.sink, self.job.sink_format
         sink.put(part_name(index, fmt), data)
         rejects_file = None
@@ -378,7 +445,15 @@ class Pipeline:
             sink.put(rejects_name(index, fmt), rejects_data)
             rejects_file = PartFile.of(rejects_name(index, fmt), len(rejects), rejects_data)
         part = PartFile.of(part_name(index, fmt), rows, data)
-        record = ChunkRecord(index, start, end, part, rejects_file)
+        record = ChunkRecord(
+            index,
+            done.start,
+            done.end,
+            part,
+            rejects_file,
+            done.accepted_bytes,
+            done.rejected_bytes,
+        )
         sink.put(ledger_name(index), [record.to_json().encode()])
 
     @property
@@ -395,5 +470,6 @@ class Pipeline:
             fingerprint=cp.fingerprint,
             fmt=self.job.sink_format,
             columns=self._output_schema.names,
+            source_range=(cp.header_end, cp.bytes_total),
         )
         self._commit(cp.evolve(done=True, updated_at=now_text()))

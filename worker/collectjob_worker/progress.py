@@ -49,6 +49,11 @@ class ProgressReporter:
         )
         self.stream.flush()
 
+    def retrying(self, reason: str, message: str) -> None:
+        """Say that the job is waiting on a transient failure, on a line of its own."""
+        self.end_line()
+        log.warning("retrying (%s): %s", reason, message)
+
     def end_line(self) -> None:
         """Finish the bar's line so that the next message starts on a fresh one."""
         if self.tty and self._start_offset is not None:

@@ -60,6 +60,9 @@ class BlockOutput:
 
     rows: int
     rejects: list[Reject]
+    accepted_bytes: int
+    rejected_bytes: int
+    """The block's source bytes, all of them, as accepted or rejected (conservation)."""
     table: pa.Table | None = None
     raw: bytes | None = None
 
@@ -88,16 +91,30 @@ class ChunkDone:
     start: int
     end: int
     end_line: int
-    next_window: int
-    data: list[bytes]
-    rows: int
-    rejects: list[Reject]
+    next_window: int = 0
+    data: list[bytes] = field(default_factory=list)
+    rows: int = 0
+    rejects: list[Reject] = field(default_factory=list)
+    accepted_bytes: int = 0
+    rejected_bytes: int = 0
+
+    @classmethod
+    def starting(cls, start: ChunkStart) -> ChunkDone:
+        return cls(start.index, start.offset, start.offset, start.line)
+
+    def add(self, output: BlockOutput, block: Block) -> None:
+        """Count a block that follows the ones before it (`_blocks` checks that)."""
+        self.rows += output.rows
+        self.rejects.extend(output.rejects)
+        self.accepted_bytes += output.accepted_bytes
+        self.rejected_bytes += output.rejected_bytes
+        self.end, self.end_line = block.end, block.end_line
 
 
 @dataclass
 class _Chunk:
     start: ChunkStart
-    items: queue.SimpleQueue[Future[BlockOutput] | _End | BaseException] = field(
+    items: queue.SimpleQueue[tuple[Future[BlockOutput], Block] | _End | BaseException] = field(
         default_factory=queue.SimpleQueue
     )
 
@@ -199,7 +216,7 @@ class PipelinedChunks:
                     self._slots.acquire()
                     if self._cancelled.is_set():
                         return
-                    chunk.items.put(self._pool.submit(self._parse, block))
+                    chunk.items.put((self._pool.submit(self._parse, block), block))
                     end, end_line = block.end, block.end_line
                 after = self._window_after(at.window)
                 chunk.items.put(_End(end, end_line, after))
@@ -228,24 +245,16 @@ class PipelinedChunks:
 
     def _encode_chunk(self, chunk: _Chunk) -> ChunkDone:
         part = self._new_part()
-        rows, rejects = 0, []
+        done = ChunkDone.starting(chunk.start)
         while not isinstance(item := chunk.items.get(), _End):
             if isinstance(item, BaseException):
                 raise item
-            output = item.result()
+            future, block = item
+            output = future.result()
             self._slots.release()
             output.write_to(part)
-            rows += output.rows
-            rejects.extend(output.rejects)
+            done.add(output, block)
             self._on_rows()
-        start = chunk.start
-        return ChunkDone(
-            start.index,
-            start.offset,
-            item.end,
-            item.end_line,
-            item.next_window,
-            part.finish(),
-            rows,
-            rejects,
-        )
+        done.end, done.end_line, done.next_window = item.end, item.end_line, item.next_window
+        done.data = part.finish()
+        return done

@@ -303,3 +303,15 @@ def test_a_name_held_by_a_foreign_object_fails_the_job_and_stops_the_worker(make
 def test_a_final_phase_stays_even_when_a_name_is_taken_later(make_job, world):
     job = make_job(status={"phase": "Succeeded"})
     assert run(job, world(name_taken="ConfigMap x")).status.phase is Phase.SUCCEEDED
+
+
+def test_a_worker_retrying_shows_why_in_progressing(make_job, world):
+    from collectjob_api.checkpoint import Retrying
+
+    why = Retrying("SourceUnavailable", "URLError: <urlopen error refused>", "2026-01-01T00:00:00Z")
+    d = run(make_job(status={"phase": "Running"}),
+            world(pods=RUNNING_POD, checkpoint=Checkpoint(retrying=why)))  # fmt: skip
+    progressing = condition(d, ConditionType.PROGRESSING)
+    assert d.status.phase is Phase.RUNNING and progressing.status is True
+    assert progressing.reason == "SourceUnavailable"
+    assert "refused" in progressing.message and "2026-01-01T00:00:00Z" in progressing.message

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from collectjob_api.checkpoint import Checkpoint
-from collectjob_api.contract import ENV_URL_ALLOWLIST
+from collectjob_api.contract import DEFAULT_MAX_RECORD_BYTES, ENV_URL_ALLOWLIST
 from collectjob_worker.checkpoint_store import CheckpointStore, FileCheckpointStore
 from collectjob_worker.dialect import Dialect
 from collectjob_worker.metrics import WorkerMetrics
@@ -153,7 +153,10 @@ class JobFactory:
         sink: Path | None = None,
         holder: str = "test-worker",
         processor: ProcessorRunner | None = None,
+        min_commit_seconds: float = 0.0,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     ) -> Job:
+        """A job; commits are not coalesced unless asked, so small chunks stay small."""
         store = store or FileCheckpointStore(self.tmp / "state.json")
         return Job(
             source=open_source(str(source)),
@@ -165,6 +168,8 @@ class JobFactory:
             holder=holder,
             chunk_bytes=chunk_bytes,
             processor=processor,
+            min_commit_seconds=min_commit_seconds,
+            max_record_bytes=max_record_bytes,
         )
 
     def pipeline(

@@ -12,6 +12,7 @@ import pytest
 from collectjob_worker.chunking import (
     Quoting,
     boundaries,
+    count_lines,
     in_quotes,
     iter_chunk,
     last_boundary,
@@ -63,7 +64,7 @@ def _chunked(data: bytes, window: int, block_bytes: int) -> tuple[list[list[str]
         for prev, nxt in itertools.pairwise(blocks):
             assert prev.end == nxt.offset and prev.end_line == nxt.line
         for block in blocks:
-            assert data.count(b"\n", 0, block.offset) + 1 == block.line
+            assert count_lines(data[: block.offset]) + 1 == block.line
             rows.extend(_records(block.data))
         offset, line = blocks[-1].end, blocks[-1].end_line
         ends.append(offset)
@@ -148,3 +149,27 @@ def test_other_delimiter_and_quote() -> None:
     q = Quoting(delimiter=ord(";"), quote=ord("'"))
     data = b"a;'x\n;y'\nb;c\n"
     assert boundaries(data, 0, len(data), q).tolist() == [9, len(data)]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_sliced_scan_agrees_with_one_slice(monkeypatch, seed: int) -> None:
+    """The vectorised scan goes slice by slice (bounded memory); slices change nothing."""
+    from collectjob_worker import chunking
+
+    rng = random.Random(200 + seed)
+    data = _stray_quote_csv(rng, 80) if seed % 2 else _rfc_csv(rng, 80, rng.choice(["\n", "\r"]))
+    q = Quoting()
+    whole = boundaries(data, 0, len(data), q).tolist()
+    for size in (1, 2, 7, 64):
+        monkeypatch.setattr(chunking, "_SLICE_BYTES", size)
+        assert boundaries(data, 0, len(data), q).tolist() == whole
+
+
+def test_cr_only_records_and_an_undecided_cr_at_the_window_end() -> None:
+    data = b"a,b\r1,2\r3,4\r"
+    q = Quoting()
+    assert boundaries(data, 0, len(data), q).tolist() == [4, 8, 12]
+    assert last_boundary(data, 0, 8, q, final=False) == 8
+    assert last_boundary(data[:8], 0, 8, q, final=False) == 4, "the CR at the end is undecided"
+    rows, _ = _chunked(data, 3, 1)
+    assert rows == [["a", "b"], ["1", "2"], ["3", "4"]]

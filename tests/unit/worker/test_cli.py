@@ -40,6 +40,8 @@ def _args(tmp_path, chunk_bytes: int = 1024, *extra: str) -> list[str]:
         str(tmp_path / "state.json"),
         "--chunk-bytes",
         str(chunk_bytes),
+        "--min-commit-seconds",
+        "0",
         *extra,
     ]
 
@@ -240,3 +242,26 @@ def test_metrics_are_served_over_http(free_port) -> None:
             labels = line[line.index("{") + 1 : line.index("}")]
             names = {pair.split("=")[0] for pair in labels.split(",")} - {"le"}
             assert names == {"namespace", "collectjob"}, line
+
+
+def test_an_unreachable_source_is_retried_visibly_then_fails(worker_cli, free_port, tmp_path):
+    closed = f"http://127.0.0.1:{free_port}/orders.csv"
+    args = _args(tmp_path, 1024, "--retry-for", "1", "--url-allowlist", "127.0.0.1")
+    args[args.index("--source") + 1] = closed
+    result = worker_cli.run(*args)
+    assert result.returncode == EXIT_PERMANENT_ERROR, result.stderr
+    assert "retrying (SourceUnavailable): URLError" in result.stderr
+    assert "permanent error: cannot read source" in result.stderr
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["retrying"]["reason"] == "SourceUnavailable"
+    assert "Connection refused" in state["retrying"]["message"] and state["error"]
+
+
+def test_bad_record_size_and_encoding_flags_are_clear_errors(worker_cli, tmp_path) -> None:
+    (tmp_path / "source.csv").write_bytes(b'a,b\n1,"' + b"x" * 4000 + b'"\n')
+    result = worker_cli.run(*_args(tmp_path, 1024, "--max-record-bytes", "1000"))
+    assert result.returncode == EXIT_PERMANENT_ERROR
+    assert "the record starting at line 2 (byte 4) is longer than the maximum" in result.stderr
+    result = worker_cli.run(*_args(tmp_path, 1024, "--encoding", "rot13"))
+    assert result.returncode == EXIT_PERMANENT_ERROR
+    assert "unknown source encoding 'rot13'" in result.stderr and "Traceback" not in result.stderr

@@ -39,6 +39,9 @@ CASES = {
         b'name,note,n\n"Smith, J","said ""hi""",1\n"multi\nline\nvalue",x,2\nplain,"",3\n'
     ),
     "crlf": Case(b'a,b\r\n1,"two\r\nlines"\r\n3,4\r\n'),
+    "cr_only": Case(b"a,b\r1,2\r3,4\r"),
+    "cr_only_quoted_cr": Case(b'a,b\r1,"x\ry"\r3,"p\r\nq"\r5,6'),
+    "mixed_endings": Case(b"a,b\r\n1,2\n3,4\r5,6\r\n\r7,8\r"),
     "bom": Case(b'\xef\xbb\xbfid,name\r\n1,"\xc3\xa9t\xc3\xa9"\r\n2,x\r\n'),
     "semicolon_latin1": Case(
         "k;v\n1;'caf\xe9; cr\xe8me'\n2;'it''s'\n".encode("latin-1"), ";", "'", "latin-1"

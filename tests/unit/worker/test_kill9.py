@@ -35,7 +35,7 @@ def test_exactly_once_under_kill_9(worker_cli, outputs, rows_csv, waiter, tmp_pa
     source.write_bytes(data)
     chunk_bytes = rng.choice([1024, 3000, 8192])
     args = ["local", "--source", str(source), "--sink", str(sink), "--state", str(state)]
-    args += ["--chunk-bytes", str(chunk_bytes)]
+    args += ["--chunk-bytes", str(chunk_bytes), "--min-commit-seconds", "0"]
 
     kills = 0
     for _ in range(KILLS_PER_TRIAL + 1):

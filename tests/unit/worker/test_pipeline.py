@@ -10,12 +10,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from collectjob_api.checkpoint import Checkpoint
 from collectjob_worker.checkpoint_store import FileCheckpointStore
 from collectjob_worker.errors import CheckpointConflict, SinkError, SourceChanged
 from collectjob_worker.metrics import WorkerMetrics
 from collectjob_worker.ownership import OwnedSink
 from collectjob_worker.pipeline import (
+    COALESCE_GROWTH,
+    MAX_COALESCED_BYTES,
     MIN_CHUNK_BYTES,
+    MIN_COMMIT_SECONDS,
     Outcome,
     Pipeline,
     next_chunk_size,
@@ -247,12 +251,32 @@ def test_finalize_is_repeatable_after_a_crash(jobs, outputs, rows_csv) -> None:
 
 def test_chunk_size_adapts_towards_one_second_within_bounds() -> None:
     limit = 64 << 20
-    assert next_chunk_size(1 << 20, 0.1, limit) == 2 << 20
-    assert next_chunk_size(1 << 20, 2.0, limit) == 1 << 19
-    assert next_chunk_size(1 << 20, 100.0, limit) == 1 << 18
-    assert next_chunk_size(48 << 20, 0.1, limit) == limit
-    assert next_chunk_size(MIN_CHUNK_BYTES, 60.0, limit) == MIN_CHUNK_BYTES
-    assert next_chunk_size(4096, 0.0, 4096) == 4096
+    assert next_chunk_size(1 << 20, 0.1, limit, 0) == 2 << 20
+    assert next_chunk_size(1 << 20, 2.0, limit, 0) == 1 << 19
+    assert next_chunk_size(1 << 20, 100.0, limit, 0) == 1 << 18
+    assert next_chunk_size(48 << 20, 0.1, limit, 0) == limit
+    assert next_chunk_size(MIN_CHUNK_BYTES, 60.0, limit, 0) == MIN_CHUNK_BYTES
+    assert next_chunk_size(4096, 0.0, 4096, 0) == 4096
+
+
+def test_quick_chunks_are_coalesced_above_chunk_bytes() -> None:
+    """A chunk is at least MIN_COMMIT_SECONDS of work at the measured rate, whatever the limit."""
+    assert next_chunk_size(1024, 0.1, 1024) == int(1024 * MIN_COMMIT_SECONDS / 0.1)
+    assert next_chunk_size(1024, 0.001, 1024) == 1024 * COALESCE_GROWTH
+    assert next_chunk_size(32 << 20, 0.0, 1024) == MAX_COALESCED_BYTES
+    assert next_chunk_size(1 << 30, 0.001, 1 << 30) == 1 << 30
+    assert next_chunk_size(1 << 20, 2.0, 64 << 20) == 1 << 19
+
+
+def test_tiny_chunk_bytes_do_not_mean_a_commit_per_kilobyte(jobs, outputs, rows_csv) -> None:
+    data = rows_csv(60000)
+    commits: list[Checkpoint] = []
+    job = jobs.job(jobs.write(data), chunk_bytes=1024, min_commit_seconds=MIN_COMMIT_SECONDS)
+    pipeline = jobs.pipeline(job, commits.append)
+    assert pipeline.run() is Outcome.DONE
+    _assert_exactly_once(outputs, jobs, data)
+    assert len(data) > 1000 * 1024
+    assert pipeline.checkpoint.chunk_index < 100 and len(commits) < 100
 
 
 def test_metrics_follow_commits(jobs, rows_csv) -> None:
@@ -275,3 +299,36 @@ def test_metrics_follow_commits(jobs, rows_csv) -> None:
     )
     assert f"collectjob_worker_checkpoint_conflicts_total{labels} 0.0" in text
     assert "collectjob_worker_last_checkpoint_timestamp_seconds" + labels in text
+
+
+def test_a_chunk_whose_bytes_are_not_all_accounted_for_fails_the_job(jobs, monkeypatch) -> None:
+    from collectjob_worker.csvparse import ParsedBlock
+    from collectjob_worker.errors import PermanentError
+
+    honest = ParsedBlock.accounted
+
+    def loses_a_byte(self, length, dropped):
+        accepted, rejected = honest(self, length, dropped)
+        return accepted - 1, rejected
+
+    monkeypatch.setattr(ParsedBlock, "accounted", loses_a_byte)
+    pattern = r"chunk 0 \(source bytes 4-12\) of .* is not fully accounted for"
+    with pytest.raises(PermanentError, match=pattern):
+        jobs.pipeline(jobs.job(jobs.write(b"a,b\n1,2\n3,4\n"))).run()
+    assert not (jobs.tmp / "sink" / "_SUCCESS").exists()
+    assert "not fully accounted for" in jobs.state().error
+
+
+def test_cr_only_file_gives_its_rows_and_the_manifest_adds_up(jobs, outputs) -> None:
+    data = b"a,b\r1,2\r3,4\r"
+    jobs.run(jobs.job(jobs.write(data), fmt="jsonl"))
+    assert outputs.parts(jobs.tmp / "sink", "jsonl")[1] == [
+        {"a": "1", "b": "2"},
+        {"a": "3", "b": "4"},
+    ]
+    manifest = json.loads((jobs.tmp / "sink" / "_manifest.json").read_text())
+    assert (manifest["bytes_header"], manifest["bytes_accepted"], manifest["bytes_rejected"]) == (
+        4,
+        8,
+        0,
+    )

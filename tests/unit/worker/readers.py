@@ -1,0 +1,89 @@
+"""Reading a sink's parts back with the common readers a user would use: pyarrow's dataset
+reader, pandas and DuckDB. Every value is read as a string, as the worker writes it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.dataset as ds
+
+Rows = list[list[str]]
+
+
+def _parts(sink: Path, fmt: str) -> list[str]:
+    """The part files; an empty jsonl part (a chunk whose records were all rejected) is left
+    out, since pyarrow's and DuckDB's JSON readers refuse an empty file."""
+    paths = sorted(sink.glob(f"part-*.{fmt}"))
+    return [str(p) for p in paths if fmt != "jsonl" or p.stat().st_size]
+
+
+def with_pyarrow(sink: Path, fmt: str, header: list[str]) -> Rows:
+    strings = {name: pa.string() for name in header}
+    file_format: ds.FileFormat | str
+    if fmt == "csv":
+        file_format = ds.CsvFileFormat(
+            convert_options=pacsv.ConvertOptions(
+                column_types=strings,
+                null_values=[],
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+            read_options=pacsv.ReadOptions(block_size=64 << 20),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        )
+    else:
+        file_format = "json" if fmt == "jsonl" else fmt
+    schema = pa.schema([(name, pa.string()) for name in header])
+    table = ds.dataset(_parts(sink, fmt), format=file_format, schema=schema).to_table()
+    return [list(row.values()) for row in table.to_pylist()]
+
+
+def with_pandas(sink: Path, fmt: str, header: list[str]) -> Rows:
+    frames = []
+    for path in _parts(sink, fmt):
+        if fmt == "csv":
+            frames.append(pd.read_csv(path, dtype=str, keep_default_na=False))
+        elif fmt == "jsonl":
+            frames.append(
+                pd.read_json(path, lines=True, dtype=False, convert_dates=False, orient="records")
+            )
+        else:
+            frames.append(pd.read_parquet(path))
+    frame = pd.concat(frames, ignore_index=True)
+    # By position: pandas renames an empty CSV column name ("Unnamed: 1").
+    return [[str(v) for v in row] for row in frame.itertuples(index=False)]
+
+
+def with_duckdb(sink: Path, fmt: str, header: list[str]) -> Rows:
+    files = json.dumps(_parts(sink, fmt)).replace('"', "'")
+    columns = "{" + ", ".join(f"{_quote(n)}: 'VARCHAR'" for n in header) + "}"
+    if fmt == "csv":
+        source = (
+            f"read_csv({files}, header=true, all_varchar=true, max_line_size=100000000, "
+            "delim=',', quote='\"', escape='\"', "
+            "allow_quoted_nulls=false, nullstr='\\N-none')"
+        )
+    elif fmt == "jsonl":
+        source = f"read_json({files}, format='newline_delimited', columns={columns})"
+    else:
+        source = f"read_parquet({files})"
+    with duckdb.connect() as db:
+        rows = db.execute(f"SELECT * FROM {source}").fetchall()
+    return [list(row) for row in rows]
+
+
+def _quote(name: str) -> str:
+    return "'" + name.replace("'", "''") + "'"
+
+
+READERS: dict[str, Callable[[Path, str, list[str]], Rows]] = {
+    "pyarrow": with_pyarrow,
+    "pandas": with_pandas,
+    "duckdb": with_duckdb,
+}
