@@ -43,10 +43,10 @@ demo: venv binaries image
 	$(PY) -m localcluster demo
 
 lint: venv
-	$(VENV)/bin/ruff check api operator worker hack tests examples
-	$(VENV)/bin/ruff format --check api operator worker hack tests examples
+	$(VENV)/bin/ruff check api operator worker tools hack tests examples
+	$(VENV)/bin/ruff format --check api operator worker tools hack tests examples
 	$(VENV)/bin/lint-imports --config pyproject.toml
-	$(VENV)/bin/mypy api/collectjob_api operator/collectjob_operator worker/collectjob_worker hack/localcluster
+	$(VENV)/bin/mypy api/collectjob_api operator/collectjob_operator worker/collectjob_worker tools/collectjob_tools hack/localcluster
 
 unit: venv prometheus
 	$(PY) -m pytest -q tests/unit

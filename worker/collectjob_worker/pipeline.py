@@ -62,6 +62,7 @@ from collectjob_worker.processors.runner import ProcessorRunner, kept_rows
 from collectjob_worker.sinks import SinkStore
 from collectjob_worker.sources import Source
 from collectjob_worker.stages import BlockOutput, ChunkDone, ChunkStart, PipelinedChunks
+from collectjob_worker.throttle import Throttle
 from collectjob_worker.transform import Transform
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class Job:
     chunk_bytes: int
     processor: ProcessorRunner | None = None
     compression: str = "snappy"
+    throttle: Throttle | None = None
 
     def __post_init__(self) -> None:
         if self.sink_format not in FORMATS:
@@ -267,7 +269,7 @@ class Pipeline:
         if isinstance(part, _Processed):
             part = part.into(self._part(self._output_schema))
         seconds = time.monotonic() - started
-        window = next_chunk_size(cp.next_chunk_bytes, seconds, job.chunk_bytes)
+        window = next_chunk_size(cp.next_chunk_bytes, seconds, self._limit)
         done = ChunkDone(
             cp.chunk_index, cp.offset, end, end_line, window, part.finish(), rows, rejects
         )
@@ -277,7 +279,7 @@ class Pipeline:
         """The pipelined executor: the next chunks are read, parsed (on several threads) and
         encoded while this thread writes and commits the current one, strictly in order."""
         cp = self.checkpoint
-        limit = self.job.chunk_bytes
+        limit = self._limit
         with PipelinedChunks(
             start=ChunkStart(cp.chunk_index, cp.offset, cp.line, cp.next_chunk_bytes),
             size=cp.bytes_total,
@@ -318,6 +320,15 @@ class Pipeline:
             )
         )
         self.chunk_started, self.last_chunk_seconds = None, seconds
+        if self.job.throttle is not None:
+            self.job.throttle.pace(done.end - done.start, self.stop)
+
+    @property
+    def _limit(self) -> int:
+        throttle = self.job.throttle
+        return (
+            self.job.chunk_bytes if throttle is None else throttle.chunk_limit(self.job.chunk_bytes)
+        )
 
     def _process_block(self, block: Block) -> BlockOutput:
         """The rows of one block and its rejects. Safe to call for several blocks at once."""
