@@ -91,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             server_header=False,
             proxy_headers=False,
             log_level="warning",
+            # Live-update streams stay open while a page is; don't wait for them at exit.
+            timeout_graceful_shutdown=2,
         )
     )
     server.run()
