@@ -61,22 +61,48 @@ def users(cluster: Cluster, namespace: str, core_api, crd: None, tmp_path: Path)
     for account in ("console", "alice", "viewer"):
         cluster.kubectl("create", "serviceaccount", account, "-n", namespace)
     for account, role in (("alice", "collectjob-operator-user"), ("viewer", "collectjob-viewer")):
-        cluster.kubectl("create", "rolebinding", account, "-n", namespace, f"--clusterrole={role}",
-                        f"--serviceaccount={namespace}:{account}")  # fmt: skip
+        cluster.kubectl(
+            "create",
+            "rolebinding",
+            account,
+            "-n",
+            namespace,
+            f"--clusterrole={role}",
+            f"--serviceaccount={namespace}:{account}",
+        )
     binding = f"collectjob-console-{namespace}"
-    cluster.kubectl("create", "clusterrolebinding", binding, "--clusterrole=collectjob-console",
-                    f"--serviceaccount={namespace}:console")  # fmt: skip
+    cluster.kubectl(
+        "create",
+        "clusterrolebinding",
+        binding,
+        "--clusterrole=collectjob-console",
+        f"--serviceaccount={namespace}:console",
+    )
     local = yaml.safe_load(cluster.kubeconfig.read_text())
     kubeconfig = tmp_path / "console-kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "console",
-        "clusters": local["clusters"],
-        "users": [{"name": "console", "user": {"token": token_for(core_api, namespace, "console")}}],
-        "contexts": [{"name": "console", "context": {"cluster": local["clusters"][0]["name"],
-                                                      "user": "console"}}],
-    }))  # fmt: skip
-    yield Users(token_for(core_api, namespace, "alice"), token_for(core_api, namespace, "viewer"),
-                kubeconfig)  # fmt: skip
+    console_token = token_for(core_api, namespace, "console")
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "console",
+                "clusters": local["clusters"],
+                "users": [{"name": "console", "user": {"token": console_token}}],
+                "contexts": [
+                    {
+                        "name": "console",
+                        "context": {"cluster": local["clusters"][0]["name"], "user": "console"},
+                    }
+                ],
+            }
+        )
+    )
+    yield Users(
+        token_for(core_api, namespace, "alice"),
+        token_for(core_api, namespace, "viewer"),
+        kubeconfig,
+    )
     cluster.kubectl("delete", "clusterrolebinding", binding, "--ignore-not-found")
 
 
@@ -99,8 +125,17 @@ def console(users: Users, namespace: str, tmp_path: Path, wait_for) -> Iterator[
     token_file = tmp_path / "alice.token"
     token_file.write_text(users.alice)
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
-    argv = [str(CONSOLE_BIN), "--kubeconfig", str(users.console_kubeconfig), "--port", str(port),
-            "--namespace", namespace, "--login-token-file", str(token_file)]  # fmt: skip
+    argv = [
+        str(CONSOLE_BIN),
+        "--kubeconfig",
+        str(users.console_kubeconfig),
+        "--port",
+        str(port),
+        "--namespace",
+        namespace,
+        "--login-token-file",
+        str(token_file),
+    ]
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -121,18 +156,26 @@ def running_job(cluster: Cluster, namespace: str, operator, tmp_path: Path, wait
     """A job throttled to run for about a minute, so there is time to watch and act."""
     source = write_csv(tmp_path / "input.csv", 20_000)
     body = {
-        "apiVersion": "collect.dev/v1alpha1", "kind": "CollectJob",
-        "metadata": {"name": "orders", "namespace": namespace,
-                     "labels": {LABEL_REQUEST: "r-7", "collect.dev/client": "shop"}},
-        "spec": {"source": {"url": source.as_uri()},
-                 "sink": {"url": (tmp_path / "out").as_uri(), "format": "jsonl"},
-                 "chunkBytes": 8192, "throttle": {"bytesPerSecond": 8192}},
-    }  # fmt: skip
+        "apiVersion": "collect.dev/v1alpha1",
+        "kind": "CollectJob",
+        "metadata": {
+            "name": "orders",
+            "namespace": namespace,
+            "labels": {LABEL_REQUEST: "r-7", "collect.dev/client": "shop"},
+        },
+        "spec": {
+            "source": {"url": source.as_uri()},
+            "sink": {"url": (tmp_path / "out").as_uri(), "format": "jsonl"},
+            "chunkBytes": 8192,
+            "throttle": {"bytesPerSecond": 8192},
+        },
+    }
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
 
     def phase() -> str:
-        out = cluster.kubectl("get", "cjob", "orders", "-n", namespace, "-o",
-                              "jsonpath={.status.phase}")  # fmt: skip
+        out = cluster.kubectl(
+            "get", "cjob", "orders", "-n", namespace, "-o", "jsonpath={.status.phase}"
+        )
         return out.stdout
 
     wait_for(lambda: phase() == "Running", timeout=120, message="the job to run")
@@ -177,8 +220,16 @@ def test_console_security_over_http(console, users, namespace, running_job, clus
     # The console's own identity holds no rights to CollectJobs at all.
     sa = f"system:serviceaccount:{namespace}:console"
     for verb in ("get", "list", "patch"):
-        can = cluster.kubectl("auth", "can-i", verb, "collectjobs.collect.dev", "-n", namespace,
-                              f"--as={sa}", check=False)  # fmt: skip
+        can = cluster.kubectl(
+            "auth",
+            "can-i",
+            verb,
+            "collectjobs.collect.dev",
+            "-n",
+            namespace,
+            f"--as={sa}",
+            check=False,
+        )
         assert can.stdout.strip() == "no", (verb, can.stdout)
 
     # The one-time login link works once.
@@ -202,8 +253,12 @@ def browser() -> Iterator[object]:
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                "--window-size=1280,900"):  # fmt: skip
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,900",
+    ):
         options.add_argument(arg)
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
     driver.set_page_load_timeout(30)
@@ -337,13 +392,26 @@ def test_read_only_user_sees_no_buttons_and_a_forged_post_is_refused(
 def test_plugin_get_screenshot_for_the_readme(browser, cluster, namespace, running_job):
     """The README shows `kubectl collectjob get -o wide` as it printed here."""
     out = subprocess.run(
-        [str(PLUGIN_BIN), "get", "--kubeconfig", str(cluster.kubeconfig), "-n", namespace,
-         "-o", "wide"], capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [
+            str(PLUGIN_BIN),
+            "get",
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "-n",
+            namespace,
+            "-o",
+            "wide",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0 and running_job in out.stdout, out.stderr
-    page = ("<body style='background:#1d2330;color:#e6e6e6;margin:0;padding:16px'>"
-            "<pre style='font:14px monospace'>$ kubectl collectjob get -o wide\n"
-            f"{html.escape(out.stdout)}</pre>")  # fmt: skip
+    page = (
+        "<body style='background:#1d2330;color:#e6e6e6;margin:0;padding:16px'>"
+        "<pre style='font:14px monospace'>$ kubectl collectjob get -o wide\n"
+        f"{html.escape(out.stdout)}</pre>"
+    )
     browser.set_window_size(1280, 160)
     browser.get("data:text/html;charset=utf-8," + urllib.parse.quote(page))
     browser.save_screenshot(str(SCREENSHOTS / "plugin-get.png"))
@@ -364,7 +432,7 @@ def test_plugin_get_screenshot_for_the_readme(browser, cluster, namespace, runni
                 capture_output=True,
                 text=True,
                 timeout=60,
-            ).stdout  # fmt: skip
+            ).stdout
         )["name"]
         == running_job
     )

@@ -23,8 +23,15 @@ BULK_JOBS = 20
 
 
 def plugin(cluster: Cluster, namespace: str, *args: str, timeout: float = 120):
-    argv = [str(PLUGIN), *args[:1], "--kubeconfig", str(cluster.kubeconfig), "-n", namespace,
-            *args[1:]]  # fmt: skip
+    argv = [
+        str(PLUGIN),
+        *args[:1],
+        "--kubeconfig",
+        str(cluster.kubeconfig),
+        "-n",
+        namespace,
+        *args[1:],
+    ]
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
 
 
@@ -52,8 +59,11 @@ def jobs(cluster: Cluster, namespace: str, crd: None, tmp_path: Path):
 def test_get_shows_progress_and_provenance_wide(cluster, namespace, operator, jobs, wait_for):
     jobs("small", rows=500)
     api = CollectJobClient.from_kubeconfig(str(cluster.kubeconfig))
-    wait_for(lambda: api.get(namespace, "small").phase == "Succeeded", timeout=120,
-             message="the job to succeed")  # fmt: skip
+    wait_for(
+        lambda: api.get(namespace, "small").phase == "Succeeded",
+        timeout=120,
+        message="the job to succeed",
+    )
     table = plugin(cluster, namespace, "get", "-o", "wide")
     assert table.returncode == 0, table.stderr
     header, row = table.stdout.splitlines()
@@ -81,8 +91,15 @@ def test_get_shows_progress_and_provenance_wide(cluster, namespace, operator, jo
 
 def test_kubectl_runs_the_plugin_from_path(cluster, namespace, crd):
     env = {**os.environ, "PATH": f"{PLUGIN.parent}:{os.environ['PATH']}"}
-    argv = [str(cluster.kubectl_path), "collectjob", "get", "--kubeconfig",
-            str(cluster.kubeconfig), "-n", namespace]  # fmt: skip
+    argv = [
+        str(cluster.kubectl_path),
+        "collectjob",
+        "get",
+        "--kubeconfig",
+        str(cluster.kubeconfig),
+        "-n",
+        namespace,
+    ]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 0, result.stderr
     assert f"No CollectJobs found in namespace {namespace}" in result.stderr
@@ -119,8 +136,17 @@ def test_bulk_suspend_by_request_returns_after_all_are_suspended(
     assert not any(j.suspend for j in api.list(namespace))
 
     started = time.monotonic()
-    bulk = plugin(cluster, namespace, "suspend", "-l", f"{LABEL_REQUEST}=r-bulk", "--wait",
-                  "--timeout", "300", timeout=400)  # fmt: skip
+    bulk = plugin(
+        cluster,
+        namespace,
+        "suspend",
+        "-l",
+        f"{LABEL_REQUEST}=r-bulk",
+        "--wait",
+        "--timeout",
+        "300",
+        timeout=400,
+    )
     seconds = time.monotonic() - started
     print(f"\nbulk suspend of {BULK_JOBS} running jobs with --wait: {seconds:.2f}s")
     assert bulk.returncode == 0, bulk.stdout + bulk.stderr
@@ -143,12 +169,21 @@ def test_bulk_suspend_by_request_returns_after_all_are_suspended(
 def test_describe_and_logs(cluster, namespace, operator, jobs, wait_for):
     jobs("told", rows=4000, throttle={"bytesPerSecond": 4096})
     api = CollectJobClient.from_kubeconfig(str(cluster.kubeconfig))
-    wait_for(lambda: (api.checkpoint(namespace, "told") or None) and api.worker_pods(
-        namespace, "told"), timeout=120, message="a worker and a checkpoint")  # fmt: skip
+    wait_for(
+        lambda: (api.checkpoint(namespace, "told") or None) and api.worker_pods(namespace, "told"),
+        timeout=120,
+        message="a worker and a checkpoint",
+    )
     described = plugin(cluster, namespace, "describe", "told")
     assert described.returncode == 0, described.stderr
-    for text in ("Phase:", "Checkpoint:", "Offset:", "Throttle:      4KiB/s", "Events:",
-                 "Request:       r-1"):  # fmt: skip
+    for text in (
+        "Phase:",
+        "Checkpoint:",
+        "Offset:",
+        "Throttle:      4KiB/s",
+        "Events:",
+        "Request:       r-1",
+    ):
         assert text in described.stdout
     logs = plugin(cluster, namespace, "logs", "told")
     # The local node has no kubelet API: the plugin reads the node's log file and names it.

@@ -37,19 +37,20 @@ class Segment:
 
 def timeline(job: Job, events: list[Event], now: datetime) -> list[Segment]:
     """One segment per phase the job was in, from its creation to now (or completion)."""
-    if job.created is None:
+    created = job.created
+    if created is None:
         return []
-    points = [(job.created, "Pending")]
-    for event in sorted(events, key=lambda e: e.time or job.created):
+    points = [(created, "Pending")]
+    for event in sorted(events, key=lambda e: e.time or created):
         phase = REASON_PHASE.get(event.reason)
         if phase and event.time and phase != points[-1][1]:
             points.append((max(event.time, points[-1][0]), phase))
     end = job.completion_time if job.final and job.completion_time else now
     end = max(end, points[-1][0])
-    total = (end - job.created).total_seconds() or 1.0
+    total = (end - created).total_seconds() or 1.0
     segments = []
     for (start, phase), (stop, _) in zip(points, [*points[1:], (end, "")], strict=True):
-        x = (start - job.created).total_seconds() / total * WIDTH
+        x = (start - created).total_seconds() / total * WIDTH
         width = (stop - start).total_seconds() / total * WIDTH
         segments.append(Segment(phase, start, stop, round(x, 1), round(max(width, 2.0), 1)))
     return segments
