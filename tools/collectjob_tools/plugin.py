@@ -32,12 +32,22 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 WATCH_REDRAW_SECONDS = 1.0
 
 
-def _parser() -> argparse.ArgumentParser:
+def _connection(defaults: bool) -> argparse.ArgumentParser:
+    """kubectl's connection flags. They go before or after the command, as with kubectl:
+    the command's copy has no defaults, so it never overwrites a value given before it."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--kubeconfig", help="path to the kubeconfig file (as kubectl)")
-    common.add_argument("--context", help="the kubeconfig context to use")
-    common.add_argument("-n", "--namespace", help="the namespace (default: the context's)")
-    common.add_argument("--request-timeout", type=float, default=10.0, metavar="SECONDS")
+    unset = {} if defaults else {"default": argparse.SUPPRESS}
+    common.add_argument("--kubeconfig", help="path to the kubeconfig file (as kubectl)", **unset)
+    common.add_argument("--context", help="the kubeconfig context to use", **unset)
+    common.add_argument("-n", "--namespace", help="the namespace (default: the context's)", **unset)
+    common.add_argument(
+        "--request-timeout", type=float, metavar="SECONDS", **(unset or {"default": 10.0})
+    )
+    return common
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = _connection(defaults=False)
 
     selection = argparse.ArgumentParser(add_help=False)
     selection.add_argument("names", nargs="*", metavar="NAME")
@@ -47,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     selection.add_argument("-A", "--all-namespaces", action="store_true")
 
     parser = argparse.ArgumentParser(
-        prog="kubectl collectjob", description="Inspect and control CollectJobs."
+        prog="kubectl collectjob",
+        description="Inspect and control CollectJobs.",
+        parents=[_connection(defaults=True)],
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("get", "list"):
