@@ -218,7 +218,7 @@ class Pipeline:
                 header=header.names,
                 bytes_total=stat.size,
                 fingerprint=stat.fingerprint,
-                next_chunk_bytes=min(job.chunk_bytes, INITIAL_CHUNK_BYTES),
+                next_chunk_bytes=min(self._limit, INITIAL_CHUNK_BYTES),
                 started_at=taken.updated_at,
             )
             clear_success(job.sink)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
 import pytest
 
+from collectjob_worker.metrics import WorkerMetrics
+from collectjob_worker.pipeline import Outcome, Pipeline
 from collectjob_worker.throttle import Throttle
 
 
@@ -45,3 +48,26 @@ def test_a_stop_ends_the_wait_at_once():
     started = time.monotonic()
     throttle.pace(1024 * 60, stop)  # would wait a minute
     assert time.monotonic() - started < 5
+
+
+def test_a_throttled_pipeline_keeps_the_rate_and_stops_after_its_chunk(jobs, rows_csv):
+    """Chunks are capped to one second of throttled bytes, the run keeps to the rate, and a
+    stop that arrives while the pipeline is pacing ends it after the committed chunk."""
+    data = rows_csv(2000)
+    assert len(data) > 10 * 4096, len(data)
+    job = dataclasses.replace(jobs.job(jobs.write(data)), throttle=Throttle(4096))
+    commits, stop = [], threading.Event()
+
+    def on_commit(cp):
+        commits.append((time.monotonic(), cp))
+        if cp.chunk_index == 3:  # the stop lands during the pacing wait after chunk 3
+            threading.Timer(0.1, stop.set).start()
+
+    assert Pipeline(job, WorkerMetrics("test", "job"), stop, on_commit).run() is Outcome.STOPPED
+    (first_at, first), last = commits[0], commits[-1][1]
+    assert last.chunk_index == 3 and 0 < last.offset < len(data)
+    assert all(cp.next_chunk_bytes <= 4096 for _, cp in commits)
+    # Chunk 2 was read only after chunk 1's bytes had taken their second (unthrottled, the
+    # two chunks take milliseconds).
+    chunk_1 = commits[1][1].offset - first.offset
+    assert commits[2][0] - first_at >= chunk_1 / 4096 - 0.2
