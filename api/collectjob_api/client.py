@@ -208,6 +208,8 @@ class Event(BaseModel):
     message: str
     time: datetime | None = None
     count: int = 1
+    sequence: int = 0
+    """The event's resourceVersion as a number: orders events stamped in the same second."""
 
 
 class Outcome(BaseModel):
@@ -427,10 +429,13 @@ class CollectJobClient:
                 message=e.message or "",
                 time=_time(e.last_timestamp or e.event_time or e.metadata.creation_timestamp),
                 count=e.count or 1,
+                sequence=int(e.metadata.resource_version or 0)
+                if str(e.metadata.resource_version or "").isdigit()
+                else 0,
             )
             for e in raw.items
         ]
-        events.sort(key=lambda e: e.time or datetime.min.replace(tzinfo=UTC))
+        events.sort(key=lambda e: (e.time or datetime.min.replace(tzinfo=UTC), e.sequence))
         return events[-limit:]
 
     def worker_pods(self, namespace: str, name: str) -> builtins.list[str]:

@@ -89,3 +89,15 @@ def test_strict_headers_login_required_and_csrf_checked():
         refused = browser.post("/login", data={"csrf": "forged", "token": "t"})
         assert refused.status_code == 403 and "CSRF" in refused.text
         assert browser.cookies.get(COOKIE)
+
+
+def test_events_in_the_same_second_keep_their_order():
+    job = Job(name="a", namespace="n", created=datetime(2026, 1, 1, tzinfo=UTC), phase="Running")
+    second = job.created.replace(second=5)
+    events = [
+        Event(type="Normal", reason="Resumed", message="", time=second, sequence=30),
+        Event(type="Normal", reason="Suspended", message="", time=second, sequence=20),
+        Event(type="Normal", reason="Started", message="", time=job.created, sequence=10),
+    ]
+    phases = [s.phase for s in timeline(job, events, job.created.replace(second=9))]
+    assert phases == ["Pending", "Running", "Suspended", "Running"]

@@ -41,7 +41,7 @@ def timeline(job: Job, events: list[Event], now: datetime) -> list[Segment]:
     if created is None:
         return []
     points = [(created, "Pending")]
-    for event in sorted(events, key=lambda e: e.time or created):
+    for event in sorted(events, key=lambda e: (e.time or created, e.sequence)):
         phase = REASON_PHASE.get(event.reason)
         if phase and event.time and phase != points[-1][1]:
             points.append((max(event.time, points[-1][0]), phase))
