@@ -25,6 +25,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from collectjob_api.client import CollectJobClient
 from collectjob_api.contract import LABEL_REQUEST
 from localcluster.client import Cluster
 from localcluster.controlplane import free_port
@@ -389,8 +390,10 @@ def test_read_only_user_sees_no_buttons_and_a_forged_post_is_refused(
     assert spec["suspend"] is False
 
 
-def test_plugin_get_screenshot_for_the_readme(browser, cluster, namespace, running_job):
+def test_plugin_get_screenshot_for_the_readme(browser, cluster, namespace, running_job, wait_for):
     """The README shows `kubectl collectjob get -o wide` as it printed here."""
+    api = CollectJobClient.from_kubeconfig(str(cluster.kubeconfig))
+    wait_for(lambda: api.get(namespace, running_job).percent > 10, timeout=120, message="10%")
     out = subprocess.run(
         [
             str(PLUGIN_BIN),
@@ -407,14 +410,19 @@ def test_plugin_get_screenshot_for_the_readme(browser, cluster, namespace, runni
         timeout=60,
     )
     assert out.returncode == 0 and running_job in out.stdout, out.stderr
-    page = (
+    page = SCREENSHOTS / "plugin-get.html"
+    page.write_text(
+        "<!doctype html><meta charset='utf-8'>"
         "<body style='background:#1d2330;color:#e6e6e6;margin:0;padding:16px'>"
-        "<pre style='font:14px monospace'>$ kubectl collectjob get -o wide\n"
+        "<pre style='font:14px monospace;display:inline-block;padding:12px;margin:0'>"
+        "$ kubectl collectjob get -o wide\n"
         f"{html.escape(out.stdout)}</pre>"
     )
-    browser.set_window_size(1280, 160)
-    browser.get("data:text/html;charset=utf-8," + urllib.parse.quote(page))
-    browser.save_screenshot(str(SCREENSHOTS / "plugin-get.png"))
+    from selenium.webdriver.common.by import By
+
+    browser.set_window_size(1400, 900)
+    browser.get(page.as_uri())
+    browser.find_element(By.TAG_NAME, "pre").screenshot(str(SCREENSHOTS / "plugin-get.png"))
     assert (
         json.loads(
             subprocess.run(
