@@ -6,54 +6,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from collectjob_api.client import CollectJobClient
 from collectjob_api.contract import LABEL_CLIENT, LABEL_REQUEST
-from localcluster.client import Cluster
-from operator_fixtures import write_csv
+from plugin_fixtures import PLUGIN, plugin
 
 pytestmark = pytest.mark.cluster
-PLUGIN = Path(sys.executable).parent / "kubectl-collectjob"
 BULK_JOBS = 20
-
-
-def plugin(cluster: Cluster, namespace: str, *args: str, timeout: float = 120):
-    argv = [
-        str(PLUGIN),
-        *args[:1],
-        "--kubeconfig",
-        str(cluster.kubeconfig),
-        "-n",
-        namespace,
-        *args[1:],
-    ]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture
-def jobs(cluster: Cluster, namespace: str, crd: None, tmp_path: Path):
-    """Submit jobs through the importable client, with provenance labels."""
-    api = CollectJobClient.from_kubeconfig(str(cluster.kubeconfig))
-
-    def submit(name: str, rows: int = 2000, request: str = "r-1", **spec):
-        data = tmp_path / name
-        data.mkdir()
-        source = write_csv(data / "input.csv", rows)
-        body = {
-            "source": {"url": source.as_uri()},
-            "sink": {"url": (data / "out").as_uri(), "format": "jsonl"},
-            "chunkBytes": 4096,
-            **spec,
-        }
-        return api.submit(namespace, name, body, client_name="pipeline-a", request=request)
-
-    yield submit
-    api.close()
 
 
 def test_get_shows_progress_and_provenance_wide(cluster, namespace, operator, jobs, wait_for):

@@ -36,12 +36,19 @@ def _connection(defaults: bool) -> argparse.ArgumentParser:
     """kubectl's connection flags. They go before or after the command, as with kubectl:
     the command's copy has no defaults, so it never overwrites a value given before it."""
     common = argparse.ArgumentParser(add_help=False)
-    unset = {} if defaults else {"default": argparse.SUPPRESS}
-    common.add_argument("--kubeconfig", help="path to the kubeconfig file (as kubectl)", **unset)
-    common.add_argument("--context", help="the kubeconfig context to use", **unset)
-    common.add_argument("-n", "--namespace", help="the namespace (default: the context's)", **unset)
+    unset: Any = None if defaults else argparse.SUPPRESS
     common.add_argument(
-        "--request-timeout", type=float, metavar="SECONDS", **(unset or {"default": 10.0})
+        "--kubeconfig", help="path to the kubeconfig file (as kubectl)", default=unset
+    )
+    common.add_argument("--context", help="the kubeconfig context to use", default=unset)
+    common.add_argument(
+        "-n", "--namespace", help="the namespace (default: the context's)", default=unset
+    )
+    common.add_argument(
+        "--request-timeout",
+        type=float,
+        metavar="SECONDS",
+        default=10.0 if defaults else argparse.SUPPRESS,
     )
     return common
 
@@ -210,12 +217,15 @@ def cmd_action(api: CollectJobClient, args: argparse.Namespace, out: TextIO) -> 
 
 
 def cmd_watch(api: CollectJobClient, args: argparse.Namespace, out: TextIO) -> int:
+    """One watch stream at a time (renewed every 30 s), a line redrawn on every change."""
     namespace = _namespace(args)
     job = api.get(namespace, args.name)
     redraw = out.isatty()
     deadline = time.monotonic() + args.timeout
     last = ""
-    while True:
+
+    def draw(job: Job) -> None:
+        nonlocal last
         line = (
             f"{job.name}  {job.phase or 'Pending':<10} {render.bar(job.percent)}  "
             f"{job.rows_processed:,} rows  {render.rate(job)}  ETA {render.eta(job)}"
@@ -224,13 +234,13 @@ def cmd_watch(api: CollectJobClient, args: argparse.Namespace, out: TextIO) -> i
             out.write(("\r\033[K" + line) if redraw else line + "\n")
             out.flush()
             last = line
-        if job.final or time.monotonic() > deadline:
-            break
-        for _, seen in api.watch(namespace, name=args.name, timeout=min(30, args.timeout)):
-            job = seen
-            break
-        else:
-            job = api.get(namespace, args.name)
+
+    draw(job)
+    while not job.final and (left := deadline - time.monotonic()) > 0:
+        for _, job in api.watch(namespace, name=args.name, timeout=min(30, left)):
+            draw(job)
+            if job.final:
+                break
     if redraw:
         out.write("\n")
     if not job.final:

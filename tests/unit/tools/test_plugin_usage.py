@@ -70,3 +70,13 @@ def test_wide_table_has_provenance_columns():
         "MESSAGE",
     ]
     assert "r-1" in row and "Running" in row
+
+
+def test_connection_flags_go_before_or_after_the_command(kubeconfig, capsys):
+    """As with kubectl: `kubectl collectjob -n ns get` and `... get -n ns` are the same."""
+    for argv in (
+        ["--kubeconfig", kubeconfig, "-n", "other", "get", "x"],
+        ["get", "x", "--kubeconfig", kubeconfig, "-n", "other"],
+    ):
+        assert main([*argv, "--request-timeout", "1"]) == 1
+        assert "get CollectJob other/x" in capsys.readouterr().err
