@@ -37,6 +37,9 @@ NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 """Namespaces and job names: DNS labels (and the only values put into URLs)."""
 SELECTOR = re.compile(r"^[A-Za-z0-9_./=!,() -]{1,512}$")
 WATCH_SECONDS = 20
+MAX_STREAMS = 64
+"""Live-update streams waiting on a watch at once; each holds a thread for up to
+WATCH_SECONDS. They have their own limit, so open pages never starve page requests."""
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -91,6 +94,7 @@ Handler = Callable[[Request, Session], Awaitable[Response]]
 
 def create_app(settings: Settings) -> Starlette:
     store = SessionStore()
+    streams = anyio.CapacityLimiter(MAX_STREAMS)
     templates = Jinja2Templates(
         env=jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
     )
@@ -250,7 +254,9 @@ def create_app(settings: Settings) -> Starlette:
                 yield ": renewed\n\n"
                 while True:
                     try:
-                        change = await in_thread(next, changes, None)
+                        change = await anyio.to_thread.run_sync(
+                            next, changes, None, limiter=streams
+                        )
                     except CollectJobError as e:
                         yield f"event: failure\ndata: {json.dumps(str(e))}\n\n"
                         return
