@@ -35,6 +35,7 @@ from collectjob_api.contract import (
     WORKER_CONTAINER,
     checkpoint_configmap_name,
 )
+from collectjob_api.rfc3339 import parse_time
 
 DEFAULT_TIMEOUT = 10.0
 """Seconds for one API request."""
@@ -87,15 +88,10 @@ class CollectJobError(RuntimeError):
 
 
 def _time(value: Any) -> datetime | None:
-    if not value:
-        return None
+    """The kubernetes client hands some times over parsed, the custom objects as text."""
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
-    try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return parse_time(value)
 
 
 class Condition(BaseModel):
