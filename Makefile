@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/hack
 export KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
 
-.PHONY: venv binaries prometheus container-tools image cluster cluster-down demo test lint unit bench fuzz clean
+.PHONY: venv binaries prometheus container-tools image browser cluster cluster-down demo test lint unit bench fuzz clean
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml requirements.lock examples/processor/pyproject.toml tests/support/pyproject.toml
@@ -33,6 +33,10 @@ container-tools:
 image: venv container-tools
 	$(PY) -m localcluster.image
 
+# Chromium and chromedriver (Debian packages) for the console's browser tests.
+browser:
+	@bash hack/install-browser.sh
+
 cluster: venv binaries container-tools
 	$(PY) -m localcluster up
 
@@ -43,15 +47,15 @@ demo: venv binaries image
 	$(PY) -m localcluster demo
 
 lint: venv
-	$(VENV)/bin/ruff check api operator worker hack tests examples
-	$(VENV)/bin/ruff format --check api operator worker hack tests examples
+	$(VENV)/bin/ruff check api operator worker tools hack tests examples
+	$(VENV)/bin/ruff format --check api operator worker tools hack tests examples
 	$(VENV)/bin/lint-imports --config pyproject.toml
-	$(VENV)/bin/mypy api/collectjob_api operator/collectjob_operator worker/collectjob_worker hack/localcluster
+	$(VENV)/bin/mypy api/collectjob_api operator/collectjob_operator worker/collectjob_worker tools/collectjob_tools hack/localcluster
 
 unit: venv prometheus
 	$(PY) -m pytest -q tests/unit
 
-test: venv binaries prometheus image lint
+test: venv binaries prometheus image browser lint
 	$(PY) -m pytest -q tests/unit tests/cluster examples/processor/tests
 
 fuzz: venv

@@ -20,7 +20,7 @@ from localcluster.controlplane import ControlPlane
 from localcluster.image import build as build_image
 
 # The operator fixtures serve the cluster tests and the benchmarks alike.
-pytest_plugins = ["operator_fixtures"]
+pytest_plugins = ["operator_fixtures", "plugin_fixtures"]
 
 RESTRICTED = {
     "pod-security.kubernetes.io/enforce": "restricted",

@@ -37,6 +37,11 @@ LABEL_JOB = f"{GROUP}/job"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_NAME = "app.kubernetes.io/name"
+LABEL_CLIENT = f"{GROUP}/client"
+"""Provenance: which client (web app, pipeline, person) created a CollectJob."""
+LABEL_REQUEST = f"{GROUP}/request"
+"""Provenance: the request id that created a CollectJob, so one selector stops them all."""
+PROVENANCE_LABELS = (LABEL_CLIENT, LABEL_REQUEST)
 WORKER_COMPONENT = "worker"
 MANAGED_BY = "collectjob-operator"
 
@@ -156,6 +161,8 @@ class WorkerConfig:
     process: ProcessConfig | None = None
     backoff_limit: int = DEFAULT_BACKOFF_LIMIT
     """Tries of a failing processor call beyond the first, before the job fails."""
+    throttle_bytes_per_second: int = 0
+    """spec.throttle.bytesPerSecond; 0 means unthrottled."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))

@@ -52,6 +52,13 @@ class WorkerSpec(Pruned):
 
 
 @dataclass(frozen=True, config=CAMEL_CASE)
+class ThrottleSpec(Pruned):
+    """`spec.throttle`: the worker paces its reads to bytesPerSecond; None is unthrottled."""
+
+    bytes_per_second: int | None = None
+
+
+@dataclass(frozen=True, config=CAMEL_CASE)
 class CollectJobSpec(Pruned):
     source: SourceConfig
     sink: SinkConfig
@@ -64,6 +71,7 @@ class CollectJobSpec(Pruned):
     active_deadline_seconds: int | None = None
     process: ProcessConfig | None = None
     worker: WorkerSpec = WorkerSpec()
+    throttle: ThrottleSpec = ThrottleSpec()
 
     @classmethod
     def from_dict(cls, raw: Any) -> CollectJobSpec:
@@ -80,4 +88,5 @@ class CollectJobSpec(Pruned):
             metrics_port=self.worker.metrics_port,
             process=self.process,
             backoff_limit=self.backoff_limit,
+            throttle_bytes_per_second=self.throttle.bytes_per_second or 0,
         )

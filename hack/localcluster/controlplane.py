@@ -32,6 +32,8 @@ RUNTIME_ENV = "COLLECTJOB_NODE_RUNTIME"
 STOP_GRACE = 20.0
 # Stop order: the node first (it ends its pods), etcd last.
 COMPONENTS = ("nodeagent", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
+DEMO_PROCESSES = ("collectjob-console",)
+"""Started by `make demo` (localcluster.demo); stopped with the cluster."""
 
 
 @dataclass(frozen=True)
@@ -291,7 +293,7 @@ class ControlPlane:
         """Stop every component and remove the cluster's state (the binaries stay cached);
         `keep` names entries of the state directory to leave (a fresh start keeps the
         exported image)."""
-        for name in COMPONENTS:
+        for name in (*DEMO_PROCESSES, *COMPONENTS):
             self._stop(name)
         if self.paths.root.exists():
             doomed = [p for p in self.paths.root.iterdir() if p.name not in keep]

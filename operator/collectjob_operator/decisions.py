@@ -103,6 +103,7 @@ def decide(spec: CollectJobSpec, generation: int, current: JobStatus, world: Wor
         phase=verdict.phase,
         observed_generation=generation,
         message=verdict.message,
+        throttle_bytes_per_second=spec.throttle.bytes_per_second or 0,
         conditions=_conditions(current, verdict, generation, world.now),
         estimated_completion_time=world.eta if verdict.phase is Phase.RUNNING else None,
         completion_time=(

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from collectjob_api.contract import GROUP, KIND, VERSION
+from collectjob_api.contract import GROUP, KIND, PROVENANCE_LABELS, VERSION
 from collectjob_api.spec import CollectJobSpec
 from collectjob_operator.status import JobStatus
 
@@ -29,6 +29,8 @@ class CollectJob:
     generation: int
     spec: CollectJobSpec
     status: JobStatus
+    provenance: Mapping[str, str] = field(default_factory=dict)
+    """The job's collect.dev/client and collect.dev/request labels, copied onto its events."""
 
     @property
     def name(self) -> str:
@@ -52,6 +54,9 @@ class CollectJob:
             generation=int(meta.get("generation", 0)),
             spec=spec,
             status=JobStatus.from_dict(body.get("status")),
+            provenance={
+                k: v for k, v in (meta.get("labels") or {}).items() if k in PROVENANCE_LABELS
+            },
         )
 
     def owner_reference(self) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,11 +175,19 @@ class Kube:
         return patched is not None
 
     def post_event(self, ref: JobRef, uid: str, event_type: str, reason: str,
-                   message: str) -> None:  # fmt: skip
-        """A core/v1 Event about a CollectJob, as `kubectl describe` shows them."""
+                   message: str, labels: Mapping[str, str] | None = None) -> None:  # fmt: skip
+        """A core/v1 Event about a CollectJob, as `kubectl describe` shows them.
+
+        `labels` are the job's provenance labels, so `kubectl get events -l
+        collect.dev/request=R` finds what one request's jobs went through.
+        """
         now = now_text()
         body: Any = {
-            "metadata": {"generateName": f"{ref.name}.", "namespace": ref.namespace},
+            "metadata": {
+                "generateName": f"{ref.name}.",
+                "namespace": ref.namespace,
+                "labels": dict(labels or {}),
+            },
             "involvedObject": {
                 "apiVersion": API_VERSION,
                 "kind": KIND,

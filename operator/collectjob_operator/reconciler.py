@@ -385,7 +385,7 @@ class Reconciler:
         for event in decision.events:
             await self._run(
                 self._kube.post_event, job.ref, job.uid, str(event.type), event.reason,
-                event.message,
+                event.message, job.provenance,
             )  # fmt: skip
 
     def _observe_latencies(

@@ -114,6 +114,8 @@ class JobStatus(Pruned):
     worker_pod: WorkerPodCount = WorkerPodCount()
     checkpoint_configmap: Annotated[str, Field(alias="checkpointConfigMap")] = ""
     message: str = ""
+    throttle_bytes_per_second: int = 0
+    """The spec's throttle the worker runs under, so `status` tells why a job is slow."""
 
     def condition(self, kind: ConditionType) -> Condition | None:
         return next((c for c in self.conditions if c.type == kind), None)

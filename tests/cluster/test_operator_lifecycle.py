@@ -34,7 +34,7 @@ def test_printer_columns(operator, collectjob, wait_for):
     header = job.kubectl("get", "cjob").stdout.splitlines()[0].split()
     assert header == ["NAME", "PHASE", "PROGRESS", "ROWS", "SUSPEND", "AGE"]
     wide = job.kubectl("get", "cjob", "-o", "wide").stdout.splitlines()[0].split()
-    assert wide == [*header, "MESSAGE"]
+    assert wide == [*header, "MESSAGE", "CLIENT", "REQUEST", "THROTTLE"]
     by_category = job.kubectl("get", "collect").stdout
     assert "orders" in by_category
     assert "collectjob" not in job.kubectl("get", "all").stdout

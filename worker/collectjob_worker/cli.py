@@ -62,6 +62,7 @@ from collectjob_worker.retry import RetryReporter
 from collectjob_worker.sinks import open_sink
 from collectjob_worker.sources import open_source
 from collectjob_worker.supervise import run_supervised
+from collectjob_worker.throttle import Throttle
 from collectjob_worker.transform import Transform, TransformError
 
 log = logging.getLogger("collectjob_worker")
@@ -345,6 +346,7 @@ def run() -> int:
             processor=_cluster_processor(identity, metrics),
             compression=config.sink.options.compression,
             max_record_bytes=max_record,
+            throttle=Throttle.of(config.throttle_bytes_per_second),
         )
     except PermanentError as e:
         log.error("permanent error: %s", e)

@@ -77,6 +77,7 @@ from collectjob_worker.processors.runner import ProcessorRunner, kept_rows
 from collectjob_worker.sinks import SinkStore
 from collectjob_worker.sources import Source
 from collectjob_worker.stages import BlockOutput, ChunkDone, ChunkStart, PipelinedChunks
+from collectjob_worker.throttle import Throttle
 from collectjob_worker.transform import Transform
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,7 @@ class Job:
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
     min_commit_seconds: float = MIN_COMMIT_SECONDS
     """Least work per commit; `local --min-commit-seconds` lowers it (tests need many chunks)."""
+    throttle: Throttle | None = None
 
     def __post_init__(self) -> None:
         if self.sink_format not in FORMATS:
@@ -268,7 +270,7 @@ class Pipeline:
                 header=header.names,
                 bytes_total=stat.size,
                 fingerprint=stat.fingerprint,
-                next_chunk_bytes=min(job.chunk_bytes, INITIAL_CHUNK_BYTES),
+                next_chunk_bytes=min(self._limit, INITIAL_CHUNK_BYTES),
                 started_at=taken.updated_at,
             )
             clear_success(job.sink)
@@ -335,7 +337,11 @@ class Pipeline:
         self._commit_chunk(done, started)
 
     def _next_window(self, window: int, seconds: float) -> int:
-        return next_chunk_size(window, seconds, self.job.chunk_bytes, self.job.min_commit_seconds)
+        """A throttled job is not coalesced: its pacing already keeps commits to about one a
+        second, and its chunks must stay within one second of throttled bytes."""
+        if self.job.throttle is not None:
+            return next_chunk_size(window, seconds, self._limit, min_commit_seconds=0)
+        return next_chunk_size(window, seconds, self._limit, self.job.min_commit_seconds)
 
     def _run_pipelined(self) -> Outcome:
         """The pipelined executor: the next chunks are read, parsed (on several threads) and
@@ -389,6 +395,15 @@ class Pipeline:
             )
         )
         self.chunk_started, self.last_chunk_seconds = None, seconds
+        if self.job.throttle is not None:
+            self.job.throttle.pace(done.end - done.start, self.stop)
+
+    @property
+    def _limit(self) -> int:
+        throttle = self.job.throttle
+        return (
+            self.job.chunk_bytes if throttle is None else throttle.chunk_limit(self.job.chunk_bytes)
+        )
 
     def _process_block(self, block: Block) -> BlockOutput:
         """The rows of one block, its rejects, and its bytes accounted for as accepted or

@@ -123,7 +123,9 @@ class FakeKube:
         self.job = {**self.job, "status": status}
         return True
 
-    def post_event(self, ref: Any, uid: str, event_type: str, reason: str, message: str) -> None:
+    def post_event(
+        self, ref: Any, uid: str, event_type: str, reason: str, message: str, labels: Any = None
+    ) -> None:
         self.events.append(reason)
 
     def deployment(self) -> dict[str, Any]:

@@ -72,9 +72,14 @@ def test_phase_and_condition_enums_match_the_models():
 
 def test_printer_columns():
     columns = {c["name"]: c for c in version()["additionalPrinterColumns"]}
-    assert list(columns) == ["Phase", "Progress", "Rows", "Suspend", "Age", "Message"]
-    assert columns["Message"]["priority"] == 1
-    assert all("priority" not in c for n, c in columns.items() if n != "Message")
+    wide = ["Message", "Client", "Request", "Throttle"]
+    assert list(columns) == ["Phase", "Progress", "Rows", "Suspend", "Age", *wide]
+    assert all(columns[n]["priority"] == 1 for n in wide)
+    assert all("priority" not in c for n, c in columns.items() if n not in wide)
+    # Label keys hold a dot: the JSONPath must escape it (checked on the real API server
+    # by tests/cluster/test_plugin.py, which reads the wide columns).
+    assert columns["Client"]["jsonPath"] == r".metadata.labels.collect\.dev/client"
+    assert columns["Request"]["jsonPath"] == r".metadata.labels.collect\.dev/request"
 
 
 def test_defaults_match_the_spec_parser():
