@@ -22,6 +22,7 @@ from collectjob_operator import manifests
 from collectjob_operator.job import CollectJob
 from localcluster.client import Cluster
 from localcluster.paths import REPO_ROOT as ROOT
+from operator_fixtures import write_csv
 
 SYSTEM_NS = "collectjob-system"
 WATCHED_NS = "collectjob-jobs"
@@ -79,10 +80,12 @@ def can_i_list(cluster: Cluster, namespace: str) -> dict[str, set[str]]:
 
 
 @contextmanager
-def installed(cluster: Cluster, tree: str) -> Iterator[None]:
-    """Apply a kustomize tree without its operator Deployment; remove it afterwards."""
+def installed(cluster: Cluster, tree: str, with_operator: bool = False) -> Iterator[None]:
+    """Apply a kustomize tree, without its operator Deployment unless `with_operator`;
+    remove it afterwards."""
     rendered = cluster.kubectl("kustomize", str(ROOT / tree)).stdout
-    docs = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] != "Deployment"]
+    docs = [d for d in yaml.safe_load_all(rendered)
+            if d and (with_operator or d["kind"] != "Deployment")]  # fmt: skip
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
                     input=yaml.safe_dump_all(docs))  # fmt: skip
     try:
@@ -107,6 +110,31 @@ def test_namespaced_install_grants_the_table_in_watched_namespaces_only(cluster,
         assert can_i_list(cluster, WATCHED_NS) == in_watched
         assert can_i_list(cluster, namespace) == cluster_scoped
         assert can_i_list(cluster, "kube-system") == cluster_scoped
+
+
+def test_namespaced_operator_runs_a_job_with_only_its_namespaced_rights(cluster, crd, tmp_path,
+                                                                       wait_for):  # fmt: skip
+    """The namespaced install's Role is enough for the whole life of a job."""
+    source, sink = write_csv(tmp_path / "in.csv", 3000), tmp_path / "out"
+    body = {
+        "apiVersion": "collect.dev/v1alpha1",
+        "kind": "CollectJob",
+        "metadata": {"name": "scoped", "namespace": WATCHED_NS},
+        "spec": {"source": {"url": f"file://{source}"},
+                 "sink": {"url": f"file://{sink}", "format": "jsonl"}},
+    }  # fmt: skip
+    with installed(cluster, "deploy/namespaced", with_operator=True):
+        cluster.kubectl("rollout", "status", "deployment/collectjob-operator", "-n", SYSTEM_NS,
+                        "--timeout=120s", timeout=150)  # fmt: skip
+        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
+
+        def phase() -> str | None:
+            job = cluster.kubectl_json("get", "cjob", "scoped", "-n", WATCHED_NS)
+            return (job.get("status") or {}).get("phase")
+
+        wait_for(lambda: phase() == "Succeeded", timeout=180, message="phase Succeeded")
+        rows = sum(len(p.read_text().splitlines()) for p in sink.glob("part-*"))
+        assert rows == 3000
 
 
 def test_worker_network_policy_is_accepted_and_selects_the_workers(cluster, namespace):
