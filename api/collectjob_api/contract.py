@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, replace
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, ConfigDict, Field, PlainValidator
+from pydantic import BeforeValidator, ConfigDict, Field, PlainValidator, model_validator
 from pydantic.dataclasses import dataclass
 
 from collectjob_api.models import (
@@ -119,8 +119,21 @@ class UrlFrom(Pruned):
     secret_key_ref: SecretKeyRef
 
 
+class _OneUrl:
+    """`url` or `url_from`, exactly one (the CRD's rule, for bodies built by hand)."""
+
+    url: str
+    url_from: UrlFrom | None
+
+    @model_validator(mode="after")
+    def _one_url(self) -> Any:
+        if bool(self.url) == (self.url_from is not None):
+            raise refuse("must have exactly one of a non-empty url and urlFrom")
+        return self
+
+
 @dataclass(frozen=True, config=CAMEL_CASE)
-class SourceConfig(Pruned):
+class SourceConfig(_OneUrl, Pruned):
     """`spec.source`, handed to the worker as it stands. `url` is empty when `url_from`
     names a Secret instead (the CRD requires exactly one)."""
 
@@ -146,7 +159,7 @@ class SinkOptions(Pruned):
 
 
 @dataclass(frozen=True, config=CAMEL_CASE)
-class SinkConfig(Pruned):
+class SinkConfig(_OneUrl, Pruned):
     """`spec.sink`, handed to the worker as it stands; `url` empty as in SourceConfig."""
 
     url: str = ""
@@ -270,6 +283,6 @@ def _with_secret_urls(config: WorkerConfig, env: Mapping[str, str]) -> WorkerCon
             )
     return replace(
         config,
-        source=replace(config.source, url=source_url),
-        sink=replace(config.sink, url=sink_url),
+        source=replace(config.source, url=source_url, url_from=None),
+        sink=replace(config.sink, url=sink_url, url_from=None),
     )
