@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from collectjob_operator import guard
+from collectjob_operator.cache import ChildCache
 from collectjob_operator.job import JobRef
 from collectjob_operator.metrics import JobsCollector
 from collectjob_operator.reconciler import Reconciler
@@ -64,15 +65,11 @@ def test_held_status_says_why_and_keeps_its_transition_time():
 
 def test_reconciler_creates_nothing_while_the_policy_is_missing(fake_kube):
     kube, policy = fake_kube(), Policy(bound=False)
-    reconciler = Reconciler(kube, "img", JobsCollector(), guard.AdmissionGuard(policy))
-
-    async def run() -> None:
-        await reconciler.trigger(REF)
-        reconciler.forget(REF)  # cancels the look-again the hold scheduled
-
-    asyncio.run(run())
+    reconciler = Reconciler(kube, "img", JobsCollector(), ChildCache(kube.indices()),
+                            admission=guard.AdmissionGuard(policy))  # fmt: skip
+    asyncio.run(reconciler.process(REF))
     assert kube.objects == {}
     assert kube.status_patches[-1]["conditions"][0]["reason"] == guard.REASON
     policy.bound = True
-    asyncio.run(reconciler.trigger(REF))
+    asyncio.run(reconciler.process(REF))
     assert ("Deployment", "team-a", "orders-worker") in kube.objects
