@@ -25,19 +25,21 @@ import yaml
 from kubernetes import client
 
 from collectjob_api.checkpoint import Checkpoint
-from collectjob_api.contract import CHECKPOINT_KEY
+from collectjob_api.contract import CHECKPOINT_KEY, MIN_CHUNK_BYTES
 from localcluster.client import Cluster
 from localcluster.controlplane import free_port
 from localcluster.paths import REPO_ROOT as ROOT
 
-CRD = ROOT / "crds" / "collectjob.yaml"
+CRDS = ROOT / "crds"
 OPERATOR_BIN = Path(sys.executable).parent / "collectjob-operator"
 JOB_LABEL = "collect.dev/job"
 
 
 @pytest.fixture(scope="session")
 def crd(cluster: Cluster) -> None:
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    """The CRD with its admission policy, as `kubectl apply -k crds/` installs them: the
+    operator starts no worker without the policy."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(CRDS))
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
                     "crd/collectjobs.collect.dev")  # fmt: skip
 
@@ -226,7 +228,7 @@ def collectjob(cluster: Cluster, namespace: str, crd: None,
         body = base or {
             "apiVersion": "collect.dev/v1alpha1",
             "kind": "CollectJob",
-            "spec": {"sink": {"format": "jsonl"}, "chunkBytes": 4096},
+            "spec": {"sink": {"format": "jsonl"}, "chunkBytes": MIN_CHUNK_BYTES},
         }
         body["metadata"] = {"name": name, "namespace": namespace}
         body["spec"] = {**body["spec"], **spec}

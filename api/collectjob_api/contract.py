@@ -10,10 +10,10 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, ConfigDict, Field, PlainValidator
+from pydantic import BeforeValidator, ConfigDict, Field, PlainValidator, model_validator
 from pydantic.dataclasses import dataclass
 
 from collectjob_api.models import (
@@ -52,6 +52,12 @@ DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024
 """Upper bound on one chunk's bytes; the worker sizes chunks for promptness below it."""
 DEFAULT_GRACE_SECONDS = 30
 """The pod's terminationGracePeriodSeconds unless the CollectJob sets one."""
+MIN_CHUNK_BYTES = 1024 * 1024
+"""The CRD's minimum chunkBytes: smaller chunks would commit the checkpoint too often."""
+DEFAULT_MAX_RECORD_BYTES = 64 * 1024 * 1024
+"""The longest record the worker reads unless the CollectJob's maxRecordBytes says otherwise."""
+DEFAULT_RETRY_FOR_SECONDS = 300
+"""How long the worker retries transient source or sink errors (spec.retry.timeoutSeconds)."""
 
 ENV_JOB_NAME = "COLLECTJOB_NAME"
 ENV_NAMESPACE = "COLLECTJOB_NAMESPACE"
@@ -66,12 +72,15 @@ ENV_JOB_UID = "COLLECTJOB_UID"
 ENV_URL_ALLOWLIST = "COLLECTJOB_URL_ALLOWLIST"
 """Hosts, addresses and CIDRs that really are internal and that sources and S3 endpoints may
 reach (comma-separated); everything not globally routable is refused otherwise."""
+ENV_SOURCE_URL = "COLLECTJOB_SOURCE_URL"
+"""The source URL when the CollectJob gives it by spec.source.urlFrom.secretKeyRef: the pod
+template names the Secret, never the URL, and the config's source.url is then empty."""
+ENV_SINK_URL = "COLLECTJOB_SINK_URL"
+"""The sink URL from spec.sink.urlFrom.secretKeyRef, as ENV_SOURCE_URL."""
 ENV_MAX_RECORD_BYTES = "COLLECTJOB_MAX_RECORD_BYTES"
-"""The longest source record the worker accepts (default 64 MiB); longer is a permanent error."""
+"""spec.maxRecordBytes: a longer record is a permanent error naming its line."""
 ENV_RETRY_FOR_SECONDS = "COLLECTJOB_RETRY_FOR_SECONDS"
-"""spec.retry.timeoutSeconds: how long transient source/sink errors are retried (default 300)."""
-DEFAULT_MAX_RECORD_BYTES = 64 << 20
-DEFAULT_RETRY_FOR_SECONDS = 300
+"""spec.retry.timeoutSeconds: how long transient source and sink errors are retried."""
 
 EXIT_OK = 0
 """Done, or stopped by a signal with everything committed (or the in-flight chunk abandoned)."""
@@ -102,10 +111,39 @@ def worker_labels(job: str) -> dict[str, str]:
 
 
 @dataclass(frozen=True, config=CAMEL_CASE)
-class SourceConfig(Pruned):
-    """`spec.source`, handed to the worker as it stands."""
+class SecretKeyRef(Pruned):
+    name: Name
+    key: Name
 
-    url: Name
+
+@dataclass(frozen=True, config=CAMEL_CASE)
+class UrlFrom(Pruned):
+    """`urlFrom`: a URL that carries a credential lives in a Secret; the pod template names
+    the Secret and the worker reads the URL from ENV_SOURCE_URL or ENV_SINK_URL."""
+
+    secret_key_ref: SecretKeyRef
+
+
+class _OneUrl:
+    """`url` or `url_from`, exactly one (the CRD's rule, for bodies built by hand)."""
+
+    url: str
+    url_from: UrlFrom | None
+
+    @model_validator(mode="after")
+    def _one_url(self) -> Any:
+        if bool(self.url) == (self.url_from is not None):
+            raise refuse("must have exactly one of a non-empty url and urlFrom")
+        return self
+
+
+@dataclass(frozen=True, config=CAMEL_CASE)
+class SourceConfig(_OneUrl, Pruned):
+    """`spec.source`, handed to the worker as it stands. `url` is empty when `url_from`
+    names a Secret instead (the CRD requires exactly one)."""
+
+    url: str = ""
+    url_from: UrlFrom | None = None
     format: str = "csv"
     delimiter: str = ","
     quote: str = '"'
@@ -126,10 +164,11 @@ class SinkOptions(Pruned):
 
 
 @dataclass(frozen=True, config=CAMEL_CASE)
-class SinkConfig(Pruned):
-    """`spec.sink`, handed to the worker as it stands."""
+class SinkConfig(_OneUrl, Pruned):
+    """`spec.sink`, handed to the worker as it stands; `url` empty as in SourceConfig."""
 
-    url: Name
+    url: str = ""
+    url_from: UrlFrom | None = None
     format: str = "csv"
     options: SinkOptions = SinkOptions()
 
@@ -213,14 +252,44 @@ class WorkerIdentity:
         float, Field(alias=ENV_GRACE_SECONDS), PlainValidator(_grace_seconds)
     ] = DEFAULT_GRACE_SECONDS
     """How long a stop may take before the kubelet kills the pod (ENV_GRACE_SECONDS)."""
+    max_record_bytes: Annotated[int, Field(alias=ENV_MAX_RECORD_BYTES, gt=0)] = (
+        DEFAULT_MAX_RECORD_BYTES
+    )
+    retry_for_seconds: Annotated[int, Field(alias=ENV_RETRY_FOR_SECONDS, gt=0)] = (
+        DEFAULT_RETRY_FOR_SECONDS
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> WorkerIdentity:
         ours = {k: v for k, v in env.items() if k in keys(cls)}
         try:
-            return parse(cls, ours, ValueError, lambda path: path or "the environment")
+            identity = parse(cls, ours, ValueError, lambda path: path or "the environment")
         except ValueError as e:
             raise ValueError(
                 f"worker environment is incomplete or wrong: {e} "
                 "(these variables come from the operator's pod template)"
             ) from None
+        return replace(identity, config=_with_secret_urls(identity.config, env))
+
+
+def _with_secret_urls(config: WorkerConfig, env: Mapping[str, str]) -> WorkerConfig:
+    """Fill in a URL the config leaves empty from its env var (urlFrom.secretKeyRef).
+
+    The error names the variable, never a value: the value is a credential.
+    """
+    source_url = config.source.url or env.get(ENV_SOURCE_URL, "").strip()
+    sink_url = config.sink.url or env.get(ENV_SINK_URL, "").strip()
+    for url, var, part in (
+        (source_url, ENV_SOURCE_URL, "source"),
+        (sink_url, ENV_SINK_URL, "sink"),
+    ):
+        if not url:
+            raise ValueError(
+                f"the {part} URL is missing: spec.{part}.url is empty and {var} (from "
+                f"spec.{part}.urlFrom.secretKeyRef) is not set or empty"
+            )
+    return replace(
+        config,
+        source=replace(config.source, url=source_url, url_from=None),
+        sink=replace(config.sink, url=sink_url, url_from=None),
+    )

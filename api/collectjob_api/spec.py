@@ -19,7 +19,9 @@ from collectjob_api.contract import (
     DEFAULT_BACKOFF_LIMIT,
     DEFAULT_CHUNK_BYTES,
     DEFAULT_GRACE_SECONDS,
+    DEFAULT_MAX_RECORD_BYTES,
     DEFAULT_METRICS_PORT,
+    DEFAULT_RETRY_FOR_SECONDS,
     ProcessConfig,
     SinkConfig,
     SourceConfig,
@@ -43,8 +45,11 @@ class WorkerSpec(Pruned):
     image: str = ""
     metrics_port: int = DEFAULT_METRICS_PORT
     termination_grace_period_seconds: int = DEFAULT_GRACE_SECONDS
-    resources: dict[str, Any] = Field(default_factory=dict)
+    resources: dict[str, Any] | None = None
+    """None when the CollectJob gives none (the operator's defaults apply); `{}` when it gives
+    an empty one (nothing is set, so a LimitRange's defaults apply)."""
     env: tuple[dict[str, Any], ...] = ()
+    env_from: tuple[dict[str, Any], ...] = ()
     volumes: tuple[dict[str, Any], ...] = ()
     volume_mounts: tuple[dict[str, Any], ...] = ()
     node_selector: dict[str, str] = Field(default_factory=dict)
@@ -56,6 +61,11 @@ class ThrottleSpec(Pruned):
     """`spec.throttle`: the worker paces its reads to bytesPerSecond; None is unthrottled."""
 
     bytes_per_second: int | None = None
+
+
+@dataclass(frozen=True, config=CAMEL_CASE)
+class RetrySpec(Pruned):
+    timeout_seconds: int = DEFAULT_RETRY_FOR_SECONDS
 
 
 @dataclass(frozen=True, config=CAMEL_CASE)
@@ -72,6 +82,8 @@ class CollectJobSpec(Pruned):
     process: ProcessConfig | None = None
     worker: WorkerSpec = WorkerSpec()
     throttle: ThrottleSpec = ThrottleSpec()
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    retry: RetrySpec = RetrySpec()
 
     @classmethod
     def from_dict(cls, raw: Any) -> CollectJobSpec:

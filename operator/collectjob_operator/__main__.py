@@ -14,12 +14,21 @@ import os
 
 import kopf
 
+from collectjob_api.redact import redact_text
 from collectjob_operator import handlers  # noqa: F401  (importing registers the handlers)
 from collectjob_operator.reconciler import DEFAULT_WORKERS
 
 DEFAULT_METRICS_PORT = 9101
 DEFAULT_LIVENESS_PORT = 8080
 ENV_LISTEN_HOST = "POD_IP"
+
+
+class RedactingFormatter(logging.Formatter):
+    """Every log line, tracebacks included, with the URLs in it redacted (userinfo, query
+    and fragment dropped): an API error or a worker's message may quote a signed URL."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -45,6 +54,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="port of /healthz; 0 disables it")  # fmt: skip
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                         help="jobs reconciled at once at most (default: %(default)s)")  # fmt: skip
+    parser.add_argument(
+        "--allow-unguarded",
+        action="store_true",
+        help="start workers even while the admission policy collectjob-author-rights is not "
+        "installed (then any CollectJob author can use what the operator can)",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     return parser.parse_args(argv)
 
@@ -53,10 +68,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.workers < 1:
         raise SystemExit(f"--workers must be at least 1, got {args.workers}")
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     if not args.verbose:
         # One line per handled event and per probe drowns the transitions worth reading.
         for noisy in ("kopf.objects", "kopf.activities.probe", "aiohttp.access"):
@@ -70,7 +84,10 @@ def main(argv: list[str] | None = None) -> None:
         namespaces=args.namespace,
         liveness_endpoint=liveness,
         memo=kopf.Memo(
-            metrics_port=args.metrics_port, listen_host=args.listen_host, workers=args.workers
+            metrics_port=args.metrics_port,
+            listen_host=args.listen_host,
+            workers=args.workers,
+            allow_unguarded=args.allow_unguarded,
         ),
     )
 

@@ -13,6 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from collectjob_api.checkpoint import Checkpoint
+from collectjob_api.redact import safe_message
 from collectjob_api.rfc3339 import parse_time
 from collectjob_api.spec import CollectJobSpec, Shutdown
 from collectjob_operator.status import (
@@ -186,7 +187,7 @@ def _verdict(spec: CollectJobSpec, current: JobStatus, status: JobStatus, world:
             f"Stopped after {rows} rows; the outputs are kept but not marked successful",
         )
     if cp is not None and cp.error:
-        return _Verdict(Phase.FAILED, "WorkerError", cp.error)
+        return _Verdict(Phase.FAILED, "WorkerError", safe_message(cp.error))
     if status.worker_restarts > spec.backoff_limit:
         return _Verdict(
             Phase.FAILED,
@@ -221,10 +222,10 @@ def _active_verdict(current: JobStatus, status: JobStatus, world: World) -> _Ver
     if running or current.phase in (Phase.RUNNING, *WAS_SUSPENDED):
         message = "The worker is processing the source"
         if world.checkpoint_problem:
-            message = f"The checkpoint cannot be read: {world.checkpoint_problem}"
+            message = safe_message(f"The checkpoint cannot be read: {world.checkpoint_problem}")
         retrying = world.checkpoint.retrying if world.checkpoint else None
         if retrying is not None:
-            message = f"Retrying since {retrying.since}: {retrying.message}"
+            message = safe_message(f"Retrying since {retrying.since}: {retrying.message}")
             return _Verdict(Phase.RUNNING, retrying.reason, message)
         return _Verdict(Phase.RUNNING, "Running", message)
     return _Verdict(Phase.PENDING, "Pending", "Waiting for the worker pod to run")

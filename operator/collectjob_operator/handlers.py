@@ -27,6 +27,7 @@ from collectjob_api.contract import (
 from collectjob_operator import metrics
 from collectjob_operator import settings as operator_settings
 from collectjob_operator.cache import CHILD_KINDS, ChildCache, ChildKind, index_entry
+from collectjob_operator.guard import AdmissionGuard
 from collectjob_operator.job import JobRef
 from collectjob_operator.kube import Kube
 from collectjob_operator.reconciler import DEFAULT_WORKERS, Reconciler
@@ -63,10 +64,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **indices: A
     operator_settings.configure(settings)
     config = operator_settings.OperatorConfig.from_env()
     kube = Kube(credentials.api_client())
+    guard = None if memo.get("allow_unguarded") else AdmissionGuard(kube.admission_policy_bound)
     cache = ChildCache({child.kind: indices[child.kind] for child in CHILD_KINDS})
     memo.reconciler = Reconciler(
         kube, config.worker_image, metrics.register_jobs_collector(), cache,
         workers=memo.get("workers") or DEFAULT_WORKERS,
+        admission=guard,
     )  # fmt: skip
     memo.reconciler.start()
     if memo.get("metrics_port"):

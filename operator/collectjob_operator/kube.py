@@ -16,6 +16,7 @@ from typing import Any
 from kubernetes import client
 
 from collectjob_api.contract import GROUP, KIND, PLURAL, VERSION
+from collectjob_api.redact import safe_message
 from collectjob_api.rfc3339 import now_text
 from collectjob_operator.job import API_VERSION, JobRef
 
@@ -85,6 +86,7 @@ class Kube:
             "rbac": client.RbacAuthorizationV1Api(api_client),
         }
         self._custom = client.CustomObjectsApi(api_client)
+        self._admission = client.AdmissionregistrationV1Api(api_client)
         self._instance = socket.gethostname()
 
     def _method(self, verb: str, kind: str) -> Callable[..., Any]:
@@ -174,6 +176,26 @@ class Kube:
         )  # fmt: skip
         return patched is not None
 
+    def admission_policy_bound(self, name: str) -> bool:
+        """Whether the ValidatingAdmissionPolicy `name` exists with a binding of the same
+        name that enforces it (Deny)."""
+        policy = _call(
+            lambda: self._admission.read_validating_admission_policy(
+                name, _request_timeout=REQUEST_TIMEOUT, _preload_content=False
+            ),
+            NOT_FOUND,
+        )
+        binding = _call(
+            lambda: self._admission.read_validating_admission_policy_binding(
+                name, _request_timeout=REQUEST_TIMEOUT, _preload_content=False
+            ),
+            NOT_FOUND,
+        )
+        if policy is None or binding is None:
+            return False
+        spec = binding.get("spec") or {}
+        return spec.get("policyName") == name and "Deny" in (spec.get("validationActions") or ())
+
     def post_event(self, ref: JobRef, uid: str, event_type: str, reason: str,
                    message: str, labels: Mapping[str, str] | None = None) -> None:  # fmt: skip
         """A core/v1 Event about a CollectJob, as `kubectl describe` shows them.
@@ -197,7 +219,7 @@ class Kube:
             },
             "type": event_type,
             "reason": reason,
-            "message": message[:1024],
+            "message": safe_message(message),
             "source": {"component": FIELD_MANAGER},
             "reportingComponent": f"{GROUP}/operator",
             "reportingInstance": self._instance,

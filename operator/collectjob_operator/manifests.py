@@ -17,14 +17,19 @@ from collectjob_api.contract import (
     ENV_GRACE_SECONDS,
     ENV_JOB_NAME,
     ENV_JOB_UID,
+    ENV_MAX_RECORD_BYTES,
     ENV_NAMESPACE,
     ENV_POD_IP,
     ENV_POD_NAME,
+    ENV_RETRY_FOR_SECONDS,
+    ENV_SINK_URL,
+    ENV_SOURCE_URL,
     GROUP,
     LABEL_COMPONENT,
     LABEL_JOB,
     WORKER_COMPONENT,
     WORKER_CONTAINER,
+    UrlFrom,
     checkpoint_configmap_name,
     worker_labels,
     worker_name,
@@ -34,6 +39,13 @@ from collectjob_operator.job import CollectJob
 WORKER_UID = 10001
 WORKER_COMMAND = ("collectjob-worker", "run")
 TEMPLATE_HASH_ANNOTATION = f"{GROUP}/template-hash"
+DEFAULT_WORKER_RESOURCES: dict[str, dict[str, str]] = {
+    "requests": {"cpu": "250m", "memory": "512Mi"},
+    "limits": {"memory": "2Gi"},
+}
+"""The worker's resources when the CollectJob gives none. The memory limit leaves room for
+a 64 MiB chunk as pandas holds it and twice the default maxRecordBytes. A CollectJob that
+gives `worker.resources: {}` gets none, so a LimitRange's defaults apply instead."""
 Manifest = dict[str, Any]
 
 
@@ -108,8 +120,29 @@ def worker_env(job: CollectJob) -> list[dict[str, Any]]:
         {"name": ENV_CONFIG, "value": spec.worker_config().to_json()},
         # The worker fits its last chunk into the grace period the kubelet will give it.
         {"name": ENV_GRACE_SECONDS, "value": str(spec.worker.termination_grace_period_seconds)},
+        {"name": ENV_MAX_RECORD_BYTES, "value": str(spec.max_record_bytes)},
+        {"name": ENV_RETRY_FOR_SECONDS, "value": str(spec.retry.timeout_seconds)},
+        *_secret_url_env(ENV_SOURCE_URL, spec.source.url_from),
+        *_secret_url_env(ENV_SINK_URL, spec.sink.url_from),
         *(dict(e) for e in spec.worker.env),
     ]
+
+
+def _secret_url_env(name: str, url_from: UrlFrom | None) -> list[dict[str, Any]]:
+    """A URL given by urlFrom.secretKeyRef reaches the worker as a Secret reference: the
+    Deployment names the Secret and never holds the URL itself."""
+    if url_from is None:
+        return []
+    ref = url_from.secret_key_ref
+    return [{"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}]
+
+
+def worker_resources(job: CollectJob) -> dict[str, Any]:
+    """The CollectJob's own resources, or the defaults when it gives none."""
+    resources = job.spec.worker.resources
+    if resources is None:
+        return {kind: dict(values) for kind, values in DEFAULT_WORKER_RESOURCES.items()}
+    return {kind: dict(values) for kind, values in resources.items()}
 
 
 def restricted_container_security() -> dict[str, Any]:
@@ -132,10 +165,12 @@ def _pod_template(job: CollectJob, image: str) -> dict[str, Any]:
         "command": list(WORKER_COMMAND),
         "env": worker_env(job),
         "ports": [{"name": "metrics", "containerPort": worker.metrics_port, "protocol": "TCP"}],
-        "resources": dict(worker.resources),
+        "resources": worker_resources(job),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *map(dict, worker.volume_mounts)],
         "securityContext": restricted_container_security(),
     }
+    if worker.env_from:
+        container["envFrom"] = [dict(e) for e in worker.env_from]
     spec: dict[str, Any] = {
         "serviceAccountName": worker_name(job.name),
         "automountServiceAccountToken": True,

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from collectjob_api.checkpoint import Checkpoint, CheckpointError
 from collectjob_api.contract import CHECKPOINT_KEY, checkpoint_configmap_name, worker_name
-from collectjob_operator import manifests, metrics
+from collectjob_operator import guard, manifests, metrics
 from collectjob_operator.cache import ChildCache
 from collectjob_operator.decisions import WAS_SUSPENDED, Decision, PodView, World, decide
 from collectjob_operator.job import CollectJob, JobRef
@@ -73,8 +73,11 @@ class _Children:
 class Reconciler:
     def __init__(self, kube: Kube, worker_image: str, jobs: metrics.JobsCollector,
                  cache: ChildCache, workers: int = DEFAULT_WORKERS,
-                 deadline: float = DEFAULT_DEADLINE) -> None:  # fmt: skip
+                 deadline: float = DEFAULT_DEADLINE,
+                 admission: guard.AdmissionGuard | None = None) -> None:  # fmt: skip
+        """`admission` None: workers start without the admission policy (--allow-unguarded)."""
         self._kube = kube
+        self._admission = admission
         self._image = worker_image
         self._jobs_metrics = jobs
         self._cache = cache
@@ -230,6 +233,19 @@ class Reconciler:
 
         self._timers[ref] = loop.call_at(when, fire)
 
+    async def _guarded(self, job: CollectJob) -> bool:
+        """False, with the job held and its status saying why, while the admission policy
+        is missing (see guard). Finished jobs are never held."""
+        if self._admission is None or (job.status.phase and job.status.phase.final):
+            return True
+        if await self._admission.installed():
+            return True
+        status = guard.held(job.status, job.generation, datetime.now(UTC))
+        if status.to_dict() != job.status.to_dict():
+            await self._run(self._kube.patch_job_status, job.ref, status.to_dict())
+        self._schedule(job.ref, guard.RETRY_AFTER)
+        return False
+
     async def _run(self, call: Callable[..., T], *args: Any) -> T:
         """A blocking API call in the reconciler's own threads (bounded by the pool)."""
         loop = asyncio.get_running_loop()
@@ -240,6 +256,8 @@ class Reconciler:
         if body is None or body["metadata"].get("deletionTimestamp"):
             return
         job = CollectJob.from_body(body)
+        if not await self._guarded(job):
+            return
         memory = self._memory.setdefault(job.uid, _JobMemory())
         children = await self._observe(job)
         world = self._world(job, memory, children, self._cache.worker_pods(ref))

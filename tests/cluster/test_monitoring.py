@@ -206,7 +206,7 @@ def test_every_dashboard_query_and_alert_expression_returns_data(
         "orders",
         rows=1,
         source={"url": slow_source.url},
-        chunkBytes=16384,
+        chunkBytes=1 << 20,
         process={"name": "drop-duplicates", "options": {"columns": ["id"]}},
     )
     broken = collectjob("broken", rows=1, source={"url": f"file://{tmp_path}/missing.csv"})

@@ -10,7 +10,7 @@ from localcluster.paths import REPO_ROOT as ROOT
 SAMPLE = ROOT / "deploy" / "samples" / "collectjob.yaml"
 CHILD_KINDS = "deployments,replicasets,pods,configmaps,serviceaccounts,roles,rolebindings"
 # Big enough that the worker is still busy when the test acts on it.
-LONG_ROWS = 60000
+LONG_ROWS = 600_000  # many 1 MiB chunks (the CRD minimum), so a suspension lands mid-run
 
 
 def test_sample_runs_its_worker_and_succeeds(operator, collectjob, wait_for):

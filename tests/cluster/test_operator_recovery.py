@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from kubernetes import client
 
-LONG_ROWS = 60000
+LONG_ROWS = 600_000  # many 1 MiB chunks (the CRD minimum), so a suspension lands mid-run
 HOLD = "test.collect.dev/hold"
 
 

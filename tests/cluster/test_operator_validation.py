@@ -27,11 +27,31 @@ def manifest(namespace: str, name: str = "bad", **spec) -> str:
     [
         ({"sink": {"url": "file:///o", "format": "xml"}},
          'spec.sink.format: Unsupported value: "xml"'),
-        ({"chunkBytes": -1}, "spec.chunkBytes in body should be greater than or equal to 1024"),
+        ({"chunkBytes": 4096},
+         "spec.chunkBytes in body should be greater than or equal to 1048576"),
+        ({"maxRecordBytes": 10}, "spec.maxRecordBytes in body should be greater than or equal"),
+        ({"retry": {"timeoutSeconds": 0}},
+         "spec.retry.timeoutSeconds in body should be greater than or equal to 1"),
         ({"backoffLimit": -2}, "spec.backoffLimit in body should be greater than or equal to 0"),
         ({"source": {"url": "ftp://host/in.csv"}},
-         "spec.source.url must start with file:///, s3://, http:// or https://"),
-        ({"sink": {"url": "https://host/out"}}, "spec.sink.url must start with file:/// or s3://"),
+         "spec.source.url: Forbidden: must start with file:///, s3://, http:// or https://"),
+        ({"sink": {"url": "https://host/out"}},
+         "spec.sink.url: Forbidden: must start with file:/// or s3://"),
+        ({"source": {"url": "file:///in.csv",
+                     "urlFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}},
+         "exactly one of url and urlFrom must be set"),
+        ({"sink": {}}, "exactly one of url and urlFrom must be set"),
+        ({"worker": {"env": [{"name": "A", "value": "x",
+                              "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}},
+         "set value or valueFrom, not both"),
+        ({"worker": {"env": [{"name": "A", "valueFrom": {
+            "secretKeyRef": {"name": "s", "key": "k"},
+            "configMapKeyRef": {"name": "c", "key": "k"}}}]}},
+         "set exactly one of secretKeyRef, configMapKeyRef, fieldRef and resourceFieldRef"),
+        ({"worker": {"envFrom": [{"secretRef": {"name": "s"}, "prefix": "COLLECTJOB_"}]}},
+         "envFrom must not use a COLLECTJOB_ prefix"),
+        ({"worker": {"volumes": [{"name": "v", "secret": {}}]}},
+         "spec.worker.volumes[0].secret.secretName: Required value"),
         ({"shutdown": "Pause"}, 'spec.shutdown: Unsupported value: "Pause"'),
         ({"worker": {"env": [{"name": "COLLECTJOB_CONFIG", "value": "{}"}]}},
          "must not set COLLECTJOB_* variables"),
@@ -66,7 +86,8 @@ def test_credentials_in_a_url_are_refused_without_being_echoed(cluster, namespac
     assert result.returncode != 0
     assert (
         f"spec.{field}.url: Forbidden: must not carry credentials (user:password@host): put "
-        "them in a Secret and pass them with spec.worker.env valueFrom.secretKeyRef"
+        "the URL in a Secret and use urlFrom.secretKeyRef, or pass the credentials with "
+        "spec.worker.env valueFrom.secretKeyRef"
     ) in result.stderr
     assert "pa55word" not in result.stderr
 
@@ -120,6 +141,8 @@ def test_defaults_are_filled_in_by_the_api_server(cluster, namespace, crd):
         "spec"
     ]
     assert (spec["suspend"], spec["shutdown"], spec["backoffLimit"]) == (False, "", 3)
+    assert spec["maxRecordBytes"] == 64 * 1024 * 1024
+    assert spec["retry"] == {"timeoutSeconds": 300}
     assert spec["worker"]["terminationGracePeriodSeconds"] == 30
     assert spec["sink"]["format"] == "csv"
     assert spec["source"]["header"] is True

@@ -24,7 +24,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,6 @@ from collectjob_api.contract import (
     DEFAULT_GRACE_SECONDS,
     DEFAULT_MAX_RECORD_BYTES,
     DEFAULT_RETRY_FOR_SECONDS,
-    ENV_MAX_RECORD_BYTES,
-    ENV_RETRY_FOR_SECONDS,
     ENV_URL_ALLOWLIST,
     EXIT_FAILED,
     EXIT_FENCED,
@@ -139,18 +137,6 @@ def _seconds(text: str) -> float:
     value = float(text)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text}")
-    return value
-
-
-def _env_number(env: Mapping[str, str], name: str, default: float) -> float:
-    """A positive number from the operator's env, or a clear error naming the variable."""
-    text = env.get(name) or str(default)
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise ValueError(f"{name} must be a positive number, got {text!r}")
     return value
 
 
@@ -321,16 +307,9 @@ def run() -> int:
         return EXIT_FAILED
     config = identity.config
     metrics = WorkerMetrics(identity.namespace, identity.job)
-    try:
-        retries = RetryReporter(
-            _env_number(os.environ, ENV_RETRY_FOR_SECONDS, DEFAULT_RETRY_FOR_SECONDS)
-        )
-        max_record = int(_env_number(os.environ, ENV_MAX_RECORD_BYTES, DEFAULT_MAX_RECORD_BYTES))
-    except ValueError as e:
-        error = PermanentError(str(e))
-        log.error("permanent error: %s", error)
-        _record_setup_error(store, error)
-        return EXIT_PERMANENT_ERROR
+    # Both bounds were validated with the rest of the environment (WorkerIdentity).
+    retries = RetryReporter(identity.retry_for_seconds)
+    max_record = identity.max_record_bytes
     try:
         job = Job(
             source=open_source(config.source.url, retries.backoff("SourceUnavailable")),

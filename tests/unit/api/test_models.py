@@ -15,8 +15,21 @@ SINK = {"url": "s3://bucket/out"}
     ("spec", "message"),
     [
         ({"sink": SINK}, "spec.source is required"),
-        ({"source": {}, "sink": SINK}, "spec.source.url is required"),
-        ({"source": SOURCE, "sink": {"url": ""}}, "spec.sink.url must be a non-empty string"),
+        (
+            {"source": {}, "sink": SINK},
+            "spec.source must have exactly one of a non-empty url and urlFrom",
+        ),
+        (
+            {"source": SOURCE, "sink": {"url": ""}},
+            "spec.sink must have exactly one of a non-empty url and urlFrom",
+        ),
+        (
+            {
+                "source": {**SOURCE, "urlFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+                "sink": SINK,
+            },
+            "spec.source must have exactly one of a non-empty url and urlFrom",
+        ),
         ({"source": SOURCE, "sink": SINK, "chunkBytes": "lots"}, "spec.chunkBytes is invalid"),
         ({"source": SOURCE, "sink": SINK, "shutdown": "Halt"}, "spec.shutdown is invalid"),
         (

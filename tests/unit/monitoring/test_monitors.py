@@ -14,7 +14,7 @@ from localcluster.paths import REPO_ROOT
 from localcluster.prometheus import pod_monitor_targets
 
 SAMPLE = REPO_ROOT / "deploy" / "samples" / "collectjob.yaml"
-OPERATOR = REPO_ROOT / "deploy" / "operator.yaml"
+OPERATOR = REPO_ROOT / "deploy" / "common" / "operator.yaml"
 SERVICE = MONITORING_DIR / "operator-metrics-service.yaml"
 
 

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from collectjob_api.contract import (
     CHECKPOINT_KEY,
+    DEFAULT_MAX_RECORD_BYTES,
+    DEFAULT_RETRY_FOR_SECONDS,
     ENV_CONFIG,
+    ENV_SINK_URL,
+    ENV_SOURCE_URL,
     WorkerConfig,
     WorkerIdentity,
     worker_labels,
@@ -112,13 +120,21 @@ def test_worker_pod_runs_the_worker_with_its_service_account_and_grace(make_job)
     assert grace["value"] == "12"
 
 
-def resolve_env(env: list[dict]) -> dict[str, str]:
-    """Resolve fieldRefs as a kubelet would, for a pod named p-1 at 10.0.0.7."""
+def resolve_env(env: list[dict], secrets: dict[tuple[str, str], str] | None = None) -> dict:
+    """Resolve fieldRefs and secretKeyRefs as a kubelet would, for a pod named p-1 at
+    10.0.0.7 whose namespace holds `secrets` ((name, key) -> value)."""
     fields = {"metadata.namespace": "team-a", "metadata.name": "p-1", "status.podIP": "10.0.0.7"}
-    return {
-        e["name"]: e["value"] if "value" in e else fields[e["valueFrom"]["fieldRef"]["fieldPath"]]
-        for e in env
-    }
+
+    def value(e: dict) -> str:
+        if "value" in e:
+            return str(e["value"])
+        source = e["valueFrom"]
+        if "secretKeyRef" in source:
+            ref = source["secretKeyRef"]
+            return (secrets or {})[(ref["name"], ref["key"])]
+        return fields[source["fieldRef"]["fieldPath"]]
+
+    return {e["name"]: value(e) for e in env}
 
 
 def test_worker_env_is_what_the_worker_reads(make_job):
@@ -181,3 +197,59 @@ def test_worker_config_json_round_trips(make_job):
     (container,) = pod_spec(manifests.worker_deployment(job, IMAGE, 1))["containers"]
     text = next(e["value"] for e in container["env"] if e["name"] == ENV_CONFIG)
     assert WorkerConfig.from_json(text) == job.spec.worker_config()
+
+
+def container_of(job) -> dict:
+    (container,) = pod_spec(manifests.worker_deployment(job, IMAGE, 1))["containers"]
+    return dict(container)
+
+
+def test_worker_without_resources_gets_the_defaults(make_job):
+    container = container_of(make_job())
+    assert container["resources"] == manifests.DEFAULT_WORKER_RESOURCES
+    assert container["resources"]["limits"]["memory"]
+    assert container["resources"]["requests"]["cpu"]
+
+
+def test_empty_resources_set_none_so_a_limit_range_decides(make_job):
+    assert container_of(make_job(spec={"worker": {"resources": {}}}))["resources"] == {}
+
+
+def test_urls_from_secrets_reach_the_worker_by_reference_only(make_job):
+    signed = "https://bucket.example/in.csv?X-Amz-Signature=abc&X-Amz-Credential=k"
+    job = make_job(
+        spec={
+            "source": {"urlFrom": {"secretKeyRef": {"name": "in-url", "key": "url"}}},
+            "sink": {"urlFrom": {"secretKeyRef": {"name": "out-url", "key": "url"}}},
+        }
+    )
+    container = container_of(job)
+    assert "X-Amz" not in json.dumps(container)
+    refs = {e["name"]: e["valueFrom"] for e in container["env"] if "valueFrom" in e}
+    assert refs[ENV_SOURCE_URL] == {"secretKeyRef": {"name": "in-url", "key": "url"}}
+    assert refs[ENV_SINK_URL] == {"secretKeyRef": {"name": "out-url", "key": "url"}}
+    secrets = {("in-url", "url"): signed, ("out-url", "url"): "s3://out/dir"}
+    identity = WorkerIdentity.from_env(resolve_env(container["env"], secrets))
+    assert (identity.config.source.url, identity.config.sink.url) == (signed, "s3://out/dir")
+
+
+def test_a_missing_secret_url_is_named_without_a_value(make_job):
+    job = make_job(spec={"source": {"urlFrom": {"secretKeyRef": {"name": "u", "key": "k"}}}})
+    env = resolve_env(container_of(job)["env"], {("u", "k"): " "})
+    with pytest.raises(ValueError, match="COLLECTJOB_SOURCE_URL"):
+        WorkerIdentity.from_env(env)
+
+
+def test_record_limit_and_retry_time_reach_the_worker(make_job):
+    job = make_job(spec={"maxRecordBytes": 2 << 20, "retry": {"timeoutSeconds": 42}})
+    identity = WorkerIdentity.from_env(resolve_env(container_of(job)["env"]))
+    assert (identity.max_record_bytes, identity.retry_for_seconds) == (2 << 20, 42)
+    defaults = WorkerIdentity.from_env(resolve_env(container_of(make_job())["env"]))
+    assert defaults.max_record_bytes == DEFAULT_MAX_RECORD_BYTES
+    assert defaults.retry_for_seconds == DEFAULT_RETRY_FOR_SECONDS
+
+
+def test_env_from_passes_through_and_is_absent_when_not_given(make_job):
+    env_from = [{"secretRef": {"name": "db"}}, {"configMapRef": {"name": "cfg"}, "prefix": "C_"}]
+    assert container_of(make_job(spec={"worker": {"envFrom": env_from}}))["envFrom"] == env_from
+    assert "envFrom" not in container_of(make_job())
