@@ -55,7 +55,7 @@ def jobs(
         body = {
             "source": {"url": source.as_uri()},
             "sink": {"url": (data / "out").as_uri(), "format": "jsonl"},
-            "chunkBytes": 4096,
+            "chunkBytes": 1 << 20,
             **spec,
         }
         return jobs_api.submit(namespace, name, body, client_name="pipeline-a", request=request)

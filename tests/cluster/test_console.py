@@ -167,7 +167,7 @@ def running_job(cluster: Cluster, namespace: str, operator, tmp_path: Path, wait
         "spec": {
             "source": {"url": source.as_uri()},
             "sink": {"url": (tmp_path / "out").as_uri(), "format": "jsonl"},
-            "chunkBytes": 8192,
+            "chunkBytes": 1 << 20,
             "throttle": {"bytesPerSecond": 8192},
         },
     }
