@@ -63,8 +63,15 @@ def cluster() -> Cluster:
     plane.ensure_up()
     cluster = Cluster(paths=plane.paths, server=plane.server)
     # A cluster-wide operator left by `make demo` would race the tests' own operators.
-    cluster.kubectl("delete", "namespace", "collectjob-system", "--ignore-not-found",
-                    "--wait=true", "--timeout=120s", timeout=150)  # fmt: skip
+    cluster.kubectl(
+        "delete",
+        "namespace",
+        "collectjob-system",
+        "--ignore-not-found",
+        "--wait=true",
+        "--timeout=120s",
+        timeout=150,
+    )
     return cluster
 
 

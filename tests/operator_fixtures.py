@@ -40,8 +40,9 @@ def crd(cluster: Cluster) -> None:
     """The CRD with its admission policy, as `kubectl apply -k crds/` installs them: the
     operator starts no worker without the policy."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(CRDS))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                    "crd/collectjobs.collect.dev")  # fmt: skip
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", "crd/collectjobs.collect.dev"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -65,10 +66,18 @@ class OperatorProcess:
         """Start the operator; with `wait`, return once its /healthz answers."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
         env["KUBECONFIG"] = str(self._cluster.kubeconfig)
-        argv = [str(OPERATOR_BIN), "--namespace", self.namespace, "--listen-host", "127.0.0.1",
-                "--metrics-port", str(self.metrics_port),
-                "--liveness-port", str(self.liveness_port),
-                *(["-v"] if os.environ.get("CJ_OPERATOR_DEBUG") else [])]  # fmt: skip
+        argv = [
+            str(OPERATOR_BIN),
+            "--namespace",
+            self.namespace,
+            "--listen-host",
+            "127.0.0.1",
+            "--metrics-port",
+            str(self.metrics_port),
+            "--liveness-port",
+            str(self.liveness_port),
+            *(["-v"] if os.environ.get("CJ_OPERATOR_DEBUG") else []),
+        ]
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
         if wait:
@@ -119,8 +128,9 @@ class OperatorProcess:
 
 
 @pytest.fixture
-def operator(cluster: Cluster, namespace: str, crd: None, tmp_path: Path,
-             wait_for) -> Iterator[OperatorProcess]:  # fmt: skip
+def operator(
+    cluster: Cluster, namespace: str, crd: None, tmp_path: Path, wait_for
+) -> Iterator[OperatorProcess]:
     proc = OperatorProcess(cluster, namespace, tmp_path / "operator.log", wait_for)
     proc.start()
     yield proc
@@ -161,8 +171,16 @@ class JobHandle:
         return self.status().get("phase")
 
     def patch(self, spec: dict[str, Any], check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.kubectl("patch", "cjob", self.name, "--type", "merge",
-                            "-p", json.dumps({"spec": spec}), check=check)  # fmt: skip
+        return self.kubectl(
+            "patch",
+            "cjob",
+            self.name,
+            "--type",
+            "merge",
+            "-p",
+            json.dumps({"spec": spec}),
+            check=check,
+        )
 
     def pods(self) -> list[dict[str, Any]]:
         out = self.kubectl("get", "pods", "-l", f"{JOB_LABEL}={self.name}", "-o", "json").stdout
@@ -180,8 +198,7 @@ class JobHandle:
         )
 
     def deployment(self) -> dict[str, Any] | None:
-        result = self.kubectl("get", "deployment", f"{self.name}-worker", "-o", "json",
-                              check=False)  # fmt: skip
+        result = self.kubectl("get", "deployment", f"{self.name}-worker", "-o", "json", check=False)
         return dict(json.loads(result.stdout)) if result.returncode == 0 else None
 
     def replicas(self) -> int | None:
@@ -189,9 +206,14 @@ class JobHandle:
         return None if dep is None else int(dep["spec"]["replicas"])
 
     def events(self) -> list[str]:
-        out = self.kubectl("get", "events", "--field-selector",
-                           f"involvedObject.name={self.name},involvedObject.kind=CollectJob",
-                           "-o", "json").stdout  # fmt: skip
+        out = self.kubectl(
+            "get",
+            "events",
+            "--field-selector",
+            f"involvedObject.name={self.name},involvedObject.kind=CollectJob",
+            "-o",
+            "json",
+        ).stdout
         return [e["reason"] for e in json.loads(out)["items"]]
 
     def checkpoint(self) -> Checkpoint:
@@ -213,12 +235,14 @@ class JobHandle:
 
 
 @pytest.fixture
-def collectjob(cluster: Cluster, namespace: str, crd: None,
-               tmp_path: Path) -> Callable[..., JobHandle]:  # fmt: skip
+def collectjob(
+    cluster: Cluster, namespace: str, crd: None, tmp_path: Path
+) -> Callable[..., JobHandle]:
     """Apply a CollectJob over a fresh CSV of `rows` rows; `spec` overrides the spec."""
 
-    def make(name: str = "orders", rows: int = 2000, base: dict[str, Any] | None = None,
-             **spec: Any) -> JobHandle:  # fmt: skip
+    def make(
+        name: str = "orders", rows: int = 2000, base: dict[str, Any] | None = None, **spec: Any
+    ) -> JobHandle:
         """`base` is a manifest to start from (a sample). Source and sink are temp files
         unless `spec` names them."""
         data = tmp_path / name

@@ -83,27 +83,29 @@ def issue_user(cluster: Cluster, name: str, directory: Path) -> User:
                 "clusters": [
                     {
                         "name": "local",
-                        "cluster": {"server": cluster.server,
-                                    "certificate-authority": str(pki / "ca.crt")},
+                        "cluster": {
+                            "server": cluster.server,
+                            "certificate-authority": str(pki / "ca.crt"),
+                        },
                     }
                 ],
                 "users": [
                     {
                         "name": name,
-                        "user": {"client-certificate": str(cert_path),
-                                 "client-key": str(key_path)},
+                        "user": {"client-certificate": str(cert_path), "client-key": str(key_path)},
                     }
                 ],
                 "contexts": [{"name": name, "context": {"cluster": "local", "user": name}}],
                 "current-context": name,
             }
         )
-    )  # fmt: skip
+    )
     return User(name, cluster, kubeconfig)
 
 
-def grant(cluster: Cluster, namespace: str, user: str, rules: list[dict[str, Any]],
-          name: str) -> None:  # fmt: skip
+def grant(
+    cluster: Cluster, namespace: str, user: str, rules: list[dict[str, Any]], name: str
+) -> None:
     """A Role with `rules` in `namespace`, bound to `user` (applied as the admin)."""
     role = {
         "apiVersion": "rbac.authorization.k8s.io/v1",

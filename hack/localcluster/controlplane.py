@@ -176,15 +176,22 @@ class ControlPlane:
         self._spawn(
             "etcd",
             [
-                str(bin_dir / "etcd"), "--name=local", f"--data-dir={self.paths.etcd_data}",
-                f"--listen-client-urls={client}", f"--advertise-client-urls={client}",
-                f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
-                f"--initial-cluster=local={peer}", "--unsafe-no-fsync=true",
-                "--client-cert-auth=true", f"--trusted-ca-file={pki / 'ca.crt'}",
-                f"--cert-file={pki / 'etcd-server.crt'}", f"--key-file={pki / 'etcd-server.key'}",
+                str(bin_dir / "etcd"),
+                "--name=local",
+                f"--data-dir={self.paths.etcd_data}",
+                f"--listen-client-urls={client}",
+                f"--advertise-client-urls={client}",
+                f"--listen-peer-urls={peer}",
+                f"--initial-advertise-peer-urls={peer}",
+                f"--initial-cluster=local={peer}",
+                "--unsafe-no-fsync=true",
+                "--client-cert-auth=true",
+                f"--trusted-ca-file={pki / 'ca.crt'}",
+                f"--cert-file={pki / 'etcd-server.crt'}",
+                f"--key-file={pki / 'etcd-server.key'}",
                 "--log-level=warn",
             ],
-        )  # fmt: skip
+        )
 
     def _start_apiserver(self, bin_dir: Path, p: Ports) -> None:
         pki = self.paths.pki
@@ -196,7 +203,8 @@ class ControlPlane:
                 f"--etcd-cafile={pki / 'ca.crt'}",
                 f"--etcd-certfile={pki / 'apiserver-etcd-client.crt'}",
                 f"--etcd-keyfile={pki / 'apiserver-etcd-client.key'}",
-                "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
                 f"--secure-port={p.apiserver}",
                 f"--tls-cert-file={pki / 'apiserver.crt'}",
                 f"--tls-private-key-file={pki / 'apiserver.key'}",
@@ -211,7 +219,7 @@ class ControlPlane:
                 "--profiling=false",
                 "--v=1",
             ],
-        )  # fmt: skip
+        )
 
     def _start_controllers(self, bin_dir: Path, p: Ports) -> None:
         pki, kubeconfig = self.paths.pki, str(self.paths.kubeconfig)
@@ -223,7 +231,8 @@ class ControlPlane:
                 f"--authentication-kubeconfig={kubeconfig}",
                 f"--authorization-kubeconfig={kubeconfig}",
                 "--authentication-skip-lookup=true",
-                "--leader-elect=false", "--bind-address=127.0.0.1",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
                 f"--secure-port={p.controller_manager}",
                 f"--root-ca-file={pki / 'ca.crt'}",
                 f"--service-account-private-key-file={pki / 'sa.key'}",
@@ -233,7 +242,7 @@ class ControlPlane:
                 "--concurrent-gc-syncs=5",
                 "--v=1",
             ],
-        )  # fmt: skip
+        )
         self._spawn(
             "kube-scheduler",
             [
@@ -242,11 +251,12 @@ class ControlPlane:
                 f"--authentication-kubeconfig={kubeconfig}",
                 f"--authorization-kubeconfig={kubeconfig}",
                 "--authentication-skip-lookup=true",
-                "--leader-elect=false", "--bind-address=127.0.0.1",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
                 f"--secure-port={p.scheduler}",
                 "--v=1",
             ],
-        )  # fmt: skip
+        )
 
     def _start_nodeagent(self) -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "hack"), "PYTHONUNBUFFERED": "1"}
@@ -255,13 +265,17 @@ class ControlPlane:
         self._spawn(
             "nodeagent",
             [
-                sys.executable, "-m", "localcluster.nodeagent",
-                f"--kubeconfig={self.paths.kubeconfig}", f"--node-name={NODE_NAME}",
-                f"--state-dir={self.paths.node_state}", f"--bin-dir={Path(sys.executable).parent}",
+                sys.executable,
+                "-m",
+                "localcluster.nodeagent",
+                f"--kubeconfig={self.paths.kubeconfig}",
+                f"--node-name={NODE_NAME}",
+                f"--state-dir={self.paths.node_state}",
+                f"--bin-dir={Path(sys.executable).parent}",
                 f"--runtime={runtime}",
             ],
             env=env,
-        )  # fmt: skip
+        )
 
     def _write_kubeconfig(self) -> None:
         ca = str(self.paths.pki / "ca.crt")

@@ -47,8 +47,9 @@ def write_responses_csv(path: Path, rows: int, seed: int = 7) -> None:
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", newline="", encoding="utf-8") as f:
         out = csv.writer(f)
-        out.writerow(["response_id", "respondent", "zip", "country", "score", "submitted_at",
-                      "comment"])  # fmt: skip
+        out.writerow(
+            ["response_id", "respondent", "zip", "country", "score", "submitted_at", "comment"]
+        )
         for i in range(rows):
             out.writerow(
                 (
@@ -85,9 +86,15 @@ def demo_job_manifest(source: Path, sink: Path, data_dir: Path = DEMO_DIR) -> di
 
 def _phase(cluster: Cluster) -> str:
     result = cluster.kubectl(
-        "get", "cjob", DEMO_JOB, "-n", DEMO_NAMESPACE, "-o", "jsonpath={.status.phase}",
+        "get",
+        "cjob",
+        DEMO_JOB,
+        "-n",
+        DEMO_NAMESPACE,
+        "-o",
+        "jsonpath={.status.phase}",
         check=False,
-    )  # fmt: skip
+    )
     return result.stdout.strip()
 
 
@@ -97,9 +104,14 @@ def run_demo(plane: ControlPlane) -> int:
     cluster.kubectl("apply", "-k", str(REPO_ROOT / "deploy"))
     cluster.kubectl("wait", "--for=condition=Established", "crd/collectjobs.collect.dev")
     cluster.kubectl(
-        "rollout", "status", "deployment/collectjob-operator", "-n", "collectjob-system",
-        "--timeout=180s", timeout=200,
-    )  # fmt: skip
+        "rollout",
+        "status",
+        "deployment/collectjob-operator",
+        "-n",
+        "collectjob-system",
+        "--timeout=180s",
+        timeout=200,
+    )
 
     source = DEMO_DIR / "responses.csv"
     if not source.exists():
@@ -165,35 +177,58 @@ def _demo_role() -> dict:
 def start_console(plane: ControlPlane, cluster: Cluster) -> tuple[str, str]:
     """The console as a local process on loopback, with its own ServiceAccount (TokenReview
     only, deploy/console/rbac.yaml) and a one-time link for the demo user's token."""
-    cluster.kubectl("apply", "-f", str(CONSOLE_DIR / "rbac.yaml"), "-f",
-                    str(CONSOLE_DIR / "roles.yaml"))  # fmt: skip
+    cluster.kubectl(
+        "apply", "-f", str(CONSOLE_DIR / "rbac.yaml"), "-f", str(CONSOLE_DIR / "roles.yaml")
+    )
     cluster.kubectl("create", "serviceaccount", DEMO_USER, "-n", DEMO_NAMESPACE, check=False)
-    cluster.kubectl("create", "rolebinding", DEMO_USER, "-n", DEMO_NAMESPACE,
-                    "--clusterrole=collectjob-operator-user",
-                    f"--serviceaccount={DEMO_NAMESPACE}:{DEMO_USER}", check=False)  # fmt: skip
+    cluster.kubectl(
+        "create",
+        "rolebinding",
+        DEMO_USER,
+        "-n",
+        DEMO_NAMESPACE,
+        "--clusterrole=collectjob-operator-user",
+        f"--serviceaccount={DEMO_NAMESPACE}:{DEMO_USER}",
+        check=False,
+    )
     DEMO_DIR.mkdir(exist_ok=True)
     user_token = _secret_file(
         DEMO_DIR / "demo-user.token", _token(cluster, DEMO_NAMESPACE, DEMO_USER)
     )
     local = json.loads(cluster.kubeconfig.read_text())
     kubeconfig = {
-        "apiVersion": "v1", "kind": "Config", "current-context": CONSOLE,
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": CONSOLE,
         "clusters": local["clusters"],
-        "users": [{"name": CONSOLE,
-                   "user": {"token": _token(cluster, "collectjob-system", CONSOLE)}}],
-        "contexts": [{"name": CONSOLE, "context": {"cluster": local["clusters"][0]["name"],
-                                                   "user": CONSOLE}}],
-    }  # fmt: skip
+        "users": [
+            {"name": CONSOLE, "user": {"token": _token(cluster, "collectjob-system", CONSOLE)}}
+        ],
+        "contexts": [
+            {"name": CONSOLE, "context": {"cluster": local["clusters"][0]["name"], "user": CONSOLE}}
+        ],
+    }
     console_config = _secret_file(DEMO_DIR / "console-kubeconfig", json.dumps(kubeconfig))
     port = free_port()
     log = plane.paths.logs / f"{CONSOLE}.log"
     plane._stop(CONSOLE)
     log.unlink(missing_ok=True)
-    plane._spawn(CONSOLE, [
-        str(Path(sys.executable).parent / CONSOLE), "--kubeconfig", str(console_config),
-        "--port", str(port), "--namespace", DEMO_NAMESPACE, "--template", str(SAMPLE),
-        "--login-token-file", str(user_token),
-    ])  # fmt: skip
+    plane._spawn(
+        CONSOLE,
+        [
+            str(Path(sys.executable).parent / CONSOLE),
+            "--kubeconfig",
+            str(console_config),
+            "--port",
+            str(port),
+            "--namespace",
+            DEMO_NAMESPACE,
+            "--template",
+            str(SAMPLE),
+            "--login-token-file",
+            str(user_token),
+        ],
+    )
     wait_until(lambda: "one-time login link: " in log.read_text(), 30, "the console to start")
     link = log.read_text().split("one-time login link: ", 1)[1].split()[0]
     return f"http://127.0.0.1:{port}", link

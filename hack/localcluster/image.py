@@ -131,10 +131,17 @@ def base_rootfs(cache: Path, mirror: str) -> tuple[Path, str]:
     work.mkdir(parents=True)
     log(f"debootstrap {VARIANT} {SUITE} + {' '.join(PACKAGES)} from {mirror} (about a minute)")
     subprocess.run(
-        ["debootstrap", f"--variant={VARIANT}", f"--include={','.join(PACKAGES)}", SUITE,
-         str(work), mirror],
-        check=True, stdout=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            "debootstrap",
+            f"--variant={VARIANT}",
+            f"--include={','.join(PACKAGES)}",
+            SUITE,
+            str(work),
+            mirror,
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     for prune in PRUNE:
         for path in (work / prune).glob("*"):
             if path.is_file() and path.name not in ("lock",):
@@ -158,10 +165,19 @@ def base_image(env: Mapping[str, str], tar: Path, key: str) -> str:
     containerfile.write_text(f'FROM scratch\nADD rootfs.tar /\nLABEL {KEY_LABEL}="{key}"\n')
     log(f"building the base image {tag}")
     run_tool(
-        ["buildah", "bud", "--isolation", "chroot", "-f", str(containerfile), "-t", tag,
-         str(tar.parent)],
+        [
+            "buildah",
+            "bud",
+            "--isolation",
+            "chroot",
+            "-f",
+            str(containerfile),
+            "-t",
+            tag,
+            str(tar.parent),
+        ],
         env,
-    )  # fmt: skip
+    )
     return tag
 
 
@@ -178,19 +194,47 @@ def wheelhouse(cache: Path) -> Path:
     requirements = partial / "requirements.txt"
     log("pinning the image's dependencies to requirements.lock, with hashes")
     subprocess.run(
-        [str(VENV / "uv"), "pip", "compile", "-q", str(REPO_ROOT / "pyproject.toml"),
-         "--extra", "worker", "--constraint", str(REPO_ROOT / "requirements.lock"),
-         "--generate-hashes", "--python-version", "3.11", "--python-platform", "linux",
-         "--no-header", "--no-annotate", "-o", str(requirements)],
+        [
+            str(VENV / "uv"),
+            "pip",
+            "compile",
+            "-q",
+            str(REPO_ROOT / "pyproject.toml"),
+            "--extra",
+            "worker",
+            "--constraint",
+            str(REPO_ROOT / "requirements.lock"),
+            "--generate-hashes",
+            "--python-version",
+            "3.11",
+            "--python-platform",
+            "linux",
+            "--no-header",
+            "--no-annotate",
+            "-o",
+            str(requirements),
+        ],
         check=True,
-    )  # fmt: skip
+    )
     log("fetching the wheels on the host (the build has no network)")
     subprocess.run(
-        [str(VENV / "python"), "-m", "pip", "download", "-q", "--disable-pip-version-check",
-         "--only-binary=:all:", "--no-deps", "--require-hashes", "-r", str(requirements),
-         "-d", str(partial)],
+        [
+            str(VENV / "python"),
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--disable-pip-version-check",
+            "--only-binary=:all:",
+            "--no-deps",
+            "--require-hashes",
+            "-r",
+            str(requirements),
+            "-d",
+            str(partial),
+        ],
         check=True,
-    )  # fmt: skip
+    )
     partial.rename(house)
     return house
 
@@ -237,11 +281,29 @@ def build(context_only: bool = False, paths: ClusterPaths | None = None) -> str:
         context = build_context(house)
         log(f"building {IMAGE} from the Dockerfile on {base}")
         run_tool(
-            ["buildah", "bud", "--isolation", "oci", "--runtime", RUNC, "--network", "none",
-             "--layers", "--build-arg", f"BASE={base}", "--label", f"{KEY_LABEL}={key}",
-             "-f", str(REPO_ROOT / "Dockerfile"), "-t", IMAGE, str(context)],
-            env, timeout=1200,
-        )  # fmt: skip
+            [
+                "buildah",
+                "bud",
+                "--isolation",
+                "oci",
+                "--runtime",
+                RUNC,
+                "--network",
+                "none",
+                "--layers",
+                "--build-arg",
+                f"BASE={base}",
+                "--label",
+                f"{KEY_LABEL}={key}",
+                "-f",
+                str(REPO_ROOT / "Dockerfile"),
+                "-t",
+                IMAGE,
+                str(context),
+            ],
+            env,
+            timeout=1200,
+        )
     export_archive(env, key, paths.images / "collectjob.oci.tar")
     return IMAGE
 

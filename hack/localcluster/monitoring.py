@@ -30,11 +30,33 @@ RULES_FILE_NAME = "collectjob-alerts.rules.yaml"
 
 _KEYWORDS = frozenset(
     {
-        "and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring",
-        "group_left", "group_right", "inf", "nan", "sum", "min", "max", "avg", "group",
-        "stddev", "stdvar", "count", "count_values", "bottomk", "topk", "quantile",
+        "and",
+        "or",
+        "unless",
+        "bool",
+        "offset",
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "inf",
+        "nan",
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "group",
+        "stddev",
+        "stdvar",
+        "count",
+        "count_values",
+        "bottomk",
+        "topk",
+        "quantile",
     }
-)  # fmt: skip
+)
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
 _GRAFANA_VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")
 _LABEL_LIST = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")

@@ -130,10 +130,19 @@ def run_argv(
     """The `podman run` command line of one container (env values are passed by name only,
     so that no Secret appears in a process listing; podman reads them from its own env)."""
     argv = [
-        "podman", "run", "--name", name, "--pull=never", "--network=host",
-        f"--hostname={hostname}", f"--user={user}", "--log-driver=none",
-        "--stop-signal=SIGTERM", "--init=false", "--tty=false",
-    ]  # fmt: skip
+        "podman",
+        "run",
+        "--name",
+        name,
+        "--pull=never",
+        "--network=host",
+        f"--hostname={hostname}",
+        f"--user={user}",
+        "--log-driver=none",
+        "--stop-signal=SIGTERM",
+        "--init=false",
+        "--tty=false",
+    ]
     argv += [f"--label={k}={v}" for k, v in sorted(labels.items())]
     argv += security_args(spec.security)
     memory = memory_bytes(spec.limits)
@@ -290,10 +299,18 @@ class PodmanRuntime:
     def remove_leftovers(self, grace: float) -> list[str]:
         """Stop and remove the containers a previous agent of this node left running."""
         listed = run_tool(
-            ["podman", "ps", "--all", "--format", "{{.Names}}",
-             "--filter", f"label={NODE_LABEL}={self.node_name}"],
-            self.tool_env, check=False,
-        )  # fmt: skip
+            [
+                "podman",
+                "ps",
+                "--all",
+                "--format",
+                "{{.Names}}",
+                "--filter",
+                f"label={NODE_LABEL}={self.node_name}",
+            ],
+            self.tool_env,
+            check=False,
+        )
         names = listed.stdout.split()
         if names:
             run_tool(

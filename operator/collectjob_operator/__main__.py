@@ -48,12 +48,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=os.environ.get(ENV_LISTEN_HOST) or "127.0.0.1",
         help=f"address for /metrics and /healthz (default: ${ENV_LISTEN_HOST} or 127.0.0.1)",
     )
-    parser.add_argument("--metrics-port", type=int, default=DEFAULT_METRICS_PORT,
-                        help="port of /metrics; 0 disables it")  # fmt: skip
-    parser.add_argument("--liveness-port", type=int, default=DEFAULT_LIVENESS_PORT,
-                        help="port of /healthz; 0 disables it")  # fmt: skip
-    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
-                        help="jobs reconciled at once at most (default: %(default)s)")  # fmt: skip
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=DEFAULT_METRICS_PORT,
+        help="port of /metrics; 0 disables it",
+    )
+    parser.add_argument(
+        "--liveness-port",
+        type=int,
+        default=DEFAULT_LIVENESS_PORT,
+        help="port of /healthz; 0 disables it",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        help="jobs reconciled at once at most (default: %(default)s)",
+    )
     parser.add_argument(
         "--allow-unguarded",
         action="store_true",

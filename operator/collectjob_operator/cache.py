@@ -41,8 +41,9 @@ Indices = Mapping[str, Mapping[JobRef, Iterable[Obj]]]
 """Kind -> kopf index: the job a child is labelled with -> the copies of its children."""
 
 
-def index_entry(kind: str, namespace: str | None, labels: Mapping[str, str],
-                body: Mapping[str, Any]) -> dict[JobRef, Obj]:  # fmt: skip
+def index_entry(
+    kind: str, namespace: str | None, labels: Mapping[str, str], body: Mapping[str, Any]
+) -> dict[JobRef, Obj]:
     """What one child contributes to its kind's index: a plain copy keyed by its job.
 
     managedFields are dropped: they are most of a Deployment's size and never read.

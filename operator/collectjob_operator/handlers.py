@@ -47,12 +47,12 @@ CHILD_LABELS: dict[str, Any] = {
 def _register_child_index(child: ChildKind) -> None:
     """One kopf index per child kind, read by the reconciler through ChildCache."""
 
-    def index(namespace: str | None, labels: Mapping[str, str], body: Mapping[str, Any],
-              **_: Any) -> dict[JobRef, Any]:  # fmt: skip
+    def index(
+        namespace: str | None, labels: Mapping[str, str], body: Mapping[str, Any], **_: Any
+    ) -> dict[JobRef, Any]:
         return index_entry(child.kind, namespace, labels, body)
 
-    kopf.index(child.group, child.version, child.plural, id=child.kind,
-               labels=CHILD_LABELS)(index)  # fmt: skip
+    kopf.index(child.group, child.version, child.plural, id=child.kind, labels=CHILD_LABELS)(index)
 
 
 for _child in CHILD_KINDS:
@@ -67,10 +67,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **indices: A
     guard = None if memo.get("allow_unguarded") else AdmissionGuard(kube.admission_policy_bound)
     cache = ChildCache({child.kind: indices[child.kind] for child in CHILD_KINDS})
     memo.reconciler = Reconciler(
-        kube, config.worker_image, metrics.register_jobs_collector(), cache,
+        kube,
+        config.worker_image,
+        metrics.register_jobs_collector(),
+        cache,
         workers=memo.get("workers") or DEFAULT_WORKERS,
         admission=guard,
-    )  # fmt: skip
+    )
     memo.reconciler.start()
     if memo.get("metrics_port"):
         start_http_server(memo.metrics_port, addr=memo.listen_host)

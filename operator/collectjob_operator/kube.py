@@ -97,10 +97,9 @@ class Kube:
         """The object, or None when it does not exist."""
         read = self._method("read", kind)
         return _call(
-            lambda: read(name, namespace, _preload_content=False,
-                         _request_timeout=REQUEST_TIMEOUT),
+            lambda: read(name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT),
             NOT_FOUND,
-        )  # fmt: skip
+        )
 
     def create(self, manifest: Obj) -> Obj | None:
         """Create the object; None when one of that name already exists (whoever's)."""
@@ -109,10 +108,15 @@ class Kube:
             manifest["metadata"]["namespace"],
         )
         return _call(
-            lambda: create(namespace, manifest, field_manager=FIELD_MANAGER,
-                           _preload_content=False, _request_timeout=REQUEST_TIMEOUT),
+            lambda: create(
+                namespace,
+                manifest,
+                field_manager=FIELD_MANAGER,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            ),
             CONFLICT,
-        )  # fmt: skip
+        )
 
     def apply(self, manifest: Obj, resource_version: str) -> Obj | None:
         """Server-side apply of an object this job owns; None when it changed or went away
@@ -127,11 +131,18 @@ class Kube:
         patch = self._method("patch", manifest["kind"])
         try:
             return _call(
-                lambda: patch(meta["name"], meta["namespace"], body, field_manager=FIELD_MANAGER,
-                              force=True, _content_type="application/apply-patch+yaml",
-                              _preload_content=False, _request_timeout=REQUEST_TIMEOUT),
+                lambda: patch(
+                    meta["name"],
+                    meta["namespace"],
+                    body,
+                    field_manager=FIELD_MANAGER,
+                    force=True,
+                    _content_type="application/apply-patch+yaml",
+                    _preload_content=False,
+                    _request_timeout=REQUEST_TIMEOUT,
+                ),
                 CONFLICT,
-            )  # fmt: skip
+            )
         except client.ApiException as e:
             if e.status == NOT_FOUND:
                 return None
@@ -168,12 +179,18 @@ class Kube:
         """Merge-patch the status subresource; False when the job is gone."""
         patched = _call(
             lambda: self._custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, ref.namespace, PLURAL, ref.name, {"status": status},
-                field_manager=FIELD_MANAGER, _preload_content=False,
+                GROUP,
+                VERSION,
+                ref.namespace,
+                PLURAL,
+                ref.name,
+                {"status": status},
+                field_manager=FIELD_MANAGER,
+                _preload_content=False,
                 _request_timeout=REQUEST_TIMEOUT,
             ),
             NOT_FOUND,
-        )  # fmt: skip
+        )
         return patched is not None
 
     def admission_policy_bound(self, name: str) -> bool:
@@ -196,8 +213,15 @@ class Kube:
         spec = binding.get("spec") or {}
         return spec.get("policyName") == name and "Deny" in (spec.get("validationActions") or ())
 
-    def post_event(self, ref: JobRef, uid: str, event_type: str, reason: str,
-                   message: str, labels: Mapping[str, str] | None = None) -> None:  # fmt: skip
+    def post_event(
+        self,
+        ref: JobRef,
+        uid: str,
+        event_type: str,
+        reason: str,
+        message: str,
+        labels: Mapping[str, str] | None = None,
+    ) -> None:
         """A core/v1 Event about a CollectJob, as `kubectl describe` shows them.
 
         `labels` are the job's provenance labels, so `kubectl get events -l

@@ -71,10 +71,16 @@ class _Children:
 
 
 class Reconciler:
-    def __init__(self, kube: Kube, worker_image: str, jobs: metrics.JobsCollector,
-                 cache: ChildCache, workers: int = DEFAULT_WORKERS,
-                 deadline: float = DEFAULT_DEADLINE,
-                 admission: guard.AdmissionGuard | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        kube: Kube,
+        worker_image: str,
+        jobs: metrics.JobsCollector,
+        cache: ChildCache,
+        workers: int = DEFAULT_WORKERS,
+        deadline: float = DEFAULT_DEADLINE,
+        admission: guard.AdmissionGuard | None = None,
+    ) -> None:
         """`admission` None: workers start without the admission policy (--allow-unguarded)."""
         self._kube = kube
         self._admission = admission
@@ -99,8 +105,10 @@ class Reconciler:
 
     def start(self) -> None:
         """Start the worker pool on the running loop."""
-        self._tasks = [asyncio.create_task(self._work(), name=f"reconcile-worker-{i}")
-                       for i in range(self._workers)]  # fmt: skip
+        self._tasks = [
+            asyncio.create_task(self._work(), name=f"reconcile-worker-{i}")
+            for i in range(self._workers)
+        ]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -207,8 +215,13 @@ class Reconciler:
                 log.warning("CollectJob %s: %s; retrying in %.1fs", ref, e, delay)
             elif isinstance(e, TimeoutError):
                 metrics.RECONCILE_ERRORS.inc()
-                log.error("reconciling CollectJob %s took longer than %.0fs: cancelled; "
-                          "retrying in %.1fs", ref, self._deadline, delay)  # fmt: skip
+                log.error(
+                    "reconciling CollectJob %s took longer than %.0fs: cancelled; "
+                    "retrying in %.1fs",
+                    ref,
+                    self._deadline,
+                    delay,
+                )
             else:
                 metrics.RECONCILE_ERRORS.inc()
                 log.exception("reconciling CollectJob %s failed; retrying in %.1fs", ref, delay)
@@ -335,8 +348,9 @@ class Reconciler:
         log.info("CollectJob %s: repairing %s %s", job.ref, kind, name)
         return await self._run(self._kube.apply, desired, actual["metadata"]["resourceVersion"])
 
-    def _world(self, job: CollectJob, memory: _JobMemory, children: _Children,
-               pods: list[Obj]) -> World:  # fmt: skip
+    def _world(
+        self, job: CollectJob, memory: _JobMemory, children: _Children, pods: list[Obj]
+    ) -> World:
         now = datetime.now(UTC)
         checkpoint, problem = _read_checkpoint(job, children.configmap)
         eta = None
@@ -355,8 +369,15 @@ class Reconciler:
             name_taken="; ".join(children.taken),
         )
 
-    async def _apply_workload(self, job: CollectJob, memory: _JobMemory, decision: Decision,
-                              actual: Obj | None, world: World, wanted: bool) -> None:  # fmt: skip
+    async def _apply_workload(
+        self,
+        job: CollectJob,
+        memory: _JobMemory,
+        decision: Decision,
+        actual: Obj | None,
+        world: World,
+        wanted: bool,
+    ) -> None:
         image = job.spec.worker.image or self._image
         desired = manifests.worker_deployment(job, image, decision.replicas)
         if actual is None:
@@ -402,9 +423,14 @@ class Reconciler:
             log.info("CollectJob %s: %s -> %s", job.ref, current.phase, desired.phase)
         for event in decision.events:
             await self._run(
-                self._kube.post_event, job.ref, job.uid, str(event.type), event.reason,
-                event.message, job.provenance,
-            )  # fmt: skip
+                self._kube.post_event,
+                job.ref,
+                job.uid,
+                str(event.type),
+                event.reason,
+                event.message,
+                job.provenance,
+            )
 
     def _observe_latencies(
         self, job: CollectJob, memory: _JobMemory, desired: JobStatus, observed_running: bool

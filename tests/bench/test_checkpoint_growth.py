@@ -81,20 +81,29 @@ def _start(cluster, core_api, namespace: str, job: str, source: Path, sink: Path
         namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name), data={})
     )
     config = WorkerConfig(
-        SourceConfig(f"file://{source}"), SinkConfig(f"file://{sink}"), chunk_bytes=1024,
+        SourceConfig(f"file://{source}"),
+        SinkConfig(f"file://{sink}"),
+        chunk_bytes=1024,
         metrics_port=free_port(),
-    )  # fmt: skip
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
-    env.update({
-        "KUBECONFIG": str(cluster.kubeconfig), ENV_JOB_NAME: job, ENV_NAMESPACE: namespace,
-        ENV_POD_NAME: f"{job}-worker-bench", ENV_CHECKPOINT_CONFIGMAP: name,
-        ENV_CONFIG: config.to_json(),
-    })  # fmt: skip
+    env.update(
+        {
+            "KUBECONFIG": str(cluster.kubeconfig),
+            ENV_JOB_NAME: job,
+            ENV_NAMESPACE: namespace,
+            ENV_POD_NAME: f"{job}-worker-bench",
+            ENV_CHECKPOINT_CONFIGMAP: name,
+            ENV_CONFIG: config.to_json(),
+        }
+    )
     with log.open("w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "collectjob_worker", "run"],
-            env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     return proc, name
 
 
@@ -111,12 +120,16 @@ def test_etcd_growth_from_a_hostile_job(cluster, core_api, namespace, tmp_path, 
     try:
         wait_for(
             lambda: _checkpoint(core_api, namespace, name).chunk_index > 0,
-            timeout=60, message="the hostile worker's first commit",
-        )  # fmt: skip
+            timeout=60,
+            message="the hostile worker's first commit",
+        )
         before, commits_before, started = _etcd(cluster), None, time.monotonic()
         commits_before = _checkpoint(core_api, namespace, name).chunk_index
-        wait_for(lambda: time.monotonic() - started >= WINDOW_SECONDS or proc.poll() is not None,
-                 timeout=WINDOW_SECONDS + 30, message="the measurement window")  # fmt: skip
+        wait_for(
+            lambda: time.monotonic() - started >= WINDOW_SECONDS or proc.poll() is not None,
+            timeout=WINDOW_SECONDS + 30,
+            message="the measurement window",
+        )
         after, elapsed = _etcd(cluster), time.monotonic() - started
         commits = _checkpoint(core_api, namespace, name).chunk_index - commits_before
     finally:
@@ -127,21 +140,31 @@ def test_etcd_growth_from_a_hostile_job(cluster, core_api, namespace, tmp_path, 
 
     old_attack = _hostile_source(tmp_path / "old.csv", 900_000, 100)
     old, old_name = _start(
-        cluster, core_api, namespace, "old-attack", old_attack, tmp_path / "old-sink",
+        cluster,
+        core_api,
+        namespace,
+        "old-attack",
+        old_attack,
+        tmp_path / "old-sink",
         tmp_path / "old.log",
-    )  # fmt: skip
+    )
     old_before = _etcd(cluster)
     assert old.wait(120) == 2, (tmp_path / "old.log").read_text()
     old_after = _etcd(cluster)
     error = _checkpoint(core_api, namespace, old_name).error
 
     per_minute = 60 / elapsed
-    put = (after["etcd_debugging_mvcc_total_put_size_in_bytes"]
-           - before["etcd_debugging_mvcc_total_put_size_in_bytes"]) * per_minute  # fmt: skip
-    db = (after["etcd_mvcc_db_total_size_in_bytes"]
-          - before["etcd_mvcc_db_total_size_in_bytes"]) * per_minute  # fmt: skip
-    old_put = (old_after["etcd_debugging_mvcc_total_put_size_in_bytes"]
-               - old_before["etcd_debugging_mvcc_total_put_size_in_bytes"])  # fmt: skip
+    put = (
+        after["etcd_debugging_mvcc_total_put_size_in_bytes"]
+        - before["etcd_debugging_mvcc_total_put_size_in_bytes"]
+    ) * per_minute
+    db = (
+        after["etcd_mvcc_db_total_size_in_bytes"] - before["etcd_mvcc_db_total_size_in_bytes"]
+    ) * per_minute
+    old_put = (
+        old_after["etcd_debugging_mvcc_total_put_size_in_bytes"]
+        - old_before["etcd_debugging_mvcc_total_put_size_in_bytes"]
+    )
     verdict = "pass" if put < TARGET_BYTES_PER_MINUTE else "MISS"
     print(
         f"\nhostile job: header {MAX_HEADER_BYTES - 8 * COLUMNS} B in {COLUMNS} columns, "

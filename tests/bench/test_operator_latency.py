@@ -41,9 +41,13 @@ def test_suspend_latency(cluster, operator, collectjob, apps_api, wait_for):
     def patch_suspend(value: bool) -> float:
         started = time.perf_counter()
         custom.patch_namespaced_custom_object(
-            "collect.dev", "v1alpha1", job.namespace, "collectjobs", job.name,
+            "collect.dev",
+            "v1alpha1",
+            job.namespace,
+            "collectjobs",
+            job.name,
             {"spec": {"suspend": value}},
-        )  # fmt: skip
+        )
         return started
 
     def replicas() -> int:
@@ -69,13 +73,17 @@ def test_suspend_latency(cluster, operator, collectjob, apps_api, wait_for):
 
     report: dict[str, Any] = {
         "rounds": ROUNDS,
-        "patch_to_replicas_s": {"p50": percentile(to_replicas, 0.5),
-                                "p99": percentile(to_replicas, 0.99),
-                                "mean": statistics.mean(to_replicas)},
-        "patch_to_suspended_s": {"p50": percentile(to_suspended, 0.5),
-                                 "p99": percentile(to_suspended, 0.99),
-                                 "mean": statistics.mean(to_suspended)},
-    }  # fmt: skip
+        "patch_to_replicas_s": {
+            "p50": percentile(to_replicas, 0.5),
+            "p99": percentile(to_replicas, 0.99),
+            "mean": statistics.mean(to_replicas),
+        },
+        "patch_to_suspended_s": {
+            "p50": percentile(to_suspended, 0.5),
+            "p99": percentile(to_suspended, 0.99),
+            "mean": statistics.mean(to_suspended),
+        },
+    }
     out = ROOT / ".bench" / "operator_latency.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(report, indent=2))

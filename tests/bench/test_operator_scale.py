@@ -41,8 +41,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def since(started: float, check: Callable[[], bool], timeout: float, what: str,
-          interval: float = 0.5) -> float:  # fmt: skip
+def since(
+    started: float, check: Callable[[], bool], timeout: float, what: str, interval: float = 0.5
+) -> float:
     """Seconds from `started` (a perf_counter time) until `check` holds; fails the
     benchmark after `timeout`."""
     while not check():
@@ -75,25 +76,30 @@ def bench_ours(cluster, namespace: str, operator, tmp_path: Path) -> dict[str, A
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "CollectJob",
             "metadata": {"name": f"cj-{i:04d}", "namespace": namespace},
-            "spec": {"source": {"url": f"file://{source}"},
-                     "sink": {"url": f"file://{tmp_path}/out-{i}", "format": "jsonl"},
-                     "chunkBytes": 65536, "suspend": True},
-        }  # fmt: skip
+            "spec": {
+                "source": {"url": f"file://{source}"},
+                "sink": {"url": f"file://{tmp_path}/out-{i}", "format": "jsonl"},
+                "chunkBytes": 65536,
+                "suspend": True,
+            },
+        }
 
     def phases() -> list[str | None]:
         items = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
         return [(j.get("status") or {}).get("phase") for j in items]
 
     def patch(name: str, suspend: bool) -> None:
-        custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
-                                              {"spec": {"suspend": suspend}})  # fmt: skip
+        custom.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name, {"spec": {"suspend": suspend}}
+        )
 
     def pods(name: str) -> list[Any]:
         return list(core.list_namespaced_pod(namespace, label_selector=f"{JOB_LABEL}={name}").items)
 
     started = time.perf_counter()
-    create_all(lambda i: custom.create_namespaced_custom_object(GROUP, VERSION, namespace,
-                                                                PLURAL, body(i)))  # fmt: skip
+    create_all(
+        lambda i: custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body(i))
+    )
     suspended = since(started, lambda: phases().count("Suspended") == JOBS, 1800, "all Suspended")
     rss, _ = proc_usage(operator.pid)
 
@@ -107,28 +113,37 @@ def bench_ours(cluster, namespace: str, operator, tmp_path: Path) -> dict[str, A
     def running(name: str) -> bool:
         return any(p.status.phase == "Running" for p in pods(name))
 
-    since(time.perf_counter(), lambda: all(running(n) for n in resumed), 300,
-          "every resumed worker running")  # fmt: skip
+    since(
+        time.perf_counter(),
+        lambda: all(running(n) for n in resumed),
+        300,
+        "every resumed worker running",
+    )
     started = time.perf_counter()
     for name in resumed:
         patch(name, True)
-    mass_suspend = since(started, lambda: phases().count("Suspended") == JOBS, 300,
-                         "all Suspended", 0.1)  # fmt: skip
+    mass_suspend = since(
+        started, lambda: phases().count("Suspended") == JOBS, 300, "all Suspended", 0.1
+    )
     rss_after, cpu_after = proc_usage(operator.pid)
 
     started = time.perf_counter()
     custom.delete_collection_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
 
     def children_left() -> int:
-        kinds = (core.list_namespaced_config_map, core.list_namespaced_service_account,
-                 core.list_namespaced_pod,
-                 client.AppsV1Api(api).list_namespaced_deployment,
-                 client.RbacAuthorizationV1Api(api).list_namespaced_role,
-                 client.RbacAuthorizationV1Api(api).list_namespaced_role_binding)  # fmt: skip
+        kinds = (
+            core.list_namespaced_config_map,
+            core.list_namespaced_service_account,
+            core.list_namespaced_pod,
+            client.AppsV1Api(api).list_namespaced_deployment,
+            client.RbacAuthorizationV1Api(api).list_namespaced_role,
+            client.RbacAuthorizationV1Api(api).list_namespaced_role_binding,
+        )
         return sum(len(list_(namespace, label_selector=JOB_LABEL).items) for list_ in kinds)
 
-    deleted = since(started, lambda: not phases() and children_left() == 0, 1800,
-                    "everything deleted")  # fmt: skip
+    deleted = since(
+        started, lambda: not phases() and children_left() == 0, 1800, "everything deleted"
+    )
     return {
         "created_to_all_suspended_s": suspended,
         "resume_to_pod_p50_s": percentile(latencies, 0.5),
@@ -143,20 +158,31 @@ def bench_ours(cluster, namespace: str, operator, tmp_path: Path) -> dict[str, A
 def bench_job_controller(cluster, namespace: str) -> dict[str, Any]:
     api = cluster.api_client()
     batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
-    context = {"runAsNonRoot": True, "runAsUser": 10001, "allowPrivilegeEscalation": False,
-               "capabilities": {"drop": ["ALL"]},
-               "seccompProfile": {"type": "RuntimeDefault"}}  # fmt: skip
+    context = {
+        "runAsNonRoot": True,
+        "runAsUser": 10001,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
     def body(i: int) -> dict[str, Any]:
-        container = {"name": "w", "image": "busybox", "command": ["sleep", "600"],
-                     "securityContext": context}  # fmt: skip
+        container = {
+            "name": "w",
+            "image": "busybox",
+            "command": ["sleep", "600"],
+            "securityContext": context,
+        }
         return {
             "apiVersion": "batch/v1",
             "kind": "Job",
             "metadata": {"name": f"job-{i:04d}", "namespace": namespace},
-            "spec": {"suspend": True, "backoffLimit": 0,
-                     "template": {"spec": {"restartPolicy": "Never", "containers": [container]}}},
-        }  # fmt: skip
+            "spec": {
+                "suspend": True,
+                "backoffLimit": 0,
+                "template": {"spec": {"restartPolicy": "Never", "containers": [container]}},
+            },
+        }
 
     def suspended_count() -> int:
         items = batch.list_namespaced_job(namespace).items
@@ -183,8 +209,12 @@ def bench_job_controller(cluster, namespace: str) -> dict[str, Any]:
     def running(name: str) -> bool:
         return any(p.status.phase == "Running" for p in pods(name))
 
-    since(time.perf_counter(), lambda: all(running(n) for n in resumed), 300,
-          "every resumed Job's pod running")  # fmt: skip
+    since(
+        time.perf_counter(),
+        lambda: all(running(n) for n in resumed),
+        300,
+        "every resumed Job's pod running",
+    )
     started = time.perf_counter()
     for name in resumed:
         batch.patch_namespaced_job(name, namespace, {"spec": {"suspend": True}})
@@ -192,13 +222,22 @@ def bench_job_controller(cluster, namespace: str) -> dict[str, Any]:
     def all_pods_gone() -> bool:
         return not core.list_namespaced_pod(namespace).items
 
-    mass_suspend = since(started, lambda: suspended_count() == JOBS and all_pods_gone(), 300,
-                         "all Jobs Suspended", 0.1)  # fmt: skip
+    mass_suspend = since(
+        started,
+        lambda: suspended_count() == JOBS and all_pods_gone(),
+        300,
+        "all Jobs Suspended",
+        0.1,
+    )
 
     started = time.perf_counter()
     batch.delete_collection_namespaced_job(namespace, propagation_policy="Background")
-    deleted = since(started, lambda: not batch.list_namespaced_job(namespace).items
-                    and all_pods_gone(), 1800, "every Job deleted")  # fmt: skip
+    deleted = since(
+        started,
+        lambda: not batch.list_namespaced_job(namespace).items and all_pods_gone(),
+        1800,
+        "every Job deleted",
+    )
     return {
         "created_to_all_suspended_s": suspended,
         "resume_to_pod_p50_s": percentile(latencies, 0.5),
@@ -214,8 +253,13 @@ def test_operator_at_scale_against_the_job_controller(
     ours = bench_ours(cluster, namespace, operator, tmp_path)
     peer = bench_job_controller(cluster, make_namespace({}))
     ratios = {k: ours[k] / peer[k] for k in peer if peer[k]}
-    report = {"jobs": JOBS, "resumes": RESUMES, "collectjob_operator": ours,
-              "job_controller": peer, "ratio_ours_to_job_controller": ratios}  # fmt: skip
+    report = {
+        "jobs": JOBS,
+        "resumes": RESUMES,
+        "collectjob_operator": ours,
+        "job_controller": peer,
+        "ratio_ours_to_job_controller": ratios,
+    }
     out = ROOT / ".bench" / "operator_scale.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(report, indent=2))

@@ -89,10 +89,18 @@ except client.ApiException as e:
 def test_a_pod_reaches_the_api_server_with_its_projected_token_only(
     cluster: Cluster, pods: Pods, namespace: str
 ) -> None:
-    cluster.kubectl("create", "role", "cm-reader", "--verb=list", "--resource=configmaps",
-                    "-n", namespace)  # fmt: skip
-    cluster.kubectl("create", "rolebinding", "cm-reader", "--role=cm-reader",
-                    f"--serviceaccount={namespace}:default", "-n", namespace)  # fmt: skip
+    cluster.kubectl(
+        "create", "role", "cm-reader", "--verb=list", "--resource=configmaps", "-n", namespace
+    )
+    cluster.kubectl(
+        "create",
+        "rolebinding",
+        "cm-reader",
+        "--role=cm-reader",
+        f"--serviceaccount={namespace}:default",
+        "-n",
+        namespace,
+    )
     pods.apply(python_pod("client", IN_CLUSTER))
     pods.wait_phase("client", "Succeeded")
     log = pods.log("client")
@@ -124,8 +132,9 @@ time.sleep(600)
 
 def _delete_and_time(cluster: Cluster, pods: Pods, name: str) -> float:
     began = time.monotonic()
-    cluster.kubectl("delete", "pod", name, "-n", pods.namespace, "--wait=true",
-                    "--timeout=60s", timeout=90)  # fmt: skip
+    cluster.kubectl(
+        "delete", "pod", name, "-n", pods.namespace, "--wait=true", "--timeout=60s", timeout=90
+    )
     return time.monotonic() - began
 
 

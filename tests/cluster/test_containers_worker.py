@@ -55,8 +55,11 @@ def test_worker_in_a_container_suspends_and_resumes_with_exact_output(
     job.sink = sink
     pod = wait_for(job.running_pod, timeout=120, message="a running worker pod")
     assert pod["status"]["containerStatuses"][0]["containerID"].startswith("podman://")
-    wait_for(lambda: job.status().get("rowsProcessed", 0) > 0, timeout=120,
-             message="the worker to commit a first chunk")  # fmt: skip
+    wait_for(
+        lambda: job.status().get("rowsProcessed", 0) > 0,
+        timeout=120,
+        message="the worker to commit a first chunk",
+    )
 
     job.patch({"suspend": True})
     job.kubectl("wait", "--for=condition=Suspended", f"cjob/{job.name}", "--timeout=90s")

@@ -52,10 +52,18 @@ def test_rbac_is_enforced_for_service_accounts(cluster: Cluster, namespace: str)
     who = f"--as=system:serviceaccount:{namespace}:default"
     denied = cluster.kubectl("auth", "can-i", "list", "secrets", "-n", namespace, who, check=False)
     assert denied.stdout.strip() == "no"
-    cluster.kubectl("create", "role", "cm-reader", "--verb=get,list", "--resource=configmaps",
-                    "-n", namespace)  # fmt: skip
-    cluster.kubectl("create", "rolebinding", "cm-reader", "--role=cm-reader",
-                    f"--serviceaccount={namespace}:default", "-n", namespace)  # fmt: skip
+    cluster.kubectl(
+        "create", "role", "cm-reader", "--verb=get,list", "--resource=configmaps", "-n", namespace
+    )
+    cluster.kubectl(
+        "create",
+        "rolebinding",
+        "cm-reader",
+        "--role=cm-reader",
+        f"--serviceaccount={namespace}:default",
+        "-n",
+        namespace,
+    )
     allowed = cluster.kubectl("auth", "can-i", "list", "configmaps", "-n", namespace, who)
     assert allowed.stdout.strip() == "yes"
 

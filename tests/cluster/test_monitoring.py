@@ -169,23 +169,31 @@ def answers(prometheus: LocalPrometheus, expr: str) -> str:
 def queries_to_check(namespace: str, jobs: list[str]) -> list[tuple[str, str]]:
     values = {**GRAFANA_BUILTINS, "namespace": namespace, "job": "|".join(jobs)}
     dashboard = load_dashboard()
-    checks = [(f"panel {q.panel!r} ({q.ref_id})", fill_variables(q.expr, values))
-              for q in panel_queries(dashboard)]  # fmt: skip
-    checks += [(f"variable ${name}", fill_variables(expr, values))
-               for name, expr in variable_queries(dashboard).items()]  # fmt: skip
-    checks += [(f"alert {rule.name}", as_bool(rule.expr))
-               for rule in alert_rules(load_yaml(PROMETHEUS_RULE))]  # fmt: skip
+    checks = [
+        (f"panel {q.panel!r} ({q.ref_id})", fill_variables(q.expr, values))
+        for q in panel_queries(dashboard)
+    ]
+    checks += [
+        (f"variable ${name}", fill_variables(expr, values))
+        for name, expr in variable_queries(dashboard).items()
+    ]
+    checks += [
+        (f"alert {rule.name}", as_bool(rule.expr))
+        for rule in alert_rules(load_yaml(PROMETHEUS_RULE))
+    ]
     return checks
 
 
-def silent_queries(prometheus: LocalPrometheus, checks: list[tuple[str, str]],
-                   wait_for: Callable[..., Any]) -> list[Answer]:  # fmt: skip
+def silent_queries(
+    prometheus: LocalPrometheus, checks: list[tuple[str, str]], wait_for: Callable[..., Any]
+) -> list[Answer]:
     """Wait (bounded) for every query to answer; the ones that still do not, with why."""
     last: list[Answer] = []
 
     def all_answer() -> bool:
-        last[:] = [Answer(where, expr, why) for where, expr in checks
-                   if (why := answers(prometheus, expr))]  # fmt: skip
+        last[:] = [
+            Answer(where, expr, why) for where, expr in checks if (why := answers(prometheus, expr))
+        ]
         return not last
 
     with contextlib.suppress(pytest.fail.Exception):
@@ -216,7 +224,8 @@ def test_every_dashboard_query_and_alert_expression_returns_data(
         prometheus_config(
             [
                 static_scrape_config(
-                    "collectjob-operator", [f"127.0.0.1:{operator.metrics_port}"],
+                    "collectjob-operator",
+                    [f"127.0.0.1:{operator.metrics_port}"],
                     SCRAPE_INTERVAL,
                 ),
                 pod_monitor_scrape_config(pod_monitor, targets_file, SCRAPE_INTERVAL),
@@ -224,7 +233,7 @@ def test_every_dashboard_query_and_alert_expression_returns_data(
             [write_rules_file(tmp_path)],
             SCRAPE_INTERVAL,
         )
-    )  # fmt: skip
+    )
 
     def scraped(expr: str) -> bool:
         """Discover the worker pods as they are now, then ask Prometheus."""
@@ -233,27 +242,38 @@ def test_every_dashboard_query_and_alert_expression_returns_data(
         return bool(prometheus.query(expr))
 
     worker_rows = f'collectjob_worker_rows_processed_total{{namespace="{namespace}"}}'
-    wait_for(lambda: scraped(f"{worker_rows} > 0"), timeout=120,
-             message="Prometheus to scrape a worker that has committed rows")  # fmt: skip
+    wait_for(
+        lambda: scraped(f"{worker_rows} > 0"),
+        timeout=120,
+        message="Prometheus to scrape a worker that has committed rows",
+    )
     job.patch({"suspend": True})
     wait_for(lambda: job.phase() == "Suspended", timeout=90, message="phase Suspended")
     job.patch({"suspend": False})
     wait_for(lambda: job.phase() == "Running", timeout=60, message="phase Running again")
     wait_for(lambda: broken.phase() == "Failed", timeout=120, message="the broken job Failed")
-    wait_for(lambda: scraped("collectjob_resume_latency_seconds_count > 0"), timeout=60,
-             message="the operator's resume latency to be scraped")  # fmt: skip
+    wait_for(
+        lambda: scraped("collectjob_resume_latency_seconds_count > 0"),
+        timeout=60,
+        message="the operator's resume latency to be scraped",
+    )
     pod = wait_for(job.running_pod, timeout=60, message="the resumed worker pod")["metadata"]
     resumed_rows = f'collectjob_worker_rows_processed_total{{pod="{pod["name"]}"}}'
-    wait_for(lambda: scraped(f"increase({resumed_rows}[30s]) > 0"), timeout=120,
-             message="the resumed worker to be scraped while it commits")  # fmt: skip
+    wait_for(
+        lambda: scraped(f"increase({resumed_rows}[30s]) > 0"),
+        timeout=120,
+        message="the resumed worker to be scraped while it commits",
+    )
 
-    silent = silent_queries(prometheus, queries_to_check(namespace, ["orders", "broken"]),
-                            wait_for)  # fmt: skip
+    silent = silent_queries(prometheus, queries_to_check(namespace, ["orders", "broken"]), wait_for)
     assert silent == [], "queries that returned no data:\n" + "\n".join(
         f"- {a.where}: {a.result}\n    {a.expr}" for a in silent
     )
-    wait_for(lambda: firing(prometheus, "CollectJobFailed", "broken"), timeout=60,
-             message="CollectJobFailed to fire for the broken job")  # fmt: skip
+    wait_for(
+        lambda: firing(prometheus, "CollectJobFailed", "broken"),
+        timeout=60,
+        message="CollectJobFailed to fire for the broken job",
+    )
     assert not firing(prometheus, "CollectJobFailed", "orders")
 
 

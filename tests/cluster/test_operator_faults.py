@@ -60,8 +60,11 @@ class WorkerWatch:
             try:
                 if version is None:
                     self._pods.clear()  # relisting: the stream replays every pod that exists
-                options: dict[str, Any] = {"label_selector": JOB_LABEL, "timeout_seconds": 5,
-                                           "_request_timeout": 15}  # fmt: skip
+                options: dict[str, Any] = {
+                    "label_selector": JOB_LABEL,
+                    "timeout_seconds": 5,
+                    "_request_timeout": 15,
+                }
                 if version is not None:
                     options["resource_version"] = version
                 stream = watch.Watch().stream(
@@ -157,30 +160,40 @@ def phases(cluster, namespace: str) -> dict[str, str | None]:
 
 def orphans(cluster, namespace: str) -> list[str]:
     """Children whose job is gone, or whose controller is not the live job of their label."""
-    uids = {j["metadata"]["name"]: j["metadata"]["uid"]
-            for j in cluster.kubectl_json("get", "cjob", "-n", namespace)["items"]}  # fmt: skip
+    uids = {
+        j["metadata"]["name"]: j["metadata"]["uid"]
+        for j in cluster.kubectl_json("get", "cjob", "-n", namespace)["items"]
+    }
     found = []
     for kind in (*CHILD_KINDS, "pods"):
         items = cluster.kubectl_json("get", kind, "-n", namespace, "-l", JOB_LABEL)["items"]
         for obj in items:
             meta = obj["metadata"]
             job = meta["labels"][JOB_LABEL]
-            owner = next((o for o in meta.get("ownerReferences") or () if o.get("controller")),
-                         {})  # fmt: skip
+            owner = next((o for o in meta.get("ownerReferences") or () if o.get("controller")), {})
             if job not in uids or (kind != "pods" and owner.get("uid") != uids[job]):
                 found.append(f"{kind}/{meta['name']} (job {job})")
     return found
 
 
-def converge(cluster, namespace: str, expected: dict[str, str], wait_for,
-             timeout: float = 240) -> float:  # fmt: skip
+def converge(
+    cluster, namespace: str, expected: dict[str, str], wait_for, timeout: float = 240
+) -> float:
     """Wait until the jobs are exactly `expected` (name -> phase) and nothing is orphaned;
     the seconds it took."""
     started = time.monotonic()
-    wait_for(lambda: phases(cluster, namespace) == expected, timeout=timeout,
-             message=f"phases {expected}", interval=0.5)  # fmt: skip
-    wait_for(lambda: orphans(cluster, namespace) == [], timeout=120,
-             message="no orphaned children", interval=0.5)  # fmt: skip
+    wait_for(
+        lambda: phases(cluster, namespace) == expected,
+        timeout=timeout,
+        message=f"phases {expected}",
+        interval=0.5,
+    )
+    wait_for(
+        lambda: orphans(cluster, namespace) == [],
+        timeout=120,
+        message="no orphaned children",
+        interval=0.5,
+    )
     return time.monotonic() - started
 
 
@@ -196,24 +209,27 @@ def assert_settled(jobs: dict[str, Any], expected: dict[str, str]) -> None:
 
 
 def label_all(cluster, namespace: str, names: list[str], fleet: str) -> None:
-    cluster.kubectl("label", "cjob", "-n", namespace, *names, f"{FLEET_LABEL}={fleet}",
-                    "--overwrite")  # fmt: skip
+    cluster.kubectl(
+        "label", "cjob", "-n", namespace, *names, f"{FLEET_LABEL}={fleet}", "--overwrite"
+    )
 
 
 def patch_fleet(cluster, namespace: str, fleet: str, spec: dict[str, Any]) -> None:
     """The user's tool for bulk operations: `kubectl patch` has no --selector, so
     `kubectl patch $(kubectl get cjob -l SELECTOR -o name) -p ...`, one patch command."""
-    names = cluster.kubectl("get", "cjob", "-n", namespace, "-l", f"{FLEET_LABEL}={fleet}",
-                            "-o", "name").stdout.split()  # fmt: skip
+    names = cluster.kubectl(
+        "get", "cjob", "-n", namespace, "-l", f"{FLEET_LABEL}={fleet}", "-o", "name"
+    ).stdout.split()
     assert names, f"no CollectJob labelled {FLEET_LABEL}={fleet}"
-    cluster.kubectl("patch", "-n", namespace, *names, "--type", "merge",
-                    "-p", json.dumps({"spec": spec}))  # fmt: skip
+    cluster.kubectl(
+        "patch", "-n", namespace, *names, "--type", "merge", "-p", json.dumps({"spec": spec})
+    )
 
 
-def make_jobs(collectjob, prefix: str, count: int, rows: int,
-              **spec: Any) -> dict[str, Any]:  # fmt: skip
-    return {f"{prefix}{i}": collectjob(name=f"{prefix}{i}", rows=rows, **spec)
-            for i in range(count)}  # fmt: skip
+def make_jobs(collectjob, prefix: str, count: int, rows: int, **spec: Any) -> dict[str, Any]:
+    return {
+        f"{prefix}{i}": collectjob(name=f"{prefix}{i}", rows=rows, **spec) for i in range(count)
+    }
 
 
 def test_operator_sigkilled_at_random_moments_during_mass_operations(
@@ -238,9 +254,11 @@ def test_operator_sigkilled_at_random_moments_during_mass_operations(
         cluster.kubectl("delete", "cjob", "-n", namespace, "gone0", "gone1", "--wait=false")
         killer.stop()
     assert killer.kills >= MIN_KILLS
-    expected = {**{f"long{i}": "Suspended" for i in range(3)},
-                **{f"short{i}": "Succeeded" for i in range(3)},
-                **{f"idle{i}": "Suspended" for i in range(2)}}  # fmt: skip
+    expected = {
+        **{f"long{i}": "Suspended" for i in range(3)},
+        **{f"short{i}": "Succeeded" for i in range(3)},
+        **{f"idle{i}": "Suspended" for i in range(2)},
+    }
     took = converge(cluster, namespace, expected, wait_for)
     print(f"{killer.kills} kills; converged {took:.1f}s after the last restart")
     assert_settled(jobs, expected)
@@ -252,25 +270,36 @@ def test_operator_sigkilled_at_random_moments_during_mass_operations(
     assert_settled(jobs, expected)
 
 
-def test_apiserver_and_etcd_restarted_mid_run(cluster, operator, collectjob, namespace,
-                                             worker_watch, wait_for):  # fmt: skip
+def test_apiserver_and_etcd_restarted_mid_run(
+    cluster, operator, collectjob, namespace, worker_watch, wait_for
+):
     plane = ControlPlane()
-    jobs = {"run0": collectjob(name="run0", rows=200_000), "run1": collectjob(name="run1",
-            rows=LONG_ROWS)}  # fmt: skip
+    jobs = {
+        "run0": collectjob(name="run0", rows=200_000),
+        "run1": collectjob(name="run1", rows=LONG_ROWS),
+    }
     jobs |= make_jobs(collectjob, "held", 2, SHORT_ROWS, suspend=True)
     label_all(cluster, namespace, ["run0"], "pause")
     label_all(cluster, namespace, ["held0"], "wake")
-    wait_for(lambda: all(j.status().get("rowsProcessed", 0) > 0 for n, j in jobs.items()
-                         if n.startswith("run")), timeout=180,
-             message="both running jobs' first committed chunk")  # fmt: skip
+    wait_for(
+        lambda: all(
+            j.status().get("rowsProcessed", 0) > 0 for n, j in jobs.items() if n.startswith("run")
+        ),
+        timeout=180,
+        message="both running jobs' first committed chunk",
+    )
 
     started = time.monotonic()
     plane.restart_apiserver()
     patch_fleet(cluster, namespace, "pause", {"suspend": True})
     plane.restart_etcd()
     patch_fleet(cluster, namespace, "wake", {"suspend": False})
-    expected = {"run0": "Suspended", "run1": "Succeeded", "held0": "Succeeded",
-                "held1": "Suspended"}  # fmt: skip
+    expected = {
+        "run0": "Suspended",
+        "run1": "Succeeded",
+        "held0": "Succeeded",
+        "held1": "Suspended",
+    }
     took = converge(cluster, namespace, expected, wait_for)
     print(f"restarts done in {time.monotonic() - started - took:.1f}s; converged {took:.1f}s later")
     assert_settled(jobs, expected)
@@ -280,8 +309,11 @@ def test_children_deleted_or_edited_by_hand_are_repaired_within_seconds(
     cluster, operator, collectjob, namespace, wait_for
 ):
     job = collectjob(rows=200_000)
-    wait_for(lambda: job.status().get("rowsProcessed", 0) > 0, timeout=120,
-             message="the first committed chunk")  # fmt: skip
+    wait_for(
+        lambda: job.status().get("rowsProcessed", 0) > 0,
+        timeout=120,
+        message="the first committed chunk",
+    )
     job.patch({"suspend": True})
     wait_for(lambda: job.phase() == "Suspended", timeout=120, message="phase Suspended")
     name = f"{job.name}-worker"
@@ -290,22 +322,34 @@ def test_children_deleted_or_edited_by_hand_are_repaired_within_seconds(
         result = job.kubectl("get", kind, obj, "-o", "json", check=False)
         return dict(json.loads(result.stdout)) if result.returncode == 0 else None
 
-    for kind, obj in (("role", name), ("rolebinding", name), ("serviceaccount", name),
-                      ("deployment", name), ("configmap", f"{job.name}-checkpoint")):  # fmt: skip
+    for kind, obj in (
+        ("role", name),
+        ("rolebinding", name),
+        ("serviceaccount", name),
+        ("deployment", name),
+        ("configmap", f"{job.name}-checkpoint"),
+    ):
         before = get(kind, obj)
         assert before is not None
         job.kubectl("delete", kind, obj, "--wait=true")
         started = time.monotonic()
-        wait_for(lambda k=kind, o=obj, b=before: (get(k, o) or b)["metadata"]["uid"]
-                 != b["metadata"]["uid"], timeout=30,
-                 message=f"{kind} {obj} recreated")  # fmt: skip
+        wait_for(
+            lambda k=kind, o=obj, b=before: (
+                (get(k, o) or b)["metadata"]["uid"] != b["metadata"]["uid"]
+            ),
+            timeout=30,
+            message=f"{kind} {obj} recreated",
+        )
         print(f"{kind} recreated in {time.monotonic() - started:.2f}s")
 
     rules = get("role", name)["rules"]  # type: ignore[index]
     wide = [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["*"]}]
     job.kubectl("patch", "role", name, "--type", "merge", "-p", json.dumps({"rules": wide}))
-    wait_for(lambda: get("role", name)["rules"] == rules, timeout=30,  # type: ignore[index]
-             message="the Role's rules restored")  # fmt: skip
+    wait_for(
+        lambda: get("role", name)["rules"] == rules,
+        timeout=30,  # type: ignore[index]
+        message="the Role's rules restored",
+    )
     assert job.phase() == "Suspended" and job.replicas() == 0
 
 
@@ -315,8 +359,11 @@ def test_bulk_patch_by_label_selector_suspends_every_running_job(
 ):
     jobs = make_jobs(collectjob, "bulk", count, 300_000)
     label_all(cluster, namespace, [*jobs], "bulk")
-    wait_for(lambda: all(j.status().get("rowsProcessed", 0) > 0 for j in jobs.values()),
-             timeout=240, message="every job's first committed chunk")  # fmt: skip
+    wait_for(
+        lambda: all(j.status().get("rowsProcessed", 0) > 0 for j in jobs.values()),
+        timeout=240,
+        message="every job's first committed chunk",
+    )
 
     started = time.monotonic()
     patch_fleet(cluster, namespace, "bulk", {"suspend": True})
@@ -327,8 +374,12 @@ def test_bulk_patch_by_label_selector_suspends_every_running_job(
             d.spec.replicas == 0 for d in deployments.items
         )
 
-    scaled = wait_for(lambda: all_scaled_down() and time.monotonic(), timeout=60,
-                      message="every worker scaled to 0", interval=0.05)  # fmt: skip
+    scaled = wait_for(
+        lambda: all_scaled_down() and time.monotonic(),
+        timeout=60,
+        message="every worker scaled to 0",
+        interval=0.05,
+    )
     expected = {name: "Suspended" for name in jobs}
     took = converge(cluster, namespace, expected, wait_for, timeout=120)
     print(
@@ -391,8 +442,9 @@ class SilencingProxy:
                 sock.shutdown(socket.SHUT_RDWR)
 
 
-def test_watches_that_silently_stop_delivering_are_noticed(cluster, collectjob, namespace,
-                                                           crd, tmp_path, wait_for):  # fmt: skip
+def test_watches_that_silently_stop_delivering_are_noticed(
+    cluster, collectjob, namespace, crd, tmp_path, wait_for
+):
     """The watch timeouts (settings.WATCH_CLIENT_TIMEOUT) and the request timeout of every
     API call make the operator drop dead connections and connect again on its own."""
     plane = ControlPlane()
@@ -411,8 +463,11 @@ def test_watches_that_silently_stop_delivering_are_noticed(cluster, collectjob, 
         proxy.silence()
         started = time.monotonic()
         job.patch({"suspend": False})
-        wait_for(lambda: job.replicas() == 1, timeout=WATCH_CLIENT_TIMEOUT + 60,
-                 message="the resume seen through a fresh watch")  # fmt: skip
+        wait_for(
+            lambda: job.replicas() == 1,
+            timeout=WATCH_CLIENT_TIMEOUT + 60,
+            message="the resume seen through a fresh watch",
+        )
         print(f"resume applied {time.monotonic() - started:.1f}s after the watches went silent")
         wait_for(lambda: job.phase() == "Running", timeout=120, message="phase Running")
     finally:

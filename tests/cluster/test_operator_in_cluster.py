@@ -21,8 +21,9 @@ OPERATOR_SA = f"system:serviceaccount:{SYSTEM_NS}:collectjob-operator"
 @pytest.fixture(scope="module")
 def installed(cluster: Cluster, crd: None) -> Iterator[None]:
     cluster.kubectl("apply", "-k", str(ROOT / "deploy"))
-    cluster.kubectl("rollout", "status", "deployment/collectjob-operator", "-n", SYSTEM_NS,
-                    "--timeout=120s")  # fmt: skip
+    cluster.kubectl(
+        "rollout", "status", "deployment/collectjob-operator", "-n", SYSTEM_NS, "--timeout=120s"
+    )
     yield
     cluster.kubectl("delete", "namespace", SYSTEM_NS, "--wait=true", "--timeout=120s")
     cluster.kubectl("delete", "clusterrolebinding,clusterrole", "collectjob-operator")
@@ -36,8 +37,9 @@ def can(cluster: Cluster, *args: str) -> str:
 def test_operator_pod_is_admitted_as_restricted_and_runs(cluster, installed):
     labels = cluster.kubectl_json("get", "namespace", SYSTEM_NS)["metadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
-    pods = cluster.kubectl_json("get", "pods", "-n", SYSTEM_NS, "-l",
-                                "app.kubernetes.io/name=collectjob-operator")["items"]  # fmt: skip
+    pods = cluster.kubectl_json(
+        "get", "pods", "-n", SYSTEM_NS, "-l", "app.kubernetes.io/name=collectjob-operator"
+    )["items"]
     (pod,) = pods
     assert pod["status"]["phase"] == "Running"
     assert pod["spec"]["serviceAccountName"] == "collectjob-operator"
@@ -91,5 +93,8 @@ def test_operator_pod_runs_a_job_to_success(installed, collectjob, wait_for):
     assert job.output_ids() == job.source_ids()
     assert job.replicas() == 0, "the finished worker was scaled to zero"
     # Succeeded is reported with the scale-down; the pod's graceful exit may still be under way.
-    wait_for(lambda: job.kubectl("get", "pods", "-o", "name").stdout.strip() == "", timeout=60,
-             message="the finished worker pod to exit")  # fmt: skip
+    wait_for(
+        lambda: job.kubectl("get", "pods", "-o", "name").stdout.strip() == "",
+        timeout=60,
+        message="the finished worker pod to exit",
+    )

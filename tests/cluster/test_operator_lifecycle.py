@@ -42,12 +42,14 @@ def test_printer_columns(operator, collectjob, wait_for):
 
 def test_suspend_then_resume_continues_from_the_checkpoint(operator, collectjob, wait_for):
     job = collectjob(rows=LONG_ROWS)
-    wait_for(lambda: job.status().get("rowsProcessed", 0) > 0, timeout=90,
-             message="the worker to commit a first chunk")  # fmt: skip
+    wait_for(
+        lambda: job.status().get("rowsProcessed", 0) > 0,
+        timeout=90,
+        message="the worker to commit a first chunk",
+    )
 
     job.patch({"suspend": True})
-    waited = job.kubectl("wait", "--for=condition=Suspended", f"cjob/{job.name}",
-                         "--timeout=60s")  # fmt: skip
+    waited = job.kubectl("wait", "--for=condition=Suspended", f"cjob/{job.name}", "--timeout=60s")
     assert "condition met" in waited.stdout
     assert job.phase() == "Suspended"
     assert job.replicas() == 0
@@ -71,8 +73,11 @@ def test_suspend_then_resume_continues_from_the_checkpoint(operator, collectjob,
 
 def test_stop_is_graceful_final_and_keeps_the_outputs(operator, collectjob, wait_for):
     job = collectjob(rows=LONG_ROWS)
-    wait_for(lambda: job.status().get("rowsProcessed", 0) > 0, timeout=90,
-             message="a first committed chunk")  # fmt: skip
+    wait_for(
+        lambda: job.status().get("rowsProcessed", 0) > 0,
+        timeout=90,
+        message="a first committed chunk",
+    )
     job.patch({"shutdown": "Stop"})
     wait_for(lambda: job.phase() == "Stopped", timeout=60, message="phase Stopped")
     assert job.replicas() == 0
@@ -107,13 +112,15 @@ def test_terminate_deletes_pods_at_once_and_is_final(operator, collectjob, wait_
 def test_delete_removes_every_child_and_keeps_the_outputs(operator, collectjob, wait_for):
     job = collectjob(rows=LONG_ROWS)
     wait_for(lambda: job.parts(), timeout=90, message="a first part file")
-    assert job.kubectl("get", CHILD_KINDS, "-l", f"collect.dev/job={job.name}",
-                       "-o", "name").stdout.strip()  # fmt: skip
+    assert job.kubectl(
+        "get", CHILD_KINDS, "-l", f"collect.dev/job={job.name}", "-o", "name"
+    ).stdout.strip()
     job.kubectl("delete", "cjob", job.name, "--wait=true", "--timeout=60s")
 
     def children() -> str:
-        return job.kubectl("get", CHILD_KINDS, "-l", f"collect.dev/job={job.name}",
-                           "-o", "name").stdout.strip()  # fmt: skip
+        return job.kubectl(
+            "get", CHILD_KINDS, "-l", f"collect.dev/job={job.name}", "-o", "name"
+        ).stdout.strip()
 
     wait_for(lambda: children() == "", timeout=90, message="garbage collection of the children")
     assert job.parts(), "the sink's outputs must be kept"
@@ -151,12 +158,19 @@ def test_operator_metrics_follow_the_job(operator, collectjob, wait_for):
 
     def exported() -> bool:
         found = samples()
-        return (found.get(("collectjob_job_rows_processed", frozenset(this_job.items()))) == 10
-                and found.get(("collectjob_jobs", frozenset({("phase", "Succeeded")}))) == 1
-                and found.get(("collectjob_phase_transitions_total",
-                               frozenset({("phase", "Succeeded")}))) == 1)  # fmt: skip
+        return (
+            found.get(("collectjob_job_rows_processed", frozenset(this_job.items()))) == 10
+            and found.get(("collectjob_jobs", frozenset({("phase", "Succeeded")}))) == 1
+            and found.get(
+                ("collectjob_phase_transitions_total", frozenset({("phase", "Succeeded")}))
+            )
+            == 1
+        )
 
     wait_for(exported, timeout=30, message="the job's metrics on /metrics")
     job.kubectl("delete", "cjob", job.name)
-    wait_for(lambda: ("collectjob_job_rows_processed", frozenset(this_job.items()))
-             not in samples(), timeout=30, message="the deleted job's series to go")  # fmt: skip
+    wait_for(
+        lambda: ("collectjob_job_rows_processed", frozenset(this_job.items())) not in samples(),
+        timeout=30,
+        message="the deleted job's series to go",
+    )

@@ -18,8 +18,16 @@ def test_operator_killed_mid_suspend_converges_after_restart(operator, collectjo
     # The state a crash right after scaling down leaves behind: replicas 0, phase Suspending.
     job.patch({"suspend": True})
     job.kubectl("scale", f"deployment/{job.name}-worker", "--replicas=0")
-    job.kubectl("patch", "cjob", job.name, "--subresource=status", "--type", "merge",
-                "-p", json.dumps({"status": {"phase": "Suspending"}}))  # fmt: skip
+    job.kubectl(
+        "patch",
+        "cjob",
+        job.name,
+        "--subresource=status",
+        "--type",
+        "merge",
+        "-p",
+        json.dumps({"status": {"phase": "Suspending"}}),
+    )
     wait_for(lambda: job.pods() == [], timeout=60, message="the worker pod to exit")
     assert job.phase() == "Suspending", "nobody but the operator may report Suspended"
 
@@ -69,12 +77,16 @@ def test_replicas_changed_by_hand_are_restored(operator, collectjob, wait_for):
     assert job.pods() == []
 
 
-def test_a_job_created_again_under_a_deleted_jobs_name_starts_afresh(operator, collectjob,
-                                                                     wait_for):  # fmt: skip
+def test_a_job_created_again_under_a_deleted_jobs_name_starts_afresh(
+    operator, collectjob, wait_for
+):
     """The old job's checkpoint is never taken over, however slow the garbage collector."""
     old = collectjob(rows=LONG_ROWS)
-    wait_for(lambda: old.status().get("rowsProcessed", 0) > 0, timeout=90,
-             message="the old job's first committed chunk")  # fmt: skip
+    wait_for(
+        lambda: old.status().get("rowsProcessed", 0) > 0,
+        timeout=90,
+        message="the old job's first committed chunk",
+    )
     checkpoint = f"configmap/{old.name}-checkpoint"
     # A finalizer holds the old checkpoint as a garbage collector that lags behind would.
     hold = json.dumps({"metadata": {"finalizers": [HOLD]}})
@@ -85,11 +97,17 @@ def test_a_job_created_again_under_a_deleted_jobs_name_starts_afresh(operator, c
         old.kubectl("delete", "cjob", old.name, "--wait=true", "--timeout=60s")
 
         new_sink = old.sink.parent / "again"
-        spec = {**body["spec"], "sink": {**body["spec"]["sink"], "url": f"file://{new_sink}"},
-                "chunkBytes": 1 << 20}  # fmt: skip
-        again = {"apiVersion": body["apiVersion"], "kind": body["kind"],
-                 "metadata": {"name": old.name, "namespace": old.namespace},
-                 "spec": spec}  # fmt: skip
+        spec = {
+            **body["spec"],
+            "sink": {**body["spec"]["sink"], "url": f"file://{new_sink}"},
+            "chunkBytes": 1 << 20,
+        }
+        again = {
+            "apiVersion": body["apiVersion"],
+            "kind": body["kind"],
+            "metadata": {"name": old.name, "namespace": old.namespace},
+            "spec": spec,
+        }
         old.cluster.kubectl("apply", "-f", "-", input=json.dumps(again))
         new = replace(old, sink=new_sink)
         old_uid, new_uid = body["metadata"]["uid"], new.get()["metadata"]["uid"]
@@ -98,12 +116,20 @@ def test_a_job_created_again_under_a_deleted_jobs_name_starts_afresh(operator, c
         def old_checkpoint() -> dict:
             return dict(json.loads(old.kubectl("get", checkpoint, "-o", "json").stdout)["metadata"])
 
-        wait_for(lambda: f"remove ConfigMap {old.namespace}/{old.name}-checkpoint left by a "
-                 f"previous CollectJob with uid {old_uid}" in operator.log(), timeout=60,
-                 message="the operator to wait for the old checkpoint to go")  # fmt: skip
+        wait_for(
+            lambda: (
+                f"remove ConfigMap {old.namespace}/{old.name}-checkpoint left by a "
+                f"previous CollectJob with uid {old_uid}" in operator.log()
+            ),
+            timeout=60,
+            message="the operator to wait for the old checkpoint to go",
+        )
         assert [o["uid"] for o in old_checkpoint()["ownerReferences"]] == [old_uid]
-        wait_for(lambda: old_checkpoint().get("deletionTimestamp"), timeout=60,
-                 message="the garbage collector to delete the old checkpoint")  # fmt: skip
+        wait_for(
+            lambda: old_checkpoint().get("deletionTimestamp"),
+            timeout=60,
+            message="the garbage collector to delete the old checkpoint",
+        )
     finally:
         old.kubectl("patch", checkpoint, "--type", "merge", "-p", release, check=False)
 
@@ -137,8 +163,9 @@ def test_suspend_and_resume_in_quick_succession_are_each_applied(
     assert job.output_ids() == job.source_ids()
 
 
-def test_an_existing_object_with_a_childs_name_is_never_adopted(operator, collectjob, namespace,
-                                                                cluster, wait_for):  # fmt: skip
+def test_an_existing_object_with_a_childs_name_is_never_adopted(
+    operator, collectjob, namespace, cluster, wait_for
+):
     """An admin's ServiceAccount `etl-worker` must not become the worker's identity, nor be
     garbage-collected with the job."""
     cluster.kubectl("create", "serviceaccount", "etl-worker", "-n", namespace)
@@ -151,8 +178,11 @@ def test_an_existing_object_with_a_childs_name_is_never_adopted(operator, collec
     assert job.deployment() is None and job.pods() == []
 
     job.kubectl("delete", "cjob", job.name, "--wait=true", "--timeout=60s")
-    wait_for(lambda: job.kubectl("get", "role", "etl-worker", check=False).returncode != 0,
-             timeout=60, message="the job's own Role garbage-collected")  # fmt: skip
+    wait_for(
+        lambda: job.kubectl("get", "role", "etl-worker", check=False).returncode != 0,
+        timeout=60,
+        message="the job's own Role garbage-collected",
+    )
     after = cluster.kubectl_json("get", "serviceaccount", "etl-worker", "-n", namespace)
     assert after["metadata"]["uid"] == before["metadata"]["uid"]
     assert after["metadata"].get("ownerReferences") is None

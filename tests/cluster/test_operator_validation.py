@@ -25,48 +25,107 @@ def manifest(namespace: str, name: str = "bad", **spec) -> str:
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [
-        ({"sink": {"url": "file:///o", "format": "xml"}},
-         'spec.sink.format: Unsupported value: "xml"'),
-        ({"chunkBytes": 4096},
-         "spec.chunkBytes in body should be greater than or equal to 1048576"),
+        (
+            {"sink": {"url": "file:///o", "format": "xml"}},
+            'spec.sink.format: Unsupported value: "xml"',
+        ),
+        (
+            {"chunkBytes": 4096},
+            "spec.chunkBytes in body should be greater than or equal to 1048576",
+        ),
         ({"maxRecordBytes": 10}, "spec.maxRecordBytes in body should be greater than or equal"),
-        ({"retry": {"timeoutSeconds": 0}},
-         "spec.retry.timeoutSeconds in body should be greater than or equal to 1"),
+        (
+            {"retry": {"timeoutSeconds": 0}},
+            "spec.retry.timeoutSeconds in body should be greater than or equal to 1",
+        ),
         ({"backoffLimit": -2}, "spec.backoffLimit in body should be greater than or equal to 0"),
-        ({"source": {"url": "ftp://host/in.csv"}},
-         "spec.source.url: Forbidden: must start with file:///, s3://, http:// or https://"),
-        ({"sink": {"url": "https://host/out"}},
-         "spec.sink.url: Forbidden: must start with file:/// or s3://"),
-        ({"source": {"url": "file:///in.csv",
-                     "urlFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}},
-         "exactly one of url and urlFrom must be set"),
+        (
+            {"source": {"url": "ftp://host/in.csv"}},
+            "spec.source.url: Forbidden: must start with file:///, s3://, http:// or https://",
+        ),
+        (
+            {"sink": {"url": "https://host/out"}},
+            "spec.sink.url: Forbidden: must start with file:/// or s3://",
+        ),
+        (
+            {
+                "source": {
+                    "url": "file:///in.csv",
+                    "urlFrom": {"secretKeyRef": {"name": "s", "key": "k"}},
+                }
+            },
+            "exactly one of url and urlFrom must be set",
+        ),
         ({"sink": {}}, "exactly one of url and urlFrom must be set"),
-        ({"worker": {"env": [{"name": "A", "value": "x",
-                              "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}},
-         "set value or valueFrom, not both"),
-        ({"worker": {"env": [{"name": "A", "valueFrom": {
-            "secretKeyRef": {"name": "s", "key": "k"},
-            "configMapKeyRef": {"name": "c", "key": "k"}}}]}},
-         "set exactly one of secretKeyRef, configMapKeyRef, fieldRef and resourceFieldRef"),
-        ({"worker": {"envFrom": [{"secretRef": {"name": "s"}, "prefix": "COLLECTJOB_"}]}},
-         "envFrom must not use a COLLECTJOB_ prefix"),
-        ({"worker": {"volumes": [{"name": "v", "secret": {}}]}},
-         "spec.worker.volumes[0].secret.secretName: Required value"),
+        (
+            {
+                "worker": {
+                    "env": [
+                        {
+                            "name": "A",
+                            "value": "x",
+                            "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+                        }
+                    ]
+                }
+            },
+            "set value or valueFrom, not both",
+        ),
+        (
+            {
+                "worker": {
+                    "env": [
+                        {
+                            "name": "A",
+                            "valueFrom": {
+                                "secretKeyRef": {"name": "s", "key": "k"},
+                                "configMapKeyRef": {"name": "c", "key": "k"},
+                            },
+                        }
+                    ]
+                }
+            },
+            "set exactly one of secretKeyRef, configMapKeyRef, fieldRef and resourceFieldRef",
+        ),
+        (
+            {"worker": {"envFrom": [{"secretRef": {"name": "s"}, "prefix": "COLLECTJOB_"}]}},
+            "envFrom must not use a COLLECTJOB_ prefix",
+        ),
+        (
+            {"worker": {"volumes": [{"name": "v", "secret": {}}]}},
+            "spec.worker.volumes[0].secret.secretName: Required value",
+        ),
         ({"shutdown": "Pause"}, 'spec.shutdown: Unsupported value: "Pause"'),
-        ({"worker": {"env": [{"name": "COLLECTJOB_CONFIG", "value": "{}"}]}},
-         "must not set COLLECTJOB_* variables"),
-        ({"worker": {"env": [{"name": "AWS_ACCESS_KEY_ID", "value": "AKIA0000"}]}},
-         "spec.worker.env[0]: Forbidden: AWS_ACCESS_KEY_ID looks like a credential and must "
-         "not be given as a literal value: put it in a Secret and use valueFrom.secretKeyRef"),
-        ({"worker": {"env": [{"name": "LOG_LEVEL", "value": "debug"},
-                             {"name": "db_password", "value": "hunter2"}]}},
-         "spec.worker.env[1]: Forbidden: db_password looks like a credential"),
-        ({"worker": {"env": [{"name": "AWS_SESSION_TOKEN", "value": "x"}]}},
-         "AWS_SESSION_TOKEN looks like a credential"),
-        ({"worker": {"env": [{"name": "Api_Secret", "value": "x"}]}},
-         "Api_Secret looks like a credential"),
+        (
+            {"worker": {"env": [{"name": "COLLECTJOB_CONFIG", "value": "{}"}]}},
+            "must not set COLLECTJOB_* variables",
+        ),
+        (
+            {"worker": {"env": [{"name": "AWS_ACCESS_KEY_ID", "value": "AKIA0000"}]}},
+            "spec.worker.env[0]: Forbidden: AWS_ACCESS_KEY_ID looks like a credential and must "
+            "not be given as a literal value: put it in a Secret and use valueFrom.secretKeyRef",
+        ),
+        (
+            {
+                "worker": {
+                    "env": [
+                        {"name": "LOG_LEVEL", "value": "debug"},
+                        {"name": "db_password", "value": "hunter2"},
+                    ]
+                }
+            },
+            "spec.worker.env[1]: Forbidden: db_password looks like a credential",
+        ),
+        (
+            {"worker": {"env": [{"name": "AWS_SESSION_TOKEN", "value": "x"}]}},
+            "AWS_SESSION_TOKEN looks like a credential",
+        ),
+        (
+            {"worker": {"env": [{"name": "Api_Secret", "value": "x"}]}},
+            "Api_Secret looks like a credential",
+        ),
     ],
-)  # fmt: skip
+)
 def test_invalid_spec_is_refused_on_create(cluster, namespace, crd, spec, expected):
     result = cluster.kubectl("apply", "-f", "-", input=manifest(namespace, **spec), check=False)
     assert result.returncode != 0
@@ -80,8 +139,9 @@ def test_invalid_spec_is_refused_on_create(cluster, namespace, crd, spec, expect
         ("sink", {"sink": {"url": "s3://KEYID:pa55word@bucket/out"}}),
     ],
 )
-def test_credentials_in_a_url_are_refused_without_being_echoed(cluster, namespace, crd, field,
-                                                                spec):  # fmt: skip
+def test_credentials_in_a_url_are_refused_without_being_echoed(
+    cluster, namespace, crd, field, spec
+):
     result = cluster.kubectl("apply", "-f", "-", input=manifest(namespace, **spec), check=False)
     assert result.returncode != 0
     assert (
@@ -92,32 +152,51 @@ def test_credentials_in_a_url_are_refused_without_being_echoed(cluster, namespac
     assert "pa55word" not in result.stderr
 
 
-def test_credentials_by_secret_reference_and_at_signs_in_paths_are_accepted(cluster, namespace,
-                                                                            crd):  # fmt: skip
+def test_credentials_by_secret_reference_and_at_signs_in_paths_are_accepted(
+    cluster, namespace, crd
+):
     secret_ref = {"valueFrom": {"secretKeyRef": {"name": "aws", "key": "secret"}}}
-    body = manifest(namespace, name="good", source={"url": "https://host/v@2/in.csv"},
-                    worker={"env": [{"name": "AWS_SECRET_ACCESS_KEY", **secret_ref},
-                                    {"name": "LOG_LEVEL", "value": "debug"}]})  # fmt: skip
+    body = manifest(
+        namespace,
+        name="good",
+        source={"url": "https://host/v@2/in.csv"},
+        worker={
+            "env": [
+                {"name": "AWS_SECRET_ACCESS_KEY", **secret_ref},
+                {"name": "LOG_LEVEL", "value": "debug"},
+            ]
+        },
+    )
     cluster.kubectl("apply", "-f", "-", input=body)
-    created = json.loads(cluster.kubectl("get", "cjob", "good", "-n", namespace,
-                                         "-o", "json").stdout)  # fmt: skip
+    created = json.loads(
+        cluster.kubectl("get", "cjob", "good", "-n", namespace, "-o", "json").stdout
+    )
     assert created["spec"]["worker"]["env"][0] == {"name": "AWS_SECRET_ACCESS_KEY", **secret_ref}
 
 
 def patch(cluster, namespace: str, spec: dict):
-    return cluster.kubectl("patch", "cjob", "good", "-n", namespace, "--type", "merge",
-                           "-p", json.dumps({"spec": spec}), check=False)  # fmt: skip
+    return cluster.kubectl(
+        "patch",
+        "cjob",
+        "good",
+        "-n",
+        namespace,
+        "--type",
+        "merge",
+        "-p",
+        json.dumps({"spec": spec}),
+        check=False,
+    )
 
 
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({"source": {"url": "file:///data/other.csv"}},
-         "spec.source cannot change after creation"),
+        ({"source": {"url": "file:///data/other.csv"}}, "spec.source cannot change after creation"),
         ({"sink": {"format": "parquet"}}, "spec.sink cannot change after creation"),
         ({"transform": {"columns": [{"name": "id"}]}}, "spec.transform cannot be added or removed"),
     ],
-)  # fmt: skip
+)
 def test_immutable_fields_cannot_change(cluster, namespace, crd, change, expected):
     cluster.kubectl("apply", "-f", "-", input=manifest(namespace, name="good"))
     result = patch(cluster, namespace, change)

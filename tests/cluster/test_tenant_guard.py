@@ -20,8 +20,9 @@ def test_jobs_wait_for_the_admission_policy_and_run_once_it_is_back(
 
         def held() -> dict | None:
             conditions = job.status().get("conditions") or []
-            return next((c for c in conditions if c.get("reason") == "AdmissionPolicyMissing"),
-                        None)  # fmt: skip
+            return next(
+                (c for c in conditions if c.get("reason") == "AdmissionPolicyMissing"), None
+            )
 
         condition = wait_for(held, timeout=60, message="condition AdmissionPolicyMissing")
         assert (condition["type"], condition["status"]) == ("Progressing", "False")

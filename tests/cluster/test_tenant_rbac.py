@@ -84,16 +84,28 @@ def installed(cluster: Cluster, tree: str, with_operator: bool = False) -> Itera
     """Apply a kustomize tree, without its operator Deployment unless `with_operator`;
     remove it afterwards."""
     rendered = cluster.kubectl("kustomize", str(ROOT / tree)).stdout
-    docs = [d for d in yaml.safe_load_all(rendered)
-            if d and (with_operator or d["kind"] != "Deployment")]  # fmt: skip
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
-                    input=yaml.safe_dump_all(docs))  # fmt: skip
+    docs = [
+        d
+        for d in yaml.safe_load_all(rendered)
+        if d and (with_operator or d["kind"] != "Deployment")
+    ]
+    cluster.kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", "-", input=yaml.safe_dump_all(docs)
+    )
     try:
         yield
     finally:
         owned = [d for d in docs if d["kind"] not in SHARED or "operator" in d["metadata"]["name"]]
-        cluster.kubectl("delete", "--ignore-not-found", "--wait=true", "--timeout=120s", "-f", "-",
-                        input=yaml.safe_dump_all(owned), timeout=150)  # fmt: skip
+        cluster.kubectl(
+            "delete",
+            "--ignore-not-found",
+            "--wait=true",
+            "--timeout=120s",
+            "-f",
+            "-",
+            input=yaml.safe_dump_all(owned),
+            timeout=150,
+        )
 
 
 def test_cluster_wide_install_grants_exactly_the_verb_table(cluster, crd, namespace):
@@ -112,20 +124,30 @@ def test_namespaced_install_grants_the_table_in_watched_namespaces_only(cluster,
         assert can_i_list(cluster, "kube-system") == cluster_scoped
 
 
-def test_namespaced_operator_runs_a_job_with_only_its_namespaced_rights(cluster, crd, tmp_path,
-                                                                       wait_for):  # fmt: skip
+def test_namespaced_operator_runs_a_job_with_only_its_namespaced_rights(
+    cluster, crd, tmp_path, wait_for
+):
     """The namespaced install's Role is enough for the whole life of a job."""
     source, sink = write_csv(tmp_path / "in.csv", 3000), tmp_path / "out"
     body = {
         "apiVersion": "collect.dev/v1alpha1",
         "kind": "CollectJob",
         "metadata": {"name": "scoped", "namespace": WATCHED_NS},
-        "spec": {"source": {"url": f"file://{source}"},
-                 "sink": {"url": f"file://{sink}", "format": "jsonl"}},
-    }  # fmt: skip
+        "spec": {
+            "source": {"url": f"file://{source}"},
+            "sink": {"url": f"file://{sink}", "format": "jsonl"},
+        },
+    }
     with installed(cluster, "deploy/namespaced", with_operator=True):
-        cluster.kubectl("rollout", "status", "deployment/collectjob-operator", "-n", SYSTEM_NS,
-                        "--timeout=120s", timeout=150)  # fmt: skip
+        cluster.kubectl(
+            "rollout",
+            "status",
+            "deployment/collectjob-operator",
+            "-n",
+            SYSTEM_NS,
+            "--timeout=120s",
+            timeout=150,
+        )
         cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
 
         def phase() -> str | None:
@@ -155,10 +177,14 @@ def worker_objects(namespace: str) -> dict[str, dict[str, Any]]:
     body = {
         "apiVersion": "collect.dev/v1alpha1",
         "kind": "CollectJob",
-        "metadata": {"name": "etl", "namespace": namespace,
-                     "uid": "7d1c43f6-0000-4000-8000-000000000001", "generation": 1},
+        "metadata": {
+            "name": "etl",
+            "namespace": namespace,
+            "uid": "7d1c43f6-0000-4000-8000-000000000001",
+            "generation": 1,
+        },
         "spec": {"source": {"url": "file:///in.csv"}, "sink": {"url": "file:///out"}},
-    }  # fmt: skip
+    }
     job = CollectJob.from_body(body)
     return {
         "Deployment": manifests.worker_deployment(job, "collectjob:dev", 1),
@@ -177,8 +203,15 @@ def as_operator(cluster: Cluster, obj: dict[str, Any]):
         role = worker_objects(obj["metadata"]["namespace"])["Role"]
         del role["metadata"]["ownerReferences"]
         cluster.kubectl("apply", "-f", "-", input=json.dumps(role))
-    return cluster.kubectl("create", "--dry-run=server", f"--as={OPERATOR}", "-f", "-",
-                           input=json.dumps(obj), check=False)  # fmt: skip
+    return cluster.kubectl(
+        "create",
+        "--dry-run=server",
+        f"--as={OPERATOR}",
+        "-f",
+        "-",
+        input=json.dumps(obj),
+        check=False,
+    )
 
 
 def pod(obj: dict[str, Any]) -> dict[str, Any]:
@@ -187,43 +220,73 @@ def pod(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 ATTACKS = {
-    "hostPath volume": ("Deployment",
-                        lambda d: pod(d)["volumes"].append({"name": "root",
-                                                            "hostPath": {"path": "/"}}),
-                        "hostPath volumes are not allowed"),
-    "hostNetwork": ("Deployment", lambda d: pod(d).update(hostNetwork=True),
-                    "hostNetwork, hostPID and hostIPC are not allowed"),
-    "hostPID": ("Deployment", lambda d: pod(d).update(hostPID=True),
-                "hostNetwork, hostPID and hostIPC are not allowed"),
-    "privileged": ("Deployment",
-                   lambda d: pod(d)["containers"][0]["securityContext"].update(
-                       privileged=True, allowPrivilegeEscalation=True),
-                   "every worker container must be unprivileged"),
-    "privilege escalation": ("Deployment",
-                             lambda d: pod(d)["containers"][0]["securityContext"].update(
-                                 allowPrivilegeEscalation=True),
-                             "every worker container must be unprivileged"),
-    "added capability": ("Deployment",
-                         lambda d: pod(d)["containers"][0]["securityContext"].update(
-                             capabilities={"drop": ["ALL"], "add": ["SYS_ADMIN"]}),
-                         "every worker container must be unprivileged"),
-    "another ServiceAccount": ("Deployment", lambda d: pod(d).update(serviceAccountName="default"),
-                               "must run as its own ServiceAccount etl-worker"),
-    "no owner": ("Deployment", lambda d: d["metadata"].pop("ownerReferences"),
-                 "whose controlling owner is the CollectJob etl"),
-    "no labels": ("ServiceAccount", lambda d: d["metadata"].pop("labels"),
-                  "may only write objects labelled collect.dev/job"),
-    "foreign name": ("ServiceAccount", lambda d: d["metadata"].update(name="ci-bot"),
-                     "may only write the child of its CollectJob, named etl-worker"),
-    "Role on another ConfigMap": ("Role",
-                                  lambda r: r["rules"][0].update(resourceNames=["admin-config"]),
-                                  "may grant only get, update and patch on its own checkpoint"),
-    "RoleBinding to another subject": ("RoleBinding",
-                                       lambda b: b["subjects"].append(
-                                           {"kind": "ServiceAccount", "name": "default",
-                                            "namespace": b["metadata"]["namespace"]}),
-                                       "may bind only the Role etl-worker to the ServiceAccount"),
-}  # fmt: skip
+    "hostPath volume": (
+        "Deployment",
+        lambda d: pod(d)["volumes"].append({"name": "root", "hostPath": {"path": "/"}}),
+        "hostPath volumes are not allowed",
+    ),
+    "hostNetwork": (
+        "Deployment",
+        lambda d: pod(d).update(hostNetwork=True),
+        "hostNetwork, hostPID and hostIPC are not allowed",
+    ),
+    "hostPID": (
+        "Deployment",
+        lambda d: pod(d).update(hostPID=True),
+        "hostNetwork, hostPID and hostIPC are not allowed",
+    ),
+    "privileged": (
+        "Deployment",
+        lambda d: pod(d)["containers"][0]["securityContext"].update(
+            privileged=True, allowPrivilegeEscalation=True
+        ),
+        "every worker container must be unprivileged",
+    ),
+    "privilege escalation": (
+        "Deployment",
+        lambda d: pod(d)["containers"][0]["securityContext"].update(allowPrivilegeEscalation=True),
+        "every worker container must be unprivileged",
+    ),
+    "added capability": (
+        "Deployment",
+        lambda d: pod(d)["containers"][0]["securityContext"].update(
+            capabilities={"drop": ["ALL"], "add": ["SYS_ADMIN"]}
+        ),
+        "every worker container must be unprivileged",
+    ),
+    "another ServiceAccount": (
+        "Deployment",
+        lambda d: pod(d).update(serviceAccountName="default"),
+        "must run as its own ServiceAccount etl-worker",
+    ),
+    "no owner": (
+        "Deployment",
+        lambda d: d["metadata"].pop("ownerReferences"),
+        "whose controlling owner is the CollectJob etl",
+    ),
+    "no labels": (
+        "ServiceAccount",
+        lambda d: d["metadata"].pop("labels"),
+        "may only write objects labelled collect.dev/job",
+    ),
+    "foreign name": (
+        "ServiceAccount",
+        lambda d: d["metadata"].update(name="ci-bot"),
+        "may only write the child of its CollectJob, named etl-worker",
+    ),
+    "Role on another ConfigMap": (
+        "Role",
+        lambda r: r["rules"][0].update(resourceNames=["admin-config"]),
+        "may grant only get, update and patch on its own checkpoint",
+    ),
+    "RoleBinding to another subject": (
+        "RoleBinding",
+        lambda b: b["subjects"].append(
+            {"kind": "ServiceAccount", "name": "default", "namespace": b["metadata"]["namespace"]}
+        ),
+        "may bind only the Role etl-worker to the ServiceAccount",
+    ),
+}
 
 
 @pytest.fixture(scope="module")

@@ -165,13 +165,16 @@ def test_the_sink_owner_is_the_collectjob_controlling_the_checkpoint(
             name="owned-checkpoint",
             owner_references=[
                 client.V1OwnerReference(
-                    api_version="collect.dev/v1alpha1", kind="CollectJob", name="owner",
-                    uid=job["metadata"]["uid"], controller=True,
+                    api_version="collect.dev/v1alpha1",
+                    kind="CollectJob",
+                    name="owner",
+                    uid=job["metadata"]["uid"],
+                    controller=True,
                 )
             ],
         ),
         data={},
-    )  # fmt: skip
+    )
     core_api.create_namespaced_config_map(namespace, owned)
     store = ConfigMapCheckpointStore(core_api, namespace, "owned-checkpoint")
     assert store.owner_id() == job["metadata"]["uid"]

@@ -59,8 +59,14 @@ def test_podman_and_buildah_use_only_the_projects_configuration(tmp_path: Path) 
     assert env["CONTAINERS_STORAGE_CONF"] == str(tmp_path / "storage.conf")
     assert "KUBECONFIG" not in env
     conf = (tmp_path / "containers.conf").read_text()
-    for setting in ('runtime = "runc"', 'cgroup_manager = "cgroupfs"', 'events_logger = "file"',
-                    '"nofile=20000:20000"', '"nproc=32768:32768"', 'netns = "host"'):  # fmt: skip
+    for setting in (
+        'runtime = "runc"',
+        'cgroup_manager = "cgroupfs"',
+        'events_logger = "file"',
+        '"nofile=20000:20000"',
+        '"nproc=32768:32768"',
+        'netns = "host"',
+    ):
         assert setting in conf, setting
     storage = (tmp_path / "storage.conf").read_text()
     assert 'driver = "overlay"' in storage and str(tmp_path / "storage") in storage

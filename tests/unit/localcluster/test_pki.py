@@ -44,12 +44,15 @@ def test_keys_are_private_and_nothing_else_is_left(tmp_path: Path) -> None:
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == sorted(
         [
-            *(f"{n}.{ext}" for n in ("ca", "apiserver", "admin", "etcd-server",
-                                     "apiserver-etcd-client") for ext in ("crt", "key")),
+            *(
+                f"{n}.{ext}"
+                for n in ("ca", "apiserver", "admin", "etcd-server", "apiserver-etcd-client")
+                for ext in ("crt", "key")
+            ),
             "sa.key",
             "sa.pub",
         ]
-    )  # fmt: skip
+    )
     for key in tmp_path.glob("*.key"):
         assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
 

@@ -66,8 +66,11 @@ def test_the_test_discovery_keeps_what_the_pod_monitor_selects() -> None:
 
     def pod(name: str, phase: str, labels: dict[str, str]) -> dict[str, Any]:
         meta = {"name": name, "namespace": "team-a", "labels": labels}
-        return {"metadata": meta, "spec": template["spec"],
-                "status": {"phase": phase, "podIP": "127.1.0.7"}}  # fmt: skip
+        return {
+            "metadata": meta,
+            "spec": template["spec"],
+            "status": {"phase": phase, "podIP": "127.1.0.7"},
+        }
 
     worker_labels = template["metadata"]["labels"]
     pods = [

@@ -14,8 +14,12 @@ from collectjob_operator.job import CollectJob, JobRef
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
-def job_body(spec: dict[str, Any] | None = None, status: dict[str, Any] | None = None,
-             name: str = "orders", generation: int = 1) -> dict[str, Any]:  # fmt: skip
+def job_body(
+    spec: dict[str, Any] | None = None,
+    status: dict[str, Any] | None = None,
+    name: str = "orders",
+    generation: int = 1,
+) -> dict[str, Any]:
     return {
         "apiVersion": "collect.dev/v1alpha1",
         "kind": "CollectJob",
@@ -47,8 +51,9 @@ def world() -> Callable[..., World]:
     """A World at NOW; `pods` takes (name, running, terminating, restarts) shorthands."""
 
     def make(pods: tuple[tuple[str, bool, bool, int], ...] = (), **kwargs: Any) -> World:
-        views = tuple(PodView(n, running, terminating, restarts)
-                      for n, running, terminating, restarts in pods)  # fmt: skip
+        views = tuple(
+            PodView(n, running, terminating, restarts) for n, running, terminating, restarts in pods
+        )
         kwargs.setdefault("checkpoint_configmap", "orders-checkpoint")
         return World(now=kwargs.pop("now", NOW), pods=views, **kwargs)
 
@@ -73,8 +78,10 @@ class FakeKube:
         key = (obj["kind"], meta["namespace"], meta["name"])
         old = self.objects.get(key)
         generation = old["metadata"]["generation"] + 1 if old else 1
-        stored = {**obj, "metadata": {**meta, "generation": generation,
-                                      "resourceVersion": str(self._version)}}  # fmt: skip
+        stored = {
+            **obj,
+            "metadata": {**meta, "generation": generation, "resourceVersion": str(self._version)},
+        }
         self.objects[key] = stored
         return stored
 
@@ -107,9 +114,13 @@ class FakeKube:
 
     def add_pod(self, name: str, phase: str = "Running") -> None:
         labels = {"collect.dev/job": "orders", "app.kubernetes.io/component": "worker"}
-        self._store({"kind": "Pod", "metadata": {"name": name, "namespace": "team-a",
-                                                 "labels": labels},
-                     "status": {"phase": phase}})  # fmt: skip
+        self._store(
+            {
+                "kind": "Pod",
+                "metadata": {"name": name, "namespace": "team-a", "labels": labels},
+                "status": {"phase": phase},
+            }
+        )
 
     def delete_pod_now(self, namespace: str, name: str) -> None:
         self.calls.append(("delete", name))

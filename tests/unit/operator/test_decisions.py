@@ -73,8 +73,14 @@ def test_suspended_is_reported_only_once_the_pod_is_gone(make_job, world):
 def test_resume_scales_up_runs_and_counts_the_suspended_time(make_job, world):
     start = (NOW - timedelta(seconds=60)).isoformat()
     since = (NOW - timedelta(seconds=40)).isoformat()
-    job = make_job(status={"phase": "Suspended", "startTime": start, "suspendedSince": since,
-                           "suspendedSeconds": 5})  # fmt: skip
+    job = make_job(
+        status={
+            "phase": "Suspended",
+            "startTime": start,
+            "suspendedSince": since,
+            "suspendedSeconds": 5,
+        }
+    )
     d = run(job, world())
     assert d.replicas == 1
     assert d.status.phase is Phase.RUNNING
@@ -89,8 +95,10 @@ def test_stop_is_graceful_then_final(make_job, world):
     stopping = run(job, world(pods=RUNNING_POD))
     assert (stopping.replicas, stopping.kill_pods) == (0, False)
     assert stopping.status.phase is Phase.STOPPING
-    stopped = run(make_job(spec={"shutdown": "Stop"}, status={"phase": "Stopping"}),
-                  world(deployment_scaled_down=True))  # fmt: skip
+    stopped = run(
+        make_job(spec={"shutdown": "Stop"}, status={"phase": "Stopping"}),
+        world(deployment_scaled_down=True),
+    )
     assert stopped.status.phase is Phase.STOPPED
     assert condition(stopped, ConditionType.COMPLETE).status is False
     assert reasons(stopped) == ["Stopped"]
@@ -105,16 +113,19 @@ def test_final_phase_ignores_suspend_and_later_checkpoints(make_job, world):
 
 
 def test_terminate_kills_pods_without_grace_and_stays_terminated(make_job, world):
-    d = run(make_job(spec={"shutdown": "Terminate"}, status={"phase": "Running"}),
-            world(pods=RUNNING_POD))  # fmt: skip
+    d = run(
+        make_job(spec={"shutdown": "Terminate"}, status={"phase": "Running"}),
+        world(pods=RUNNING_POD),
+    )
     assert (d.replicas, d.kill_pods, d.status.phase) == (0, True, Phase.TERMINATED)
     again = run(make_job(spec={"shutdown": "Terminate"}, status={"phase": "Terminated"}), world())
     assert (again.kill_pods, again.status.phase, again.events) == (False, Phase.TERMINATED, ())
 
 
 def test_shutdown_wins_over_suspend(make_job, world):
-    d = run(make_job(spec={"shutdown": "Stop", "suspend": True}),
-            world(deployment_scaled_down=True))  # fmt: skip
+    d = run(
+        make_job(spec={"shutdown": "Stop", "suspend": True}), world(deployment_scaled_down=True)
+    )
     assert d.status.phase is Phase.STOPPED
 
 
@@ -144,8 +155,10 @@ def test_worker_error_fails_the_job_in_the_workers_own_words(make_job, world):
 
 
 def test_restarts_up_to_the_backoff_limit_are_tolerated(make_job, world):
-    d = run(make_job(spec={"backoffLimit": 2}, status={"phase": "Running"}),
-            world(pods=(("p1", True, False, 2),)))  # fmt: skip
+    d = run(
+        make_job(spec={"backoffLimit": 2}, status={"phase": "Running"}),
+        world(pods=(("p1", True, False, 2),)),
+    )
     assert d.status.phase is Phase.RUNNING
     assert d.status.worker_restarts == 2
     assert reasons(d) == ["WorkerRestarted"]
@@ -153,8 +166,9 @@ def test_restarts_up_to_the_backoff_limit_are_tolerated(make_job, world):
 
 def test_more_restarts_than_the_backoff_limit_fail_the_job(make_job, world):
     status = {"phase": "Running", "workerRestarts": 2, "workerPod": {"name": "p1", "restarts": 2}}
-    d = run(make_job(spec={"backoffLimit": 2}, status=status),
-            world(pods=(("p1", False, False, 3),)))  # fmt: skip
+    d = run(
+        make_job(spec={"backoffLimit": 2}, status=status), world(pods=(("p1", False, False, 3),))
+    )
     assert d.status.phase is Phase.FAILED
     assert condition(d, ConditionType.FAILED).reason == "BackoffLimitExceeded"
     assert d.replicas == 0
@@ -170,8 +184,12 @@ def test_restarts_of_a_new_pod_add_to_those_already_counted(make_job, world):
 def test_deadline_fails_the_job_and_ignores_suspended_time(make_job, world):
     start = (NOW - timedelta(seconds=100)).isoformat()
     spec = {"activeDeadlineSeconds": 60}
-    within = run(make_job(spec=spec, status={"phase": "Running", "startTime": start,
-                                             "suspendedSeconds": 50}), world())  # fmt: skip
+    within = run(
+        make_job(
+            spec=spec, status={"phase": "Running", "startTime": start, "suspendedSeconds": 50}
+        ),
+        world(),
+    )
     assert within.status.phase is Phase.RUNNING
     assert within.requeue_after == 10
     past = run(make_job(spec=spec, status={"phase": "Running", "startTime": start}), world())
@@ -184,15 +202,21 @@ def test_deadline_does_not_run_while_suspended(make_job, world):
     start = (NOW - timedelta(seconds=500)).isoformat()
     since = (NOW - timedelta(seconds=480)).isoformat()
     status = {"phase": "Suspended", "startTime": start, "suspendedSince": since}
-    d = run(make_job(spec={"activeDeadlineSeconds": 60, "suspend": True}, status=status),
-            world(deployment_scaled_down=True))  # fmt: skip
+    d = run(
+        make_job(spec={"activeDeadlineSeconds": 60, "suspend": True}, status=status),
+        world(deployment_scaled_down=True),
+    )
     assert d.status.phase is Phase.SUSPENDED
 
 
 def test_a_final_failure_keeps_its_reason(make_job, world):
-    first = run(make_job(spec={"activeDeadlineSeconds": 1},
-                         status={"phase": "Running", "startTime": "2020-01-01T00:00:00Z"}),
-                world())  # fmt: skip
+    first = run(
+        make_job(
+            spec={"activeDeadlineSeconds": 1},
+            status={"phase": "Running", "startTime": "2020-01-01T00:00:00Z"},
+        ),
+        world(),
+    )
     body_status = first.status.to_dict()
     again = run(make_job(spec={"activeDeadlineSeconds": 1}, status=body_status), world())
     assert condition(again, ConditionType.FAILED).reason == "DeadlineExceeded"
@@ -200,11 +224,15 @@ def test_a_final_failure_keeps_its_reason(make_job, world):
 
 
 def test_progress_is_mirrored_from_the_checkpoint(make_job, world):
-    cp = Checkpoint(offset=300, bytes_total=800, rows_processed=41, rows_rejected=1,
-                    updated_at="2026-01-02T03:04:00Z")  # fmt: skip
+    cp = Checkpoint(
+        offset=300,
+        bytes_total=800,
+        rows_processed=41,
+        rows_rejected=1,
+        updated_at="2026-01-02T03:04:00Z",
+    )
     eta = NOW + timedelta(minutes=5)
-    d = run(make_job(status={"phase": "Running"}),
-            world(pods=RUNNING_POD, checkpoint=cp, eta=eta))  # fmt: skip
+    d = run(make_job(status={"phase": "Running"}), world(pods=RUNNING_POD, checkpoint=cp, eta=eta))
     s = d.status
     assert (s.rows_processed, s.rows_rejected) == (41, 1)
     assert (s.bytes_processed, s.bytes_total) == (300, 800)
@@ -214,8 +242,10 @@ def test_progress_is_mirrored_from_the_checkpoint(make_job, world):
 
 
 def test_unreadable_checkpoint_is_reported_but_not_fatal(make_job, world):
-    d = run(make_job(status={"phase": "Running"}),
-            world(pods=RUNNING_POD, checkpoint_problem="not valid JSON"))  # fmt: skip
+    d = run(
+        make_job(status={"phase": "Running"}),
+        world(pods=RUNNING_POD, checkpoint_problem="not valid JSON"),
+    )
     assert d.status.phase is Phase.RUNNING
     assert "not valid JSON" in d.status.message
 
@@ -249,8 +279,10 @@ def test_a_job_created_suspended_starts_its_deadline_clock_only_when_resumed(mak
     assert created.status.phase is Phase.SUSPENDED
     assert (created.status.start_time, created.status.suspended_since) == (None, None)
     resumed_at = NOW + timedelta(hours=1)
-    resumed = run(make_job(spec=spec, status=created.status.to_dict()),
-                  world(pods=RUNNING_POD, now=resumed_at))  # fmt: skip
+    resumed = run(
+        make_job(spec=spec, status=created.status.to_dict()),
+        world(pods=RUNNING_POD, now=resumed_at),
+    )
     assert resumed.status.phase is Phase.RUNNING
     assert (resumed.status.start_time, resumed.status.suspended_seconds) == (resumed_at, 0)
     later = world(pods=RUNNING_POD, now=resumed_at + timedelta(seconds=700))
@@ -285,8 +317,9 @@ def test_restarts_after_the_last_row_are_not_counted(make_job, world):
     done = run(make_job(status=status), world(pods=(("p1", True, False, 1),), checkpoint=cp))
     assert done.status.worker_restarts == 0
     assert "WorkerRestarted" not in reasons(done)
-    final = run(make_job(status=done.status.to_dict()),
-                world(pods=(("p1", True, False, 2),), checkpoint=cp))  # fmt: skip
+    final = run(
+        make_job(status=done.status.to_dict()), world(pods=(("p1", True, False, 2),), checkpoint=cp)
+    )
     assert (final.status.worker_restarts, final.events) == (0, ())
 
 
@@ -309,8 +342,10 @@ def test_a_worker_retrying_shows_why_in_progressing(make_job, world):
     from collectjob_api.checkpoint import Retrying
 
     why = Retrying("SourceUnavailable", "URLError: <urlopen error refused>", "2026-01-01T00:00:00Z")
-    d = run(make_job(status={"phase": "Running"}),
-            world(pods=RUNNING_POD, checkpoint=Checkpoint(retrying=why)))  # fmt: skip
+    d = run(
+        make_job(status={"phase": "Running"}),
+        world(pods=RUNNING_POD, checkpoint=Checkpoint(retrying=why)),
+    )
     progressing = condition(d, ConditionType.PROGRESSING)
     assert d.status.phase is Phase.RUNNING and progressing.status is True
     assert progressing.reason == "SourceUnavailable"

@@ -65,8 +65,13 @@ def test_held_status_says_why_and_keeps_its_transition_time():
 
 def test_reconciler_creates_nothing_while_the_policy_is_missing(fake_kube):
     kube, policy = fake_kube(), Policy(bound=False)
-    reconciler = Reconciler(kube, "img", JobsCollector(), ChildCache(kube.indices()),
-                            admission=guard.AdmissionGuard(policy))  # fmt: skip
+    reconciler = Reconciler(
+        kube,
+        "img",
+        JobsCollector(),
+        ChildCache(kube.indices()),
+        admission=guard.AdmissionGuard(policy),
+    )
     asyncio.run(reconciler.process(REF))
     assert kube.objects == {}
     assert kube.status_patches[-1]["conditions"][0]["reason"] == guard.REASON

@@ -28,8 +28,10 @@ def test_an_object_without_a_controller_is_never_adopted():
 
 
 def test_an_object_we_only_co_own_is_not_ours():
-    owners = [{"uid": "u1", "controller": False}, {"uid": "x", "kind": "Foo", "name": "f",
-                                                   "controller": True}]  # fmt: skip
+    owners = [
+        {"uid": "u1", "controller": False},
+        {"uid": "x", "kind": "Foo", "name": "f", "controller": True},
+    ]
     with pytest.raises(NameTakenError, match=r"\(Foo f\)"):
         kube.check_ownership(obj(owners), "u1", "etl")
 

@@ -17,8 +17,9 @@ OLD_OWNER = [{"uid": "deleted-job", "kind": "CollectJob", "name": "orders", "con
 
 
 def new_reconciler(kube, **kwargs) -> Reconciler:
-    return Reconciler(kube, "collectjob:test", JobsCollector(), ChildCache(kube.indices()),
-                      **kwargs)  # fmt: skip
+    return Reconciler(
+        kube, "collectjob:test", JobsCollector(), ChildCache(kube.indices()), **kwargs
+    )
 
 
 def reconcile(kube, reconciler: Reconciler | None = None) -> Reconciler:
@@ -106,15 +107,31 @@ def test_suspend_before_the_first_pod_exists_waits_for_the_scale_down(fake_kube)
 def test_children_left_by_a_deleted_job_of_the_same_name_are_not_taken_over(fake_kube):
     kube = fake_kube()
     old_owner = OLD_OWNER
-    kube._store({"kind": "ConfigMap", "metadata": {"name": "orders-checkpoint",
-                 "namespace": "team-a", "ownerReferences": old_owner},
-                 "data": {"checkpoint.json": '{"offset": 100, "done": true}'}})  # fmt: skip
+    kube._store(
+        {
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": "orders-checkpoint",
+                "namespace": "team-a",
+                "ownerReferences": old_owner,
+            },
+            "data": {"checkpoint.json": '{"offset": 100, "done": true}'},
+        }
+    )
     reconcile(kube)
     assert kube.status_patches == []
     assert ("Deployment", "team-a", "orders-worker") not in kube.objects
     kube.objects.pop(("ConfigMap", "team-a", "orders-checkpoint"))  # garbage-collected
-    kube._store({"kind": "Deployment", "metadata": {"name": "orders-worker",
-                 "namespace": "team-a", "ownerReferences": old_owner}})  # fmt: skip
+    kube._store(
+        {
+            "kind": "Deployment",
+            "metadata": {
+                "name": "orders-worker",
+                "namespace": "team-a",
+                "ownerReferences": old_owner,
+            },
+        }
+    )
     reconciler = reconcile(kube)
     assert kube.status_patches == []
     assert kube.deployment()["metadata"]["ownerReferences"] == old_owner
@@ -179,8 +196,10 @@ def test_every_new_spec_generation_is_reconciled_and_a_repeat_is_not(fake_kube):
 
 def test_an_object_holding_a_childs_name_is_never_adopted(fake_kube):
     kube = fake_kube()
-    admins = {"kind": "ServiceAccount", "metadata": {"name": "orders-worker",
-              "namespace": "team-a", "labels": {"team": "admins"}}}  # fmt: skip
+    admins = {
+        "kind": "ServiceAccount",
+        "metadata": {"name": "orders-worker", "namespace": "team-a", "labels": {"team": "admins"}},
+    }
     kube._store(admins)
     reconcile(kube)
     assert kube.job["status"]["phase"] == "Failed"
@@ -197,8 +216,11 @@ def test_an_object_holding_a_childs_name_is_never_adopted(fake_kube):
 
 def test_a_foreign_deployment_of_the_workers_name_is_left_alone(fake_kube):
     kube = fake_kube()
-    theirs = {"kind": "Deployment", "metadata": {"name": "orders-worker", "namespace": "team-a"},
-              "spec": {"replicas": 3}}  # fmt: skip
+    theirs = {
+        "kind": "Deployment",
+        "metadata": {"name": "orders-worker", "namespace": "team-a"},
+        "spec": {"replicas": 3},
+    }
     kube._store(theirs)
     reconcile(kube)
     assert kube.job["status"]["phase"] == "Failed"
@@ -256,8 +278,9 @@ class SlowJobKube:
 
 def test_one_job_is_never_reconciled_twice_at_once_and_triggers_fold(fake_kube):
     slow = SlowJobKube(fake_kube())
-    reconciler = Reconciler(slow, "collectjob:test", JobsCollector(),
-                            ChildCache(slow.indices()), workers=4)  # fmt: skip
+    reconciler = Reconciler(
+        slow, "collectjob:test", JobsCollector(), ChildCache(slow.indices()), workers=4
+    )
 
     async def scenario() -> None:
         reconciler.start()
@@ -278,8 +301,9 @@ def test_one_job_is_never_reconciled_twice_at_once_and_triggers_fold(fake_kube):
 
 def test_a_hung_reconcile_is_cancelled_at_its_deadline_and_retried(fake_kube):
     slow = SlowJobKube(fake_kube())
-    reconciler = Reconciler(slow, "collectjob:test", JobsCollector(),
-                            ChildCache(slow.indices()), deadline=0.2)  # fmt: skip
+    reconciler = Reconciler(
+        slow, "collectjob:test", JobsCollector(), ChildCache(slow.indices()), deadline=0.2
+    )
 
     async def scenario() -> float:
         started = time.monotonic()

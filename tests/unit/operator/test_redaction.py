@@ -34,8 +34,9 @@ def test_operator_log_lines_and_tracebacks_are_redacted():
     try:
         raise RuntimeError(f"GET {SIGNED} failed")
     except RuntimeError:
-        record = logging.LogRecord("t", logging.ERROR, __file__, 1, "reading %s", (USERINFO,),
-                                   exc_info=sys.exc_info())  # fmt: skip
+        record = logging.LogRecord(
+            "t", logging.ERROR, __file__, 1, "reading %s", (USERINFO,), exc_info=sys.exc_info()
+        )
     line = formatter.format(record)
     assert "5ec12e7" not in line and "pa55word" not in line
     assert "host.example/in.csv" in line and "RuntimeError" in line

@@ -10,8 +10,14 @@ from collectjob_operator.cache import CHILD_KINDS
 
 
 def resource(group: str, version: str, plural: str, kind: str) -> Resource:
-    return Resource(group=group, version=version, plural=plural, kind=kind,
-                    singular=kind.lower(), namespaced=True)  # fmt: skip
+    return Resource(
+        group=group,
+        version=version,
+        plural=plural,
+        kind=kind,
+        singular=kind.lower(),
+        namespaced=True,
+    )
 
 
 def test_every_child_kind_is_label_selected_on_the_server_and_jobs_are_not():

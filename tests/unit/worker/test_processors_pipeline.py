@@ -155,9 +155,16 @@ def test_local_mode_names_an_unknown_processor_and_the_installed_ones(worker_cli
     source = tmp_path / "s.csv"
     source.write_bytes(b"a\n1\n")
     result = worker_cli.run(
-        "local", "--source", str(source), "--sink", str(tmp_path / "out"),
-        "--state", str(tmp_path / "st.json"), "--process", "no-such-processor",
-    )  # fmt: skip
+        "local",
+        "--source",
+        str(source),
+        "--sink",
+        str(tmp_path / "out"),
+        "--state",
+        str(tmp_path / "st.json"),
+        "--process",
+        "no-such-processor",
+    )
     assert result.returncode == 2, result.stderr
     assert "'no-such-processor' is not installed" in result.stderr
     installed = result.stderr.split("installed: ")[1].splitlines()[0]
