@@ -22,6 +22,7 @@ from collectjob_operator import manifests
 from collectjob_operator.job import CollectJob
 from localcluster.client import Cluster
 from localcluster.paths import REPO_ROOT as ROOT
+from localcluster.podsandbox import RUNTIME_LABEL
 from operator_fixtures import write_csv
 
 SYSTEM_NS = "collectjob-system"
@@ -148,6 +149,10 @@ def test_namespaced_operator_runs_a_job_with_only_its_namespaced_rights(
             "--timeout=120s",
             timeout=150,
         )
+        # The job reads this test's temp files, which a restricted namespace cannot mount
+        # into a container (no hostPath): its worker runs as a process on the local node.
+        # What this test checks is the namespaced Role, not container isolation.
+        cluster.kubectl("label", "namespace", WATCHED_NS, f"{RUNTIME_LABEL}=process", "--overwrite")
         cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
 
         def phase() -> str | None:
