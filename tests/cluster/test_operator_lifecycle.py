@@ -11,6 +11,9 @@ SAMPLE = ROOT / "deploy" / "samples" / "collectjob.yaml"
 CHILD_KINDS = "deployments,replicasets,pods,configmaps,serviceaccounts,roles,rolebindings"
 # Big enough that the worker is still busy when the test acts on it.
 LONG_ROWS = 600_000  # many 1 MiB chunks (the CRD minimum), so a suspension lands mid-run
+THROTTLE = {"bytesPerSecond": 2 << 20}
+"""Two chunks a second: the worker coalesces commits and would otherwise finish these rows
+in a few seconds, before the test could act on it mid-run."""
 
 
 def test_sample_runs_its_worker_and_succeeds(operator, collectjob, wait_for):
@@ -41,7 +44,7 @@ def test_printer_columns(operator, collectjob, wait_for):
 
 
 def test_suspend_then_resume_continues_from_the_checkpoint(operator, collectjob, wait_for):
-    job = collectjob(rows=LONG_ROWS)
+    job = collectjob(rows=LONG_ROWS, throttle=THROTTLE)
     wait_for(
         lambda: job.status().get("rowsProcessed", 0) > 0,
         timeout=90,
@@ -72,7 +75,7 @@ def test_suspend_then_resume_continues_from_the_checkpoint(operator, collectjob,
 
 
 def test_stop_is_graceful_final_and_keeps_the_outputs(operator, collectjob, wait_for):
-    job = collectjob(rows=LONG_ROWS)
+    job = collectjob(rows=LONG_ROWS, throttle=THROTTLE)
     wait_for(
         lambda: job.status().get("rowsProcessed", 0) > 0,
         timeout=90,
@@ -98,7 +101,9 @@ def test_stop_is_graceful_final_and_keeps_the_outputs(operator, collectjob, wait
 
 
 def test_terminate_deletes_pods_at_once_and_is_final(operator, collectjob, wait_for):
-    job = collectjob(rows=LONG_ROWS, worker={"terminationGracePeriodSeconds": 600})
+    job = collectjob(
+        rows=LONG_ROWS, throttle=THROTTLE, worker={"terminationGracePeriodSeconds": 600}
+    )
     wait_for(job.running_pod, timeout=90, message="a running worker pod")
     job.patch({"shutdown": "Terminate"})
     wait_for(lambda: job.phase() == "Terminated", timeout=30, message="phase Terminated")
@@ -110,7 +115,7 @@ def test_terminate_deletes_pods_at_once_and_is_final(operator, collectjob, wait_
 
 
 def test_delete_removes_every_child_and_keeps_the_outputs(operator, collectjob, wait_for):
-    job = collectjob(rows=LONG_ROWS)
+    job = collectjob(rows=LONG_ROWS, throttle=THROTTLE)
     wait_for(lambda: job.parts(), timeout=90, message="a first part file")
     assert job.kubectl(
         "get", CHILD_KINDS, "-l", f"collect.dev/job={job.name}", "-o", "name"

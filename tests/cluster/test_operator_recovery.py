@@ -8,11 +8,14 @@ from dataclasses import replace
 from kubernetes import client
 
 LONG_ROWS = 600_000  # many 1 MiB chunks (the CRD minimum), so a suspension lands mid-run
+THROTTLE = {"bytesPerSecond": 2 << 20}
+"""Two chunks a second: the worker coalesces commits and would otherwise finish these rows
+in a few seconds, before the test could act on it mid-run."""
 HOLD = "test.collect.dev/hold"
 
 
 def test_operator_killed_mid_suspend_converges_after_restart(operator, collectjob, wait_for):
-    job = collectjob(rows=LONG_ROWS)
+    job = collectjob(rows=LONG_ROWS, throttle=THROTTLE)
     wait_for(job.running_pod, timeout=90, message="a running worker pod")
     operator.kill()
     # The state a crash right after scaling down leaves behind: replicas 0, phase Suspending.
@@ -38,7 +41,7 @@ def test_operator_killed_mid_suspend_converges_after_restart(operator, collectjo
 
 
 def test_suspend_while_the_operator_is_down_is_applied_on_restart(operator, collectjob, wait_for):
-    job = collectjob(rows=LONG_ROWS)
+    job = collectjob(rows=LONG_ROWS, throttle=THROTTLE)
     wait_for(job.running_pod, timeout=90, message="a running worker pod")
     operator.kill()
     job.patch({"suspend": True})
@@ -49,7 +52,7 @@ def test_suspend_while_the_operator_is_down_is_applied_on_restart(operator, coll
 
 
 def test_deployment_deleted_by_hand_is_recreated(operator, collectjob, wait_for):
-    job = collectjob(rows=LONG_ROWS)
+    job = collectjob(rows=LONG_ROWS, throttle=THROTTLE)
     first = wait_for(job.deployment, timeout=60, message="the worker Deployment")
     job.kubectl("delete", "deployment", f"{job.name}-worker", "--wait=true")
 
@@ -64,7 +67,7 @@ def test_deployment_deleted_by_hand_is_recreated(operator, collectjob, wait_for)
 
 
 def test_replicas_changed_by_hand_are_restored(operator, collectjob, wait_for):
-    job = collectjob(rows=LONG_ROWS)
+    job = collectjob(rows=LONG_ROWS, throttle=THROTTLE)
     wait_for(job.running_pod, timeout=90, message="a running worker pod")
     job.kubectl("scale", f"deployment/{job.name}-worker", "--replicas=3")
     wait_for(lambda: job.replicas() == 1, timeout=30, message="replicas back to 1")
@@ -81,7 +84,7 @@ def test_a_job_created_again_under_a_deleted_jobs_name_starts_afresh(
     operator, collectjob, wait_for
 ):
     """The old job's checkpoint is never taken over, however slow the garbage collector."""
-    old = collectjob(rows=LONG_ROWS)
+    old = collectjob(rows=LONG_ROWS, throttle=THROTTLE)
     wait_for(
         lambda: old.status().get("rowsProcessed", 0) > 0,
         timeout=90,
@@ -146,7 +149,7 @@ def test_suspend_and_resume_in_quick_succession_are_each_applied(
     """A resume that lands while an earlier reconcile still runs must not be lost: the spec
     then looks unchanged against what kopf handled last, but its generation is new. The API
     is used directly here: kubectl is too slow to land inside that window."""
-    job = collectjob(rows=LONG_ROWS)
+    job = collectjob(rows=LONG_ROWS, throttle=THROTTLE)
     api = client.CustomObjectsApi(cluster.api_client())
     where = ("collect.dev", "v1alpha1", job.namespace, "collectjobs", job.name)
 

@@ -49,9 +49,10 @@ def whole_file(path: Path) -> tuple[list[dict[str, str]], int]:
     return json.loads(out.to_json(orient="records")), len(context.rejected)
 
 
-def jsonl_rows(sink: Path, prefix: str = "part-") -> list[dict[str, Any]]:
+def jsonl_rows(sink: Path) -> list[dict[str, Any]]:
+    """The rows of every part under `sink` in order (rejects are `rejects/part-*.jsonl`)."""
     rows: list[dict[str, Any]] = []
-    for part in sorted(sink.glob(f"{prefix}*.jsonl")):
+    for part in sorted(sink.glob("part-*.jsonl")):
         rows += [json.loads(line) for line in part.read_text().splitlines() if line]
     return rows
 
@@ -86,7 +87,7 @@ def test_example_processor_suspended_and_resumed_equals_the_whole_file_at_once(
     expected, rejected = whole_file(source)
     assert jsonl_rows(job.sink) == expected
     assert job.status()["rowsRejected"] == rejected > 0
-    reasons = {r["reason"] for r in jsonl_rows(job.sink / "rejects", "rejects-")}
+    reasons = {r["reason"] for r in jsonl_rows(job.sink / "rejects")}
     assert reasons == {"score is not a whole number from 0 to 10"}
 
 

@@ -150,6 +150,8 @@ _ESCAPED_BYTES[[ord(c) for c in _JSON_ESCAPES]] = True
 def _json_values(column: pa.ChunkedArray) -> pa.Array:
     """Each value of a column as JSON text, nulls as `null`."""
     values = column.combine_chunks()
+    if _is_text(values.type):
+        values = values.cast(pa.string())
     if pa.types.is_string(values.type):
         return _json_strings(values)
     if pa.types.is_timestamp(values.type):
@@ -159,6 +161,14 @@ def _json_values(column: pa.ChunkedArray) -> pa.Array:
     else:
         text = pc.cast(values, pa.string())
     return pc.fill_null(text, "null")
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    """Text in another layout than `string`: a processor's pandas `string[pyarrow]` column
+    arrives as `large_string`, a categorical as a dictionary; both must be quoted like text."""
+    if pa.types.is_dictionary(kind):
+        return _is_text(kind.value_type) or pa.types.is_string(kind.value_type)
+    return pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
 
 
 def _json_strings(values: pa.Array) -> pa.Array:
