@@ -33,6 +33,12 @@ CHILD_KINDS = ("configmaps", "serviceaccounts", "roles", "rolebindings", "deploy
 SHORT_ROWS = 2000
 LONG_ROWS = 8000
 MIN_KILLS = 20
+SLOW = {"bytesPerSecond": 1024}
+"""The CRD's minimum rate: LONG_ROWS (about 210 kB) take over three minutes, so a job is
+still running when the test suspends it. Unthrottled, a whole LONG_ROWS file is one chunk
+(chunkBytes is at least 1 MiB) and coalesced commits finish even 200,000 rows in seconds."""
+STEADY = {"bytesPerSecond": 8 * 1024}
+"""LONG_ROWS in about 25 s, one commit a second: a job that runs through a restart."""
 
 
 class WorkerWatch:
@@ -240,7 +246,7 @@ def test_operator_sigkilled_at_random_moments_during_mass_operations(
     with Killer(operator, MIN_KILLS, seed) as killer:
         # Mass create, every job suspended; then a mass resume, a mass suspend and a mass
         # delete, each a few kills apart.
-        jobs = make_jobs(collectjob, "long", 3, LONG_ROWS, suspend=True)
+        jobs = make_jobs(collectjob, "long", 3, LONG_ROWS, suspend=True, throttle=SLOW)
         jobs |= make_jobs(collectjob, "short", 3, SHORT_ROWS, suspend=True)
         jobs |= make_jobs(collectjob, "idle", 2, SHORT_ROWS, suspend=True)
         jobs |= make_jobs(collectjob, "gone", 2, SHORT_ROWS, suspend=True)
@@ -263,8 +269,8 @@ def test_operator_sigkilled_at_random_moments_during_mass_operations(
     print(f"{killer.kills} kills; converged {took:.1f}s after the last restart")
     assert_settled(jobs, expected)
 
-    # Mass resume after all that: every long job finishes, each row exactly once.
-    patch_fleet(cluster, namespace, "long", {"suspend": False})
+    # Mass resume after all that, unthrottled: every long job finishes, each row exactly once.
+    patch_fleet(cluster, namespace, "long", {"suspend": False, "throttle": None})
     expected |= {f"long{i}": "Succeeded" for i in range(3)}
     converge(cluster, namespace, expected, wait_for)
     assert_settled(jobs, expected)
@@ -275,8 +281,8 @@ def test_apiserver_and_etcd_restarted_mid_run(
 ):
     plane = ControlPlane()
     jobs = {
-        "run0": collectjob(name="run0", rows=200_000),
-        "run1": collectjob(name="run1", rows=LONG_ROWS),
+        "run0": collectjob(name="run0", rows=LONG_ROWS, throttle=SLOW),
+        "run1": collectjob(name="run1", rows=LONG_ROWS, throttle=STEADY),
     }
     jobs |= make_jobs(collectjob, "held", 2, SHORT_ROWS, suspend=True)
     label_all(cluster, namespace, ["run0"], "pause")
@@ -308,7 +314,7 @@ def test_apiserver_and_etcd_restarted_mid_run(
 def test_children_deleted_or_edited_by_hand_are_repaired_within_seconds(
     cluster, operator, collectjob, namespace, wait_for
 ):
-    job = collectjob(rows=200_000)
+    job = collectjob(rows=LONG_ROWS, throttle=SLOW)
     wait_for(
         lambda: job.status().get("rowsProcessed", 0) > 0,
         timeout=120,
@@ -357,7 +363,7 @@ def test_children_deleted_or_edited_by_hand_are_repaired_within_seconds(
 def test_bulk_patch_by_label_selector_suspends_every_running_job(
     cluster, operator, collectjob, namespace, apps_api, worker_watch, wait_for, count
 ):
-    jobs = make_jobs(collectjob, "bulk", count, 300_000)
+    jobs = make_jobs(collectjob, "bulk", count, LONG_ROWS, throttle=SLOW)
     label_all(cluster, namespace, [*jobs], "bulk")
     wait_for(
         lambda: all(j.status().get("rowsProcessed", 0) > 0 for j in jobs.values()),
@@ -458,7 +464,7 @@ def test_watches_that_silently_stop_delivering_are_noticed(
     operator = OperatorProcess(via_proxy, namespace, tmp_path / "operator.log", wait_for)
     try:
         operator.start()
-        job = collectjob(rows=LONG_ROWS, suspend=True)
+        job = collectjob(rows=LONG_ROWS, suspend=True, throttle=SLOW)
         wait_for(lambda: job.phase() == "Suspended", timeout=60, message="phase Suspended")
         proxy.silence()
         started = time.monotonic()
