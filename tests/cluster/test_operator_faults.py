@@ -363,7 +363,9 @@ def test_children_deleted_or_edited_by_hand_are_repaired_within_seconds(
 def test_bulk_patch_by_label_selector_suspends_every_running_job(
     cluster, operator, collectjob, namespace, apps_api, worker_watch, wait_for, count
 ):
-    jobs = make_jobs(collectjob, "bulk", count, LONG_ROWS, throttle=SLOW)
+    # No resource requests: the default (250m CPU each) fits only 8 workers on this 2-core
+    # node, and the test needs all of them running at once.
+    jobs = make_jobs(collectjob, "bulk", count, LONG_ROWS, throttle=SLOW, worker={"resources": {}})
     label_all(cluster, namespace, [*jobs], "bulk")
     wait_for(
         lambda: all(j.status().get("rowsProcessed", 0) > 0 for j in jobs.values()),
