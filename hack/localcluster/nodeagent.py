@@ -106,7 +106,11 @@ class NodeAgent:
         self.config = config
         self.api = api
         config.state_dir.mkdir(parents=True, exist_ok=True)
-        podman = PodmanRuntime(tool_env(), config.node_name) if shutil.which("podman") else None
+        podman = (
+            PodmanRuntime(tool_env(), config.node_name, config.state_dir)
+            if shutil.which("podman")
+            else None
+        )
         self.facts = HostFacts.detect(config.state_dir)
         if config.runtime == "container" and podman is not None:
             self.facts = replace(self.facts, runtime_version=podman.version())

@@ -44,6 +44,9 @@ from localcluster.podspec import Container, SecurityContext
 log = logging.getLogger(__name__)
 
 NODE_LABEL = "dev.collectjob.local-node"
+NODE_STATE_LABEL = "dev.collectjob.node-state"
+"""The agent's state directory: which local cluster a container belongs to. Clusters of other
+checkouts share the podman store and the node name, so leftovers are found by this label."""
 POD_UID_LABEL = "io.kubernetes.pod.uid"
 # Variables podman itself reads: a pod's value for them goes on the command line instead.
 PODMAN_OWN_ENV = ("PATH", "HOME", "TMPDIR", "CONTAINERS_", "XDG_", "BUILDAH_", "LANG", "LC_")
@@ -243,9 +246,10 @@ class PodmanContainer:
 class PodmanRuntime:
     """Starts pods' containers with podman, from the local image store only."""
 
-    def __init__(self, tool_env: Mapping[str, str], node_name: str) -> None:
+    def __init__(self, tool_env: Mapping[str, str], node_name: str, state_dir: Path) -> None:
         self.tool_env = dict(tool_env)
         self.node_name = node_name
+        self.state_dir = state_dir.resolve()
 
     def version(self) -> str:
         """`podman://<version>`, as a kubelet reports `containerd://<version>`."""
@@ -280,7 +284,11 @@ class PodmanRuntime:
         """Start the container; ImageMissing, ContainerConfigError or OSError if it can't."""
         info = self.image(spec.image)
         user = container_user(spec.security, info.user)
-        labels = {NODE_LABEL: self.node_name, POD_UID_LABEL: pod_uid}
+        labels = {
+            NODE_LABEL: self.node_name,
+            NODE_STATE_LABEL: str(self.state_dir),
+            POD_UID_LABEL: pod_uid,
+        }
         argv = run_argv(name, spec, user, env, mounts, hostname, labels)
         run_tool(["podman", "rm", "--force", "--ignore", name], self.tool_env, check=False)
         process_env = {**self.tool_env, **{k: v for k, v in env.items() if not _own(k)}}
@@ -297,7 +305,8 @@ class PodmanRuntime:
         return PodmanContainer(popen, name, info.id, log_path, self.tool_env)
 
     def remove_leftovers(self, grace: float) -> list[str]:
-        """Stop and remove the containers a previous agent of this node left running."""
+        """Stop and remove the containers a previous agent of this node left running: only
+        this cluster's (its state directory), never those of another cluster on the host."""
         listed = run_tool(
             [
                 "podman",
@@ -306,7 +315,7 @@ class PodmanRuntime:
                 "--format",
                 "{{.Names}}",
                 "--filter",
-                f"label={NODE_LABEL}={self.node_name}",
+                f"label={NODE_STATE_LABEL}={self.state_dir}",
             ],
             self.tool_env,
             check=False,

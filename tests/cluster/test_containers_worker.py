@@ -16,8 +16,11 @@ import pytest
 
 from container_pods import Pods
 
-# Big enough that the worker is still busy when the test suspends it.
+# About 1.7 MB: at THROTTLE the worker reads for about a minute, committing a chunk every second
+# or so (the throttle caps a chunk at one second of bytes, below the CRD's 1 MiB chunk minimum),
+# so the test suspends it mid-run however fast the unthrottled worker has become.
 LONG_ROWS = 60000
+THROTTLE = 32 * 1024
 
 
 @pytest.fixture
@@ -50,7 +53,10 @@ def test_worker_in_a_container_suspends_and_resumes_with_exact_output(
         "volumeMounts": [{"name": "data", "mountPath": str(shared_dir)}],
     }
     job = collectjob(
-        rows=LONG_ROWS, worker=worker, sink={"url": f"file://{sink}", "format": "jsonl"}
+        rows=LONG_ROWS,
+        worker=worker,
+        sink={"url": f"file://{sink}", "format": "jsonl"},
+        throttle={"bytesPerSecond": THROTTLE},
     )
     job.sink = sink
     pod = wait_for(job.running_pod, timeout=120, message="a running worker pod")
@@ -62,7 +68,11 @@ def test_worker_in_a_container_suspends_and_resumes_with_exact_output(
     )
 
     job.patch({"suspend": True})
-    job.kubectl("wait", "--for=condition=Suspended", f"cjob/{job.name}", "--timeout=90s")
+    job.cluster.kubectl(
+        *("wait", "--for=condition=Suspended", f"cjob/{job.name}", "--timeout=90s"),
+        *("-n", job.namespace),
+        timeout=100,  # longer than the wait itself, so kubectl reports, not the subprocess
+    )
     assert 0 < job.status()["rowsProcessed"] < LONG_ROWS, "suspended too late to prove a resume"
     log = pods.log(pod["metadata"]["name"])
     assert re.search(r"container k8s_worker_\S+ exited with code 0\b", log), (

@@ -27,16 +27,15 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from collectjob_worker.errors import PermanentError
-from collectjob_worker.sinks import TEMP_PREFIX, SinkStore
+from collectjob_worker.sinks import SinkStore
+from collectjob_worker.temporaries import temporary_pattern
 
 MANIFEST = "_manifest.json"
 SUCCESS = "_SUCCESS"
 LEDGER_DIR = "_ledger"
 REJECTS_DIR = "rejects"
 _LEDGER_ENTRY = re.compile(rf"{LEDGER_DIR}/(?P<index>\d{{6,}})\.json")
-_TEMPORARY = re.compile(
-    rf"(({REJECTS_DIR}|{LEDGER_DIR})/)?{re.escape(TEMP_PREFIX)}[^/]+-[0-9a-f]{{8}}"
-)
+_TEMPORARY = re.compile(rf"(({REJECTS_DIR}|{LEDGER_DIR})/)?{temporary_pattern()}")
 
 
 def part_name(index: int, fmt: str) -> str:

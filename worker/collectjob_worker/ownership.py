@@ -7,7 +7,9 @@ Before its first write (a part, a ledger entry, a deletion), a job claims its si
 - there is no marker and the sink is empty: create the marker, exclusively (a local hard
   link, or an S3 PUT with If-None-Match), then read it back; of two jobs racing for one
   empty directory, one wins and the other is refused;
-- there is no marker and the sink is not empty: refused, it holds someone else's files.
+- there is no marker and the sink is not empty: refused, it holds someone else's files
+  (save the temporary file of this claim, left by a worker killed while it wrote the marker:
+  the job's clean-up removes it like its other temporaries).
 
 The owner id is the CollectJob's UID in a cluster (from the checkpoint ConfigMap's
 controlling owner) and, in local mode, an id derived from the state file's path; see
@@ -18,16 +20,21 @@ directory and why, and nothing in the directory is touched.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from collectjob_worker.errors import PermanentError
+from collectjob_worker.temporaries import temporary_pattern
 
 if TYPE_CHECKING:
     from collectjob_worker.sinks import RawSink
 
 OWNER_MARKER = "_collectjob_owner.json"
 _MARKER_VERSION = 1
+_MARKER_TEMPORARY = re.compile(temporary_pattern(re.escape(OWNER_MARKER)))
+"""The temporary file of a claim killed before its marker was linked into place (FileSink's
+publish): the only thing the sink can hold that is not someone else's, so not a refusal."""
 
 
 class SinkNotOwned(PermanentError):
@@ -58,7 +65,7 @@ class OwnedSink:
             return
         marker = self.inner.get(OWNER_MARKER)
         if marker is None:
-            present = self.inner.list()
+            present = [n for n in self.inner.list() if not _MARKER_TEMPORARY.fullmatch(n)]
             if present:
                 raise SinkNotOwned(
                     f"sink {self.url} is not empty ({len(present)} entries) and has no "

@@ -26,8 +26,7 @@ from collectjob_worker.errors import PermanentError, SinkError
 from collectjob_worker.ownership import OwnedSink
 from collectjob_worker.retry import DEFAULT_BACKOFF, Backoff, retry
 from collectjob_worker.sources import local_path
-
-TEMP_PREFIX = ".tmp-"
+from collectjob_worker.temporaries import temporary_name
 
 
 class SinkStore(Protocol):
@@ -83,7 +82,7 @@ class FileSink:
         over the target, or (exclusive) only where there is none, by a hard link that
         fails if the target exists. False when it existed."""
         target = self.root / name
-        temp = target.with_name(f"{TEMP_PREFIX}{target.name}-{uuid.uuid4().hex[:8]}")
+        temp = target.with_name(temporary_name(target.name, uuid.uuid4().hex[:8]))
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             with open(temp, "wb") as f:

@@ -106,6 +106,19 @@ def test_a_non_empty_sink_without_a_marker_is_refused(jobs, rows_csv, place) -> 
     assert {name: place.read(name) for name in place.names()} == foreign
 
 
+def test_a_claim_killed_while_writing_its_marker_is_not_a_foreign_file(
+    jobs, rows_csv, place
+) -> None:
+    """A worker killed between the marker's temporary file and its link leaves only that
+    temporary: the restarted job claims the sink, runs, and its clean-up removes it."""
+    leftover = f".tmp-{OWNER_MARKER}-0123abcd"
+    place.write(leftover, b'{"owner": "half-writ')
+    job = _job(jobs, rows_csv(200), place, "a.json")
+    jobs.run(job)
+    assert json.loads(place.read(OWNER_MARKER))["owner"] == job.store.owner_id()
+    assert leftover not in place.names()
+
+
 def test_two_jobs_racing_for_one_empty_sink_one_wins(jobs, place) -> None:
     sinks = [
         OwnedSink(open_raw_sink(place.url, Backoff(deadline=2)), f"owner-{i}") for i in range(4)
