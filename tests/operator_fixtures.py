@@ -25,7 +25,7 @@ import yaml
 from kubernetes import client
 
 from collectjob_api.checkpoint import Checkpoint
-from collectjob_api.contract import CHECKPOINT_KEY, MIN_CHUNK_BYTES
+from collectjob_api.contract import CHECKPOINT_KEY, ENV_URL_ALLOWLIST, MIN_CHUNK_BYTES
 from localcluster.client import Cluster
 from localcluster.controlplane import free_port
 from localcluster.paths import REPO_ROOT as ROOT
@@ -66,6 +66,8 @@ class OperatorProcess:
         """Start the operator; with `wait`, return once its /healthz answers."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
         env["KUBECONFIG"] = str(self._cluster.kubeconfig)
+        # The tests serve sources on loopback, which workers refuse unless allowlisted.
+        env[ENV_URL_ALLOWLIST] = "127.0.0.1"
         argv = [
             str(OPERATOR_BIN),
             "--namespace",

@@ -73,6 +73,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **indices: A
         cache,
         workers=memo.get("workers") or DEFAULT_WORKERS,
         admission=guard,
+        url_allowlist=config.url_allowlist,
     )
     memo.reconciler.start()
     if memo.get("metrics_port"):

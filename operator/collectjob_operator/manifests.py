@@ -24,6 +24,7 @@ from collectjob_api.contract import (
     ENV_RETRY_FOR_SECONDS,
     ENV_SINK_URL,
     ENV_SOURCE_URL,
+    ENV_URL_ALLOWLIST,
     GROUP,
     LABEL_COMPONENT,
     LABEL_JOB,
@@ -107,9 +108,11 @@ def _field_env(name: str, path: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
-def worker_env(job: CollectJob) -> list[dict[str, Any]]:
-    """The contract env first; the user's extra env (never COLLECTJOB_*, the CRD says) after."""
+def worker_env(job: CollectJob, url_allowlist: str = "") -> list[dict[str, Any]]:
+    """The contract env first; the user's extra env (never COLLECTJOB_*, the CRD says) after.
+    `url_allowlist` is the installation's (the operator's --url-allowlist), never a tenant's."""
     spec = job.spec
+    allowlist = [{"name": ENV_URL_ALLOWLIST, "value": url_allowlist}] if url_allowlist else []
     return [
         {"name": ENV_JOB_NAME, "value": job.name},
         {"name": ENV_JOB_UID, "value": job.uid},
@@ -124,6 +127,7 @@ def worker_env(job: CollectJob) -> list[dict[str, Any]]:
         {"name": ENV_RETRY_FOR_SECONDS, "value": str(spec.retry.timeout_seconds)},
         *_secret_url_env(ENV_SOURCE_URL, spec.source.url_from),
         *_secret_url_env(ENV_SINK_URL, spec.sink.url_from),
+        *allowlist,
         *(dict(e) for e in spec.worker.env),
     ]
 
@@ -156,14 +160,14 @@ def restricted_container_security() -> dict[str, Any]:
     }
 
 
-def _pod_template(job: CollectJob, image: str) -> dict[str, Any]:
+def _pod_template(job: CollectJob, image: str, url_allowlist: str) -> dict[str, Any]:
     worker = job.spec.worker
     container: dict[str, Any] = {
         "name": WORKER_CONTAINER,
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": list(WORKER_COMMAND),
-        "env": worker_env(job),
+        "env": worker_env(job, url_allowlist),
         "ports": [{"name": "metrics", "containerPort": worker.metrics_port, "protocol": "TCP"}],
         "resources": worker_resources(job),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *map(dict, worker.volume_mounts)],
@@ -197,9 +201,11 @@ def template_hash(template: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def worker_deployment(job: CollectJob, image: str, replicas: int) -> Manifest:
+def worker_deployment(
+    job: CollectJob, image: str, replicas: int, url_allowlist: str = ""
+) -> Manifest:
     """Recreate, so an old and a new worker never run side by side on one checkpoint."""
-    template = _pod_template(job, image)
+    template = _pod_template(job, image, url_allowlist)
     metadata = _metadata(job, worker_name(job.name))
     metadata["annotations"] = {TEMPLATE_HASH_ANNOTATION: template_hash(template)}
     return {

@@ -80,11 +80,14 @@ class Reconciler:
         workers: int = DEFAULT_WORKERS,
         deadline: float = DEFAULT_DEADLINE,
         admission: guard.AdmissionGuard | None = None,
+        url_allowlist: str = "",
     ) -> None:
-        """`admission` None: workers start without the admission policy (--allow-unguarded)."""
+        """`admission` None: workers start without the admission policy (--allow-unguarded).
+        `url_allowlist`: internal hosts every worker may reach (OperatorConfig)."""
         self._kube = kube
         self._admission = admission
         self._image = worker_image
+        self._url_allowlist = url_allowlist
         self._jobs_metrics = jobs
         self._cache = cache
         self._workers = workers
@@ -379,7 +382,7 @@ class Reconciler:
         wanted: bool,
     ) -> None:
         image = job.spec.worker.image or self._image
-        desired = manifests.worker_deployment(job, image, decision.replicas)
+        desired = manifests.worker_deployment(job, image, decision.replicas, self._url_allowlist)
         if actual is None:
             # Not wanted yet, or a name is not ours (never a worker beside such an object).
             if wanted and not world.name_taken:

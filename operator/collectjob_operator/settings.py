@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import kopf
 
-from collectjob_api.contract import LABEL_JOB, LABEL_MANAGED_BY, MANAGED_BY
+from collectjob_api.contract import ENV_URL_ALLOWLIST, LABEL_JOB, LABEL_MANAGED_BY, MANAGED_BY
 from collectjob_api.credentials import client_configuration
 from collectjob_operator.cache import CHILD_KINDS
 
@@ -40,10 +40,16 @@ operator never receives other Pods, ConfigMaps or Deployments of the cluster."""
 @dataclass(frozen=True)
 class OperatorConfig:
     worker_image: str = DEFAULT_WORKER_IMAGE
+    url_allowlist: str = ""
+    """Internal hosts/CIDRs every worker may reach (ENV_URL_ALLOWLIST of the operator's own
+    environment, set by the installation): handed to each worker, never taken from a job."""
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
-        return cls(worker_image=os.environ.get(ENV_WORKER_IMAGE) or DEFAULT_WORKER_IMAGE)
+        return cls(
+            worker_image=os.environ.get(ENV_WORKER_IMAGE) or DEFAULT_WORKER_IMAGE,
+            url_allowlist=os.environ.get(ENV_URL_ALLOWLIST, ""),
+        )
 
 
 def configure(settings: kopf.OperatorSettings) -> None:

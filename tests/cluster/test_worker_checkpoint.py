@@ -426,7 +426,12 @@ def _run_through_an_outage(
     job = "outage"
     name = _configmap(core_api, namespace, job)
     source, expected = _source_csv(tmp_path / "source.csv", 6000)
-    env = _worker_env(kubeconfig, namespace, job, _config(source, tmp_path / "sink", 4096))
+    # Throttled (4 KiB chunks, two a second): unthrottled, coalesced commits would finish
+    # the file in a few commits, before the outage.
+    config = dataclasses.replace(
+        _config(source, tmp_path / "sink", 4096), throttle_bytes_per_second=8192
+    )
+    env = _worker_env(kubeconfig, namespace, job, config)
     log = tmp_path / "worker.log"
     with _running(env, log) as proc:
         wait_for(lambda: _stored(core_api, namespace, name).chunk_index >= 5, 60, "5 commits")
