@@ -12,6 +12,7 @@ import io
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import threading
@@ -228,6 +229,44 @@ class WorkerCli:
         return subprocess.run(
             self.command(*args), cwd=self.cwd, capture_output=True, text=True, timeout=timeout
         )
+
+    def run_killed(
+        self, args: list[str], state: Path, rng: random.Random, kills: int, step: int
+    ) -> tuple[int, str]:
+        """Run `args` until a run completes by itself, SIGKILLing up to `kills` runs at a
+        random moment after 1 to `step` more chunks were committed (mid-chunk, mid-write,
+        mid-commit: wherever the worker happens to be). Returns the kills made and the
+        completing run's stderr; that run must have exited 0."""
+        made = 0
+        while True:
+            proc = self.start(*args)
+            if made < kills:
+                target = committed_chunks(state) + rng.randint(1, step)
+                wait_for(
+                    lambda proc=proc, target=target: (
+                        proc.poll() is not None or committed_chunks(state) >= target
+                    ),
+                    60,
+                    f"chunk {target} to be committed",
+                )
+                try:
+                    proc.wait(timeout=rng.uniform(0, 0.03))
+                except subprocess.TimeoutExpired:
+                    proc.send_signal(signal.SIGKILL)
+                    proc.communicate(timeout=30)
+                    made += 1
+                    continue
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+            return made, err
+
+
+def committed_chunks(state: Path) -> int:
+    """The chunk index a local run's state file has committed, -1 before the first."""
+    try:
+        return int(json.loads(state.read_text())["chunk_index"])
+    except (FileNotFoundError, ValueError):
+        return -1
 
 
 @pytest.fixture

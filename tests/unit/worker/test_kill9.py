@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import random
-import signal
-import subprocess
 
 import pytest
 
@@ -20,15 +18,8 @@ TRIALS = 6
 KILLS_PER_TRIAL = 3
 
 
-def _chunk_index(state) -> int:
-    try:
-        return int(json.loads(state.read_text())["chunk_index"])
-    except (FileNotFoundError, ValueError):
-        return -1
-
-
 @pytest.mark.parametrize("trial", range(TRIALS))
-def test_exactly_once_under_kill_9(worker_cli, outputs, rows_csv, waiter, tmp_path, trial) -> None:
+def test_exactly_once_under_kill_9(worker_cli, outputs, rows_csv, tmp_path, trial) -> None:
     rng = random.Random(trial)
     data = rows_csv(2500, seed=trial)
     source, sink, state = tmp_path / "source.csv", tmp_path / "sink", tmp_path / "state.json"
@@ -37,29 +28,8 @@ def test_exactly_once_under_kill_9(worker_cli, outputs, rows_csv, waiter, tmp_pa
     args = ["local", "--source", str(source), "--sink", str(sink), "--state", str(state)]
     args += ["--chunk-bytes", str(chunk_bytes), "--min-commit-seconds", "0"]
 
-    kills = 0
-    for _ in range(KILLS_PER_TRIAL + 1):
-        proc = worker_cli.start(*args)
-        if kills < KILLS_PER_TRIAL:
-            target = _chunk_index(state) + rng.randint(1, 8)
-            waiter(
-                lambda proc=proc, target=target: (
-                    proc.poll() is not None or _chunk_index(state) >= target
-                ),
-                60,
-                f"chunk {target} to be committed",
-            )
-            try:
-                proc.wait(timeout=rng.uniform(0, 0.03))
-            except subprocess.TimeoutExpired:
-                proc.send_signal(signal.SIGKILL)
-                proc.communicate(timeout=30)
-                kills += 1
-                continue
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err
-        assert "done:" in err
-        break
+    kills, err = worker_cli.run_killed(args, state, rng, KILLS_PER_TRIAL, step=8)
+    assert "done:" in err
     assert kills >= 1, "the run finished before it could be killed; make the source larger"
 
     expected = outputs.expected(data)

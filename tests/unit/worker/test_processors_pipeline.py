@@ -6,8 +6,6 @@ import csv
 import io
 import json
 import random
-import signal
-import subprocess
 
 import pandas as pd
 import pytest
@@ -106,15 +104,8 @@ def test_a_failing_processor_fails_the_job_with_its_error_recorded(jobs):
     assert "KeyError" in recorded.error and "2 attempt(s)" in recorded.error
 
 
-def _chunk_index(state) -> int:
-    try:
-        return int(json.loads(state.read_text())["chunk_index"])
-    except (FileNotFoundError, ValueError):
-        return -1
-
-
 @pytest.mark.parametrize("trial", range(3))
-def test_drop_duplicates_is_exact_under_kill_9(worker_cli, waiter, tmp_path, trial):
+def test_drop_duplicates_is_exact_under_kill_9(worker_cli, tmp_path, trial):
     rng = random.Random(trial)
     data = duplicated_csv(4000, keys=1500, seed=trial)
     source, sink, state = tmp_path / "source.csv", tmp_path / "sink", tmp_path / "state.json"
@@ -122,28 +113,7 @@ def test_drop_duplicates_is_exact_under_kill_9(worker_cli, waiter, tmp_path, tri
     args = ["local", "--source", str(source), "--sink", str(sink), "--state", str(state)]
     args += ["--chunk-bytes", "2048", "--process", "drop-duplicates"]
     args += ["--process-options", '{"columns": ["key"]}']
-    kills = 0
-    for _ in range(4):
-        proc = worker_cli.start(*args)
-        if kills < 3:
-            target = _chunk_index(state) + rng.randint(1, 6)
-            waiter(
-                lambda proc=proc, target=target: (
-                    proc.poll() is not None or _chunk_index(state) >= target
-                ),
-                60,
-                f"chunk {target} to be committed",
-            )
-            try:
-                proc.wait(timeout=rng.uniform(0, 0.03))
-            except subprocess.TimeoutExpired:
-                proc.send_signal(signal.SIGKILL)
-                proc.communicate(timeout=30)
-                kills += 1
-                continue
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err
-        break
+    kills, _ = worker_cli.run_killed(args, state, rng, kills=3, step=6)
     assert kills >= 1
     frame = pd.concat(
         pd.read_csv(p, dtype=str, keep_default_na=False) for p in sorted(sink.glob("part-*.csv"))
