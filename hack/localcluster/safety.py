@@ -1,22 +1,16 @@
 """The one loopback check every client of the local cluster goes through.
 
-A URL's host is loopback only if it is `localhost` or a literal loopback address, parsed
-by `ipaddress`: `https://127.attacker.example` is a DNS name that merely starts with 127.
+What counts as loopback is `collectjob_api.addresses.is_loopback_host`: `localhost` or a
+literal loopback address, never a DNS name such as `127.attacker.example`.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from urllib.parse import urlparse
 
+from collectjob_api.addresses import is_loopback_host
 
-def is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+__all__ = ["is_loopback_host", "require_loopback"]
 
 
 def require_loopback(server: str) -> None:

@@ -7,7 +7,6 @@ is used for TokenReview only; see deploy/console/ for the least-privilege RBAC.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import sys
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ import uvicorn
 import yaml
 from kubernetes import client, config
 
+from collectjob_api.addresses import is_loopback_host
 from collectjob_tools.console.app import Settings, create_app
 
 DEFAULT_TEMPLATE: dict[str, Any] = {
@@ -57,22 +57,13 @@ def _identity(args: argparse.Namespace) -> client.ApiClient:
     return client.ApiClient(conf)
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     template = DEFAULT_TEMPLATE
     if args.template:
         template = dict(yaml.safe_load(args.template.read_text())["spec"])
     secure = args.cookie_secure == "yes" or (
-        args.cookie_secure == "auto" and not _loopback(args.host)
+        args.cookie_secure == "auto" and not is_loopback_host(args.host)
     )
     settings = Settings(
         api=_identity(args), namespace=args.namespace, template=template, secure_cookies=secure
