@@ -1,10 +1,13 @@
 """The project's own configuration for podman and buildah, and how to call them.
 
-Nothing under /etc/containers or /var/lib/containers is read or written: `tool_env()` points
-both tools at a containers.conf and a storage.conf kept under ~/.cache/collectjob/containers/
-(CONTAINERS_CONF, CONTAINERS_STORAGE_CONF), so `make image` and the node agent share one
-image store that no other tool on the machine touches. The settings are those this kind of
-host needs (see README, "Images and containers"):
+The host's own container setup is left alone: `tool_env()` points both tools at a
+containers.conf, a storage.conf and a registries.conf kept under
+~/.cache/collectjob/containers/ (CONTAINERS_CONF, CONTAINERS_STORAGE_CONF,
+CONTAINERS_REGISTRIES_CONF), so the image store, run state and events live there, and
+`make image` and the node agent share one store that no other tool on the machine touches.
+Containers share the host's network namespace (`netns = "host"`; builds run with
+`--network none`): no bridge, so nothing changes the host's firewall or forwarding. The
+settings are those this kind of host needs (see README, "Images and containers"):
   - runc, not crun: crun refuses hosts with hybrid cgroups;
   - cgroupfs, not systemd, and events to a file: no systemd or journald is assumed;
   - default ulimits below the host's hard limits: root cannot raise rlimits here;
