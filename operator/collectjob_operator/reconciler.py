@@ -21,8 +21,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from collectjob_api.backoff import Backoff
 from collectjob_api.checkpoint import Checkpoint, CheckpointError
 from collectjob_api.contract import CHECKPOINT_KEY, checkpoint_configmap_name, worker_name
+from collectjob_api.rfc3339 import parse_time
 from collectjob_operator import guard, manifests, metrics
 from collectjob_operator.cache import ChildCache
 from collectjob_operator.decisions import WAS_SUSPENDED, Decision, PodView, World, decide
@@ -34,7 +36,7 @@ from collectjob_operator.kube import (
     Obj,
     check_ownership,
 )
-from collectjob_operator.status import JobStatus, Phase, parse_time
+from collectjob_operator.status import JobStatus, Phase
 from collectjob_operator.throughput import Throughput
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,9 @@ T = TypeVar("T")
 
 STATUS_INTERVAL = 1.0
 """Progress-only status patches are coalesced to at most one per this many seconds."""
-MAX_BACKOFF = 30.0
+RETRY_BACKOFF = Backoff(initial=1.0, maximum=30.0)
+"""A failed reconcile is looked at again after 1, 2, 4 ... seconds, at most 30 (the project's
+one schedule, collectjob_api.backoff); a success forgets the failures."""
 DEFAULT_WORKERS = 8
 DEFAULT_DEADLINE = 60.0
 URGENT, ROUTINE = 0, 1
@@ -212,7 +216,7 @@ class Reconciler:
             self._failures.pop(ref, None)
         except Exception as e:
             failures = self._failures[ref] = self._failures.get(ref, 0) + 1
-            delay = min(MAX_BACKOFF, 0.5 * 2**failures)
+            delay = RETRY_BACKOFF.delay(failures)
             if isinstance(e, LeftoverError):
                 # Expected right after a job is deleted and created again: no traceback.
                 log.warning("CollectJob %s: %s; retrying in %.1fs", ref, e, delay)

@@ -9,7 +9,7 @@ import time
 from collectjob_operator.cache import ChildCache
 from collectjob_operator.job import JobRef
 from collectjob_operator.metrics import JobsCollector
-from collectjob_operator.reconciler import Reconciler
+from collectjob_operator.reconciler import RETRY_BACKOFF, Reconciler
 
 REF = JobRef("team-a", "orders")
 UID = "0f4c5e2a-1111-2222-3333-444455556666"
@@ -320,6 +320,10 @@ def test_a_hung_reconcile_is_cancelled_at_its_deadline_and_retried(fake_kube):
     assert took < 1.0, f"the reconcile was not cut at its deadline ({took:.2f}s)"
     assert slow.reads >= 2, "the timed-out reconcile was not retried"
     assert slow._kube.job["status"]["phase"] == "Pending"
+
+
+def test_failed_reconciles_are_retried_after_1_2_4_seconds_up_to_30():
+    assert [RETRY_BACKOFF.delay(n) for n in range(1, 8)] == [1, 2, 4, 8, 16, 30, 30]
 
 
 def test_a_loop_with_work_and_no_progress_reports_a_stall(fake_kube):
