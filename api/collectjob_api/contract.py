@@ -153,13 +153,14 @@ class SourceConfig(_OneUrl, Pruned):
 
 COMPRESSIONS = ("snappy", "zstd")
 """Parquet compression codecs a sink may ask for (`spec.sink.options.compression`)."""
+DEFAULT_COMPRESSION = "snappy"
 
 
 @dataclass(frozen=True, config=CAMEL_CASE)
 class SinkOptions(Pruned):
     """`spec.sink.options`: how parts are encoded."""
 
-    compression: Annotated[str, one_of(COMPRESSIONS)] = "snappy"
+    compression: Annotated[str, one_of(COMPRESSIONS)] = DEFAULT_COMPRESSION
     """Parquet parts only: snappy (fast, the default) or zstd (about 2.7x smaller)."""
 
 

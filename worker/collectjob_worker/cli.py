@@ -31,6 +31,7 @@ from typing import Any
 from collectjob_api.contract import (
     COMPRESSIONS,
     DEFAULT_CHUNK_BYTES,
+    DEFAULT_COMPRESSION,
     DEFAULT_GRACE_SECONDS,
     DEFAULT_MAX_RECORD_BYTES,
     DEFAULT_RETRY_FOR_SECONDS,
@@ -77,26 +78,28 @@ def _parser() -> argparse.ArgumentParser:
     local.add_argument("--source", required=True, help="file://, http(s):// or s3:// URL")
     local.add_argument("--sink", required=True, help="output directory: path, file:// or s3://")
     local.add_argument("--sink-format", choices=FORMATS, default="csv")
-    local.add_argument("--compression", choices=COMPRESSIONS, default="snappy", help="parquet")
+    local.add_argument(
+        "--compression", choices=COMPRESSIONS, default=DEFAULT_COMPRESSION, help="parquet"
+    )
     local.add_argument("--schema", type=Path, help="transform, JSON or YAML (see transform.py)")
     local.add_argument("--chunk-bytes", type=_positive, default=DEFAULT_CHUNK_BYTES)
     local.add_argument(
         "--max-record-bytes",
         type=_positive,
         default=DEFAULT_MAX_RECORD_BYTES,
-        help="a longer source record is a permanent error (default 64 MiB)",
+        help="a longer source record is a permanent error (default %(default)s bytes)",
     )
     local.add_argument(
         "--retry-for",
         type=_seconds,
         default=DEFAULT_RETRY_FOR_SECONDS,
-        help="seconds to retry an unavailable source or sink before failing (default 300)",
+        help="seconds to retry an unavailable source or sink before failing (default %(default)s)",
     )
     local.add_argument(
         "--min-commit-seconds",
         type=_seconds,
         default=MIN_COMMIT_SECONDS,
-        help="least work per checkpoint commit; smaller chunks are coalesced (default 0.25)",
+        help="least work per checkpoint commit; smaller chunks are coalesced (default %(default)s)",
     )
     local.add_argument("--state", required=True, type=Path, help="checkpoint file")
     local.add_argument("--metrics-port", type=int, help="serve /metrics on 127.0.0.1:PORT")

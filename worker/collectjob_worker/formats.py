@@ -61,7 +61,7 @@ class ParquetPart:
     ROW_GROUP_BYTES = 16 << 20
     SAMPLE_ROWS = 8192
 
-    def __init__(self, schema: pa.Schema, compression: str = "snappy") -> None:
+    def __init__(self, schema: pa.Schema, compression: str) -> None:
         self._schema, self._compression = schema, compression
         self._out = io.BytesIO()
         self._writer: Any = None
@@ -193,7 +193,7 @@ def _value_bytes(strings: pa.Array) -> np.ndarray:
 PartWriter = CsvPart | ParquetPart | JsonlPart
 
 
-def part_writer(fmt: str, schema: pa.Schema, compression: str = "snappy") -> PartWriter:
+def part_writer(fmt: str, schema: pa.Schema, compression: str) -> PartWriter:
     if fmt == "csv":
         return CsvPart(schema)
     if fmt == "parquet":
