@@ -109,10 +109,11 @@ def _repeating(table: pa.Table) -> list[str]:
 class JsonlPart:
     """One JSON object per row, built column-wise with pyarrow compute (no per-row Python).
 
-        The bytes are those of `json.dumps(row, ensure_ascii=False)` for string, integer and
-        boolean values and null; numbers are the shortest text that reads back as the same
-        double, and datetimes as `collectjob_api.rfc3339.format_time(..., fraction=True)` writes
-    them (UTC with a `Z`, microseconds only when there are any).
+    The bytes are those of `json.dumps(row, ensure_ascii=False)` for string, integer and
+    boolean values and null; numbers are the shortest text that reads back as the same
+    double, and datetimes as `collectjob_api.rfc3339.format_time(..., fraction=True)` writes
+    them (UTC with a `Z`, microseconds only when there are any; tests/unit/worker/
+    test_jsonl_times.py holds the two together).
     """
 
     def __init__(self, schema: pa.Schema) -> None:
