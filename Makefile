@@ -49,7 +49,7 @@ demo: venv binaries image
 lint: venv
 	$(VENV)/bin/ruff check api operator worker tools hack tests examples
 	$(VENV)/bin/ruff format --check api operator worker tools hack tests examples
-	$(VENV)/bin/lint-imports --config pyproject.toml
+	$(VENV)/bin/lint-imports pyproject.toml
 	$(VENV)/bin/mypy api/collectjob_api operator/collectjob_operator worker/collectjob_worker tools/collectjob_tools hack/localcluster
 
 unit: venv prometheus
