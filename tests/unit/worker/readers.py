@@ -17,10 +17,9 @@ Rows = list[list[str]]
 
 
 def _parts(sink: Path, fmt: str) -> list[str]:
-    """The part files; an empty jsonl part (a chunk whose records were all rejected) is left
-    out, since pyarrow's and DuckDB's JSON readers refuse an empty file."""
-    paths = sorted(sink.glob(f"part-*.{fmt}"))
-    return [str(p) for p in paths if fmt != "jsonl" or p.stat().st_size]
+    """Every part file, as a user would list them: none is left out (a chunk that accepted
+    no rows writes no part, so there is no empty file for a reader to refuse)."""
+    return [str(p) for p in sorted(sink.glob(f"part-*.{fmt}"))]
 
 
 def with_pyarrow(sink: Path, fmt: str, header: list[str]) -> Rows:
