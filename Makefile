@@ -59,7 +59,7 @@ test: venv binaries prometheus image browser lint
 	$(PY) -m pytest -q tests/unit tests/cluster examples/processor/tests
 
 fuzz: venv
-	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-10000} $(PY) -m pytest -q -W ignore tests/unit/worker/test_fuzz_differential.py
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-10000} $(PY) -m pytest -q -W ignore --hypothesis-show-statistics tests/unit/worker/test_fuzz_differential.py
 
 bench: venv binaries
 	$(PY) -m pytest -q -s tests/bench
