@@ -81,8 +81,22 @@ def _quote(name: str) -> str:
     return "'" + name.replace("'", "''") + "'"
 
 
-READERS: dict[str, Callable[[Path, str, list[str]], Rows]] = {
-    "pyarrow": with_pyarrow,
-    "pandas": with_pandas,
-    "duckdb": with_duckdb,
+Reader = Callable[[Path, str, list[str]], Rows]
+
+
+def _no_parts_no_rows(read: Reader) -> Reader:
+    """A sink without rows has no part file (every chunk was rejected, or the source had only
+    a header): there is nothing to read, and pandas and DuckDB refuse an empty list of files,
+    as a user's glob that matches nothing would be."""
+
+    def guarded(sink: Path, fmt: str, header: list[str]) -> Rows:
+        return read(sink, fmt, header) if _parts(sink, fmt) else []
+
+    return guarded
+
+
+READERS: dict[str, Reader] = {
+    "pyarrow": _no_parts_no_rows(with_pyarrow),
+    "pandas": _no_parts_no_rows(with_pandas),
+    "duckdb": _no_parts_no_rows(with_duckdb),
 }
