@@ -116,6 +116,9 @@ CASES: dict[str, Case] = {
         b'"a,b\n1,2\n',
         Outcome(error="source {tmp}/source.csv: the first record has an unterminated quote"),
     ),
+    "stray_character_after_a_quote_then_an_unterminated_quote": Case(
+        b'a,b,c\n1,2,3\n""a,,"', Outcome(1, (3,))
+    ),
     "stray_quote": Case(b'size,dish\n12" pizza,"ab"c\n5",x\n', Outcome(2)),
     "nul_byte": Case(b"a,b\n1,x\x00y\n2,3\n", Outcome(2)),
     "no_final_newline": Case(b"a,b\n1,2\n3,4", Outcome(2)),

@@ -27,7 +27,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from collectjob_worker.chunking import count_lines
@@ -76,6 +76,8 @@ def _parts(sink: Path) -> dict[str, bytes]:
     fmt=st.sampled_from(["csv", "jsonl", "parquet"]),
     stop_after=st.integers(1, 5),
 )
+# Found by `make fuzz` (the oracle missed that the record is left open by its last quote).
+@example(data=b'a,b,c\n""a,,"', chunk_bytes=1, fmt="csv", stop_after=1)
 def test_worker_agrees_with_the_csv_module(
     data: bytes, chunk_bytes: int, fmt: str, stop_after: int
 ) -> None:
