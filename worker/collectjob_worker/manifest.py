@@ -146,7 +146,9 @@ class Manifest:
     bytes_unverified: int = 0
     """Source bytes of chunks whose ledger entries predate byte accounting; the four add up
     to the source's size."""
-    version: int = 1
+    version: int = 2
+    """2: a chunk without rows has `part: null`, and `bytes_unverified` is there. A version 1
+    manifest, reused to finish a job, is written again as version 2."""
 
     @classmethod
     def of(cls, records: list[ChunkRecord], bytes_header: int, **about: Any) -> Manifest:

@@ -54,6 +54,7 @@ def _check_finished(jobs, outputs, fmt: str, legacy_bytes: int) -> dict:
     sink = jobs.tmp / "sink"
     assert (sink / SUCCESS).exists()
     manifest = json.loads((sink / MANIFEST).read_text())
+    assert manifest["version"] == 2
     totals = [manifest[k] for k in ("bytes_header", "bytes_accepted", "bytes_rejected")]
     assert sum(totals) + manifest["bytes_unverified"] == len(DATA)
     assert manifest["bytes_unverified"] == legacy_bytes
@@ -102,7 +103,7 @@ def test_finishing_from_a_manifest_written_before_byte_accounting(jobs, outputs,
     sink = jobs.tmp / "sink"
     _empty_parquet(sink)
     manifest = json.loads((sink / MANIFEST).read_text())
-    old = {k: v for k, v in manifest.items() if not k.startswith("bytes_")}
+    old = {k: v for k, v in manifest.items() if not k.startswith("bytes_")} | {"version": 1}
     old["chunks"] = [_as_written_before_byte_accounting(c, sink, fmt) for c in old["chunks"]]
     (sink / "empty.parquet").unlink()
     (sink / MANIFEST).write_text(json.dumps(old))
