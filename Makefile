@@ -58,8 +58,9 @@ unit: venv prometheus
 test: venv binaries prometheus image browser lint
 	$(PY) -m pytest -q tests/unit tests/cluster examples/processor/tests
 
+# FUZZ_EXAMPLES (10000) over FUZZ_SHARDS processes (one per core); FUZZ_SEED repeats a run.
 fuzz: venv
-	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-10000} $(PY) -m pytest -q -W ignore tests/unit/worker/test_fuzz_differential.py
+	$(PY) tests/unit/worker/fuzz_shards.py
 
 bench: venv binaries
 	$(PY) -m pytest -q -s tests/bench

@@ -440,9 +440,14 @@ class Pipeline:
         return BlockOutput(table.num_rows, rejects, accepted, rejected, table=table)
 
     def _write(self, done: ChunkDone) -> None:
+        """A chunk that accepted no rows writes no part (manifest.py says why); its ledger
+        entry still accounts for its bytes, so the manifest's totals add up."""
         index, data, rows, rejects = done.index, done.data, done.rows, done.rejects
         sink, fmt = self.job.sink, self.job.sink_format
-        sink.put(part_name(index, fmt), data)
+        part = None
+        if rows:
+            sink.put(part_name(index, fmt), data)
+            part = PartFile.of(part_name(index, fmt), rows, data)
         rejects_file = None
         if rejects:
             writer = self._part(REJECT_SCHEMA)
@@ -459,7 +464,6 @@ class Pipeline:
             rejects_data = writer.finish()
             sink.put(rejects_name(index, fmt), rejects_data)
             rejects_file = PartFile.of(rejects_name(index, fmt), len(rejects), rejects_data)
-        part = PartFile.of(part_name(index, fmt), rows, data)
         record = ChunkRecord(
             index,
             done.start,

@@ -17,10 +17,9 @@ Rows = list[list[str]]
 
 
 def _parts(sink: Path, fmt: str) -> list[str]:
-    """The part files; an empty jsonl part (a chunk whose records were all rejected) is left
-    out, since pyarrow's and DuckDB's JSON readers refuse an empty file."""
-    paths = sorted(sink.glob(f"part-*.{fmt}"))
-    return [str(p) for p in paths if fmt != "jsonl" or p.stat().st_size]
+    """Every part file, as a user would list them: none is left out (a chunk that accepted
+    no rows writes no part, so there is no empty file for a reader to refuse)."""
+    return [str(p) for p in sorted(sink.glob(f"part-*.{fmt}"))]
 
 
 def with_pyarrow(sink: Path, fmt: str, header: list[str]) -> Rows:
@@ -82,8 +81,22 @@ def _quote(name: str) -> str:
     return "'" + name.replace("'", "''") + "'"
 
 
-READERS: dict[str, Callable[[Path, str, list[str]], Rows]] = {
-    "pyarrow": with_pyarrow,
-    "pandas": with_pandas,
-    "duckdb": with_duckdb,
+Reader = Callable[[Path, str, list[str]], Rows]
+
+
+def _no_parts_no_rows(read: Reader) -> Reader:
+    """A sink without rows has no part file (every chunk was rejected, or the source had only
+    a header): there is nothing to read, and pandas and DuckDB refuse an empty list of files,
+    as a user's glob that matches nothing would be."""
+
+    def guarded(sink: Path, fmt: str, header: list[str]) -> Rows:
+        return read(sink, fmt, header) if _parts(sink, fmt) else []
+
+    return guarded
+
+
+READERS: dict[str, Reader] = {
+    "pyarrow": _no_parts_no_rows(with_pyarrow),
+    "pandas": _no_parts_no_rows(with_pandas),
+    "duckdb": _no_parts_no_rows(with_duckdb),
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -265,3 +266,26 @@ def test_bad_record_size_and_encoding_flags_are_clear_errors(worker_cli, tmp_pat
     result = worker_cli.run(*_args(tmp_path, 1024, "--encoding", "rot13"))
     assert result.returncode == EXIT_PERMANENT_ERROR
     assert "unknown source encoding 'rot13'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_issue_reports_as_a_user_meets_them(worker_cli, tmp_path) -> None:
+    """Issue 14's reports: an old-Mac (CR-only) file gives its two rows, not "0 rows"; a
+    duplicate header is refused naming the column, with no `_SUCCESS`."""
+    (tmp_path / "source.csv").write_bytes(b"a,b\r1,2\r3,4\r")
+    result = worker_cli.run(*_args(tmp_path, 1024, "--sink-format", "jsonl"))
+    assert result.returncode == EXIT_OK, result.stderr
+    assert "done: byte 12 of 12 (100.0%), 2 rows, 0 rejected" in result.stderr
+    parts = sorted((tmp_path / "sink").glob("part-*.jsonl"))
+    assert [json.loads(line) for p in parts for line in p.read_text().splitlines()] == [
+        {"a": "1", "b": "2"},
+        {"a": "3", "b": "4"},
+    ]
+
+    shutil.rmtree(tmp_path / "sink")
+    (tmp_path / "state.json").unlink()
+    (tmp_path / "source.csv").write_bytes(b"a,a\n1,2\n")
+    result = worker_cli.run(*_args(tmp_path, 1024, "--sink-format", "parquet"))
+    assert result.returncode == EXIT_PERMANENT_ERROR
+    assert "names a column more than once ('a' at columns 1, 2)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "sink" / "_SUCCESS").exists()

@@ -30,7 +30,7 @@ def _assert_exactly_once(outputs, jobs, data: bytes) -> None:
     expected = outputs.expected(data)
     assert outputs.values(jobs.tmp / "sink", "csv", expected.header) == expected.rows
     manifest = json.loads((jobs.tmp / "sink" / "_manifest.json").read_text())
-    listed = sorted(c["part"]["path"] for c in manifest["chunks"])
+    listed = sorted(c["part"]["path"] for c in manifest["chunks"] if c["part"])
     assert listed == sorted(p.name for p in (jobs.tmp / "sink").glob("part-*"))
 
 
@@ -332,3 +332,25 @@ def test_cr_only_file_gives_its_rows_and_the_manifest_adds_up(jobs, outputs) -> 
         8,
         0,
     )
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_a_chunk_of_rejects_only_writes_no_part_and_its_ledger_accounts_for_it(jobs, fmt):
+    """Checked before finalisation, which would also drop an empty part (one written by an
+    older worker): an empty jsonl part is unreadable to pyarrow and DuckDB."""
+    source = jobs.write(b"a,b\n1,2\nbad-record-1\nbad-record-2\n3,4\n")
+    jobs.run_until(jobs.job(source, fmt=fmt, chunk_bytes=7), chunks=3)
+    sink = jobs.tmp / "sink"
+    assert jobs.state().chunk_index == 3
+    entries = [json.loads((sink / f"_ledger/{i:06d}.json").read_text()) for i in range(3)]
+    assert [e["part"] and e["part"]["rows"] for e in entries] == [1, None, None]
+    assert [(e["bytes_accepted"], e["bytes_rejected"]) for e in entries] == [
+        (4, 0),
+        (0, 13),
+        (0, 13),
+    ]
+    assert sorted(p.name for p in sink.glob("part-*")) == [f"part-000000.{fmt}"]
+    assert sorted(p.name for p in (sink / "rejects").glob("part-*")) == [
+        f"part-000001.{fmt}",
+        f"part-000002.{fmt}",
+    ]
