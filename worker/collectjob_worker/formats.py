@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -109,9 +110,9 @@ def _repeating(table: pa.Table) -> list[str]:
 class JsonlPart:
     """One JSON object per row, built column-wise with pyarrow compute (no per-row Python).
 
-        The bytes are those of `json.dumps(row, ensure_ascii=False)` for string, integer and
-        boolean values and null; numbers are the shortest text that reads back as the same
-        double, and datetimes as `collectjob_api.rfc3339.format_time(..., fraction=True)` writes
+    The bytes are those of `json.dumps(row, ensure_ascii=False)` for string, integer and
+    boolean values and null; numbers are the shortest text that reads back as the same
+    double, and datetimes as `collectjob_api.rfc3339.format_time(..., fraction=True)` writes
     them (UTC with a `Z`, microseconds only when there are any).
     """
 
@@ -120,12 +121,17 @@ class JsonlPart:
         self._pieces: list[bytes] = []
 
     def write(self, table: pa.Table) -> None:
+        """One `binary_join_element_wise` over the columns' texts and the literals between
+        them; a column's own quotes go into those literals unless it has nulls."""
         if not table.num_rows:
             return
         parts: list[pa.Array | str] = []
-        for i, key in enumerate(self._keys):
-            parts += ["{" if i == 0 else ", ", key + ": ", _json_values(table.column(i))]
-        parts.append("}\n")
+        closing = ""
+        for i, (key, column) in enumerate(zip(self._keys, table.columns, strict=True)):
+            text = _json_values(column)
+            parts += [f"{closing}{'{' if i == 0 else ', '}{key}: {text.before}", text.values]
+            closing = text.after
+        parts.append(closing + "}\n")
         lines = pc.binary_join_element_wise(*parts, "")
         self._pieces.append(_value_bytes(lines).tobytes())
 
@@ -143,24 +149,35 @@ _SHORT_ESCAPES = {
     "\f": "\\f",
 }
 _JSON_ESCAPES = {chr(c): f"\\u{c:04x}" for c in range(0x20)} | _SHORT_ESCAPES
-_ESCAPED_BYTES = np.zeros(256, bool)
-_ESCAPED_BYTES[[ord(c) for c in _JSON_ESCAPES]] = True
 
 
-def _json_values(column: pa.ChunkedArray) -> pa.Array:
+@dataclass(frozen=True)
+class _JsonText:
+    """A column as JSON: each value is `before + values[i] + after` (no nulls left)."""
+
+    values: pa.Array
+    before: str = ""
+    after: str = ""
+
+    def enclosed(self) -> pa.Array:
+        return pc.binary_join_element_wise(self.before, self.values, self.after, "")
+
+
+def _json_values(column: pa.ChunkedArray) -> _JsonText:
     """Each value of a column as JSON text, nulls as `null`."""
     values = column.combine_chunks()
     if _is_text(values.type):
         values = values.cast(pa.string())
     if pa.types.is_string(values.type):
-        return _json_strings(values)
-    if pa.types.is_timestamp(values.type):
-        text = pc.strftime(values, format="%Y-%m-%dT%H:%M:%S")
-        text = pc.replace_substring_regex(text, r"\.0+$", "")
-        text = pc.binary_join_element_wise('"', text, 'Z"', "")
+        text = _JsonText(_escaped(values), '"', '"')
+    elif pa.types.is_timestamp(values.type):
+        seconds = pc.strftime(values, format="%Y-%m-%dT%H:%M:%S")
+        text = _JsonText(pc.replace_substring_regex(seconds, r"\.0+$", ""), '"', 'Z"')
     else:
-        text = pc.cast(values, pa.string())
-    return pc.fill_null(text, "null")
+        text = _JsonText(pc.cast(values, pa.string()))
+    if text.values.null_count:
+        return _JsonText(pc.fill_null(text.enclosed(), "null"))
+    return text
 
 
 def _is_text(kind: pa.DataType) -> bool:
@@ -171,14 +188,18 @@ def _is_text(kind: pa.DataType) -> bool:
     return pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
 
 
-def _json_strings(values: pa.Array) -> pa.Array:
-    """Quoted and escaped; one pass over the bytes finds which characters need escaping
-    (usually none or a few), and only those are replaced, the backslash first."""
+def _escaped(values: pa.Array) -> pa.Array:
+    """Escaped for JSON, without the quotes; one pass over the bytes finds which characters
+    need escaping (usually none or a few), and only those are replaced, the backslash first."""
     data = _value_bytes(values)
-    present = np.unique(data[_ESCAPED_BYTES[data]])
-    for char in sorted(map(chr, present), key=lambda c: c != "\\"):
+    escaped = data < 0x20
+    escaped |= data == ord('"')
+    escaped |= data == ord("\\")
+    if not escaped.any():
+        return values
+    for char in sorted(map(chr, np.unique(data[escaped])), key=lambda c: c != "\\"):
         values = pc.replace_substring(values, char, _JSON_ESCAPES[char])
-    return pc.fill_null(pc.binary_join_element_wise('"', values, '"', ""), "null")
+    return values
 
 
 def _value_bytes(strings: pa.Array) -> np.ndarray:
