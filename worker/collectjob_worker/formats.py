@@ -117,26 +117,37 @@ class JsonlPart:
     """
 
     def __init__(self, schema: pa.Schema) -> None:
-        self._keys = [json.dumps(name, ensure_ascii=False) for name in schema.names]
         self._pieces: list[bytes] = []
 
     def write(self, table: pa.Table) -> None:
-        """One `binary_join_element_wise` over the columns' texts and the literals between
-        them; a column's own quotes go into those literals unless it has nulls."""
-        if not table.num_rows:
-            return
-        parts: list[pa.Array | str] = []
-        closing = ""
-        for i, (key, column) in enumerate(zip(self._keys, table.columns, strict=True)):
-            text = _json_values(column)
-            parts += [f"{closing}{'{' if i == 0 else ', '}{key}: {text.before}", text.values]
-            closing = text.after
-        parts.append(closing + "}\n")
-        lines = pc.binary_join_element_wise(*parts, "")
-        self._pieces.append(_value_bytes(lines).tobytes())
+        self.write_raw(jsonl_lines(table))
+
+    def write_raw(self, data: bytes) -> None:
+        """Append lines already encoded by `jsonl_lines` (on a parser's thread, block by
+        block: the line of a row depends on nothing else)."""
+        if data:
+            self._pieces.append(data)
 
     def finish(self) -> list[bytes]:
         return self._pieces
+
+
+def jsonl_lines(table: pa.Table) -> bytes:
+    """The table's rows as JSON Lines: one `binary_join_element_wise` over the columns' texts
+    and the literals between them; a column's own quotes go into those literals unless it has
+    nulls."""
+    if not table.num_rows:
+        return b""
+    parts: list[pa.Array | str] = []
+    closing = ""
+    for i, (name, column) in enumerate(zip(table.column_names, table.columns, strict=True)):
+        key = json.dumps(name, ensure_ascii=False)
+        text = _json_values(column)
+        parts += [f"{closing}{'{' if i == 0 else ', '}{key}: {text.before}", text.values]
+        closing = text.after
+    parts.append(closing + "}\n")
+    lines = pc.binary_join_element_wise(*parts, "")
+    return _value_bytes(lines).tobytes()
 
 
 _SHORT_ESCAPES = {

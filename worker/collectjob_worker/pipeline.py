@@ -60,7 +60,13 @@ from collectjob_worker.chunking import Block, Quoting, iter_chunk
 from collectjob_worker.csvparse import BlockParser, Unaccounted
 from collectjob_worker.dialect import Dialect
 from collectjob_worker.errors import CheckpointConflict, PermanentError, SourceChanged, WorkerError
-from collectjob_worker.formats import FORMATS, REJECT_SCHEMA, PartWriter, part_writer
+from collectjob_worker.formats import (
+    FORMATS,
+    REJECT_SCHEMA,
+    PartWriter,
+    jsonl_lines,
+    part_writer,
+)
 from collectjob_worker.header import check_names, read_header
 from collectjob_worker.manifest import (
     ChunkRecord,
@@ -443,6 +449,9 @@ class Pipeline:
             ]
         accepted, rejected = parsed.accounted(len(block.data), dropped)
         rejects = sorted(parsed.rejects + dropped, key=lambda r: r.line)
+        if self.job.sink_format == "jsonl" and self.job.processor is None:
+            lines = jsonl_lines(table)
+            return BlockOutput(table.num_rows, rejects, accepted, rejected, raw=lines)
         return BlockOutput(table.num_rows, rejects, accepted, rejected, table=table)
 
     def _write(self, done: ChunkDone) -> None:
