@@ -52,13 +52,14 @@ def _worker(job: str, source: str, out: str, chunk_bytes: int) -> dict[str, floa
     from collectjob_worker.transform import Transform
 
     transform = Transform.from_dict({"columns": TYPED_COLUMNS}) if job == "typed" else None
+    store = FileCheckpointStore(Path(out + ".state.json"))
     run = Job(
         source=open_source(source),
-        sink=open_sink(out),
+        sink=open_sink(out, owner=store.owner_id()),
         sink_format="parquet" if job == "typed" else job,
         dialect=Dialect(),
         transform=transform,
-        store=FileCheckpointStore(Path(out + ".state.json")),
+        store=store,
         holder="bench",
         chunk_bytes=chunk_bytes,
     )

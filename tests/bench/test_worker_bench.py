@@ -105,6 +105,9 @@ class FreeStore:
     def __init__(self) -> None:
         self.stored = Stored(Checkpoint(), "")
 
+    def owner_id(self) -> str:
+        return "bench-free"
+
     def load(self) -> Stored:
         return self.stored
 

@@ -140,6 +140,8 @@ def line_ends(a: np.ndarray, final: bool = True) -> np.ndarray:
     in the last byte counts only if `final` (nothing follows it)."""
     ends = a == LF
     lone_cr = a == CR
+    if not lone_cr.any():
+        return np.flatnonzero(ends)
     lone_cr[:-1] &= ~ends[1:]
     if lone_cr.size and not final:
         lone_cr[-1] = False
@@ -248,8 +250,12 @@ def first_boundary(buf: Buf, start: int, after: int, q: Quoting, final: bool = T
 
 
 def count_lines(data: Buf) -> int:
-    """Lines as Python's csv module counts them: LF, CRLF and a lone CR each end one."""
-    return data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
+    """Lines as Python's csv module counts them: LF, CRLF and a lone CR each end one.
+    (numpy counts one byte several times faster than `bytes.count`.)"""
+    lf = int(np.count_nonzero(np.frombuffer(data, np.uint8) == LF))
+    if b"\r" not in data:
+        return lf
+    return lf + data.count(b"\r") - data.count(b"\r\n")
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ source's own bytes for the accepted records, so every value survives byte for by
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,13 +58,24 @@ class _Records:
     data: bytes
     starts: np.ndarray
     ends: np.ndarray
-    lines: np.ndarray
+    first_line: int
+    """Source line of data[0]."""
     encoding: str
     blank: int = 0
     """Bytes of blank lines between the records, which are not records."""
+    known_lines: np.ndarray | None = field(default=None, repr=False)
+    """The line of each record when `data` is not contiguous source (a subset)."""
 
     def __len__(self) -> int:
         return int(self.starts.size)
+
+    @functools.cached_property
+    def lines(self) -> np.ndarray:
+        """Only rejects need lines, so they are counted when first asked for."""
+        if self.known_lines is not None:
+            return self.known_lines
+        a = np.frombuffer(self.data, np.uint8)
+        return np.asarray(np.searchsorted(line_ends(a), self.starts), np.int64) + self.first_line
 
     def raw(self, k: int) -> bytes:
         return self.data[int(self.starts[k]) : int(self.ends[k])]
@@ -90,13 +102,19 @@ class _Records:
         sizes = np.fromiter((len(p) for p in pieces), np.int64, len(pieces))
         ends = np.cumsum(sizes)
         return _Records(
-            b"".join(pieces), ends - sizes, ends, self.lines[keep], self.encoding, self.blank
+            b"".join(pieces),
+            ends - sizes,
+            ends,
+            self.first_line,
+            self.encoding,
+            self.blank,
+            self.lines[keep],
         )
 
     @classmethod
     def empty(cls) -> _Records:
         nothing = np.zeros(0, np.int64)
-        return cls(b"", nothing, nothing, nothing, "utf-8")
+        return cls(b"", nothing, nothing, 1, "utf-8", known_lines=nothing)
 
     @classmethod
     def scan(cls, block: Block, quoting: Quoting, skip_blank: bool, encoding: str) -> _Records:
@@ -105,18 +123,17 @@ class _Records:
         if not ends.size or ends[-1] != len(data):
             ends = np.append(ends, len(data))
         starts = np.r_[0, ends[:-1]]
-        a = np.frombuffer(data, np.uint8)
-        lines = np.asarray(np.searchsorted(line_ends(a), starts), np.int64) + block.line
         blank = 0
         if skip_blank:
+            a = np.frombuffer(data, np.uint8)
             body = ends - starts
             last = a[np.maximum(ends - 1, 0)]
             body -= (last == LF) | (last == CR)
             body -= (last == LF) & (a[np.maximum(ends - 2, 0)] == CR) & (ends - starts >= 2)
             keep = body > 0
             blank = int((ends - starts)[~keep].sum())
-            starts, ends, lines = starts[keep], ends[keep], lines[keep]
-        return cls(data, starts, ends, lines, encoding, blank)
+            starts, ends = starts[keep], ends[keep]
+        return cls(data, starts, ends, block.line, encoding, blank)
 
 
 @dataclass
@@ -200,7 +217,11 @@ class BlockParser:
             return self._parse_undecodable(block, values)
         try:
             return self._parse_records(
-                block.line, block.data, values, lambda: self._scan(block), block.newlines
+                block.line,
+                block.data,
+                values,
+                functools.cache(functools.partial(self._scan, block)),
+                block.newlines,
             )
         except (pa.ArrowInvalid, UnicodeDecodeError) as e:
             # pyarrow also fails (without saying UTF) when an invalid row it reports to the
@@ -250,6 +271,8 @@ class BlockParser:
         scan: Callable[[], _Records],
         newlines: int | None,
     ) -> ParsedBlock:
+        """`scan()` returns the block's records; it may be called more than once (it is cached
+        or cheap), and only when records span lines or some are not rows."""
         invalid: list[_Invalid] = []
 
         def on_invalid(row: pacsv.InvalidRow) -> str:
@@ -288,18 +311,23 @@ class BlockParser:
         line_per_row = newlines is not None and table.num_rows == newlines + (
             not data.endswith((b"\n", b"\r"))
         )
-        clean = not invalid and not _may_have_blank_lines(data, line_per_row and self.skip_blank)
+        # Whether the block holds blank lines, which a byte-exact copy must not carry over.
+        # When records span lines the accounting scans them anyway, and the scan knows.
+        if self.skip_blank and not line_per_row:
+            blank = scan().blank > 0
+        else:
+            blank = not self.skip_blank and _has_blank_line(data)
         parsed = ParsedBlock(
             line,
             table.num_rows,
             self._table(table) if values else None,
             [],
             data,
-            clean,
+            not invalid and not blank,
             line_per_row,
             scan,
         )
-        if not clean:
+        if invalid or blank:
             self._locate(parsed, scan(), invalid)
         return parsed
 
@@ -336,14 +364,8 @@ class _Invalid:
     text: str
 
 
-def _may_have_blank_lines(data: bytes, line_per_row: bool) -> bool:
-    """Whether a block may hold blank lines, which a byte-exact copy must not carry over.
-
-    Cheap when every line is known to be one row (and blank lines are not rows); otherwise a
-    search for an empty line.
-    """
-    if line_per_row:
-        return False
+def _has_blank_line(data: bytes) -> bool:
+    """Whether a block may hold a blank line (perhaps inside a quoted value)."""
     return data[:1] in (b"\n", b"\r") or _BLANK_LINE.search(data) is not None
 
 

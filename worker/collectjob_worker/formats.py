@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -117,21 +118,37 @@ class JsonlPart:
     """
 
     def __init__(self, schema: pa.Schema) -> None:
-        self._keys = [json.dumps(name, ensure_ascii=False) for name in schema.names]
         self._pieces: list[bytes] = []
 
     def write(self, table: pa.Table) -> None:
-        if not table.num_rows:
-            return
-        parts: list[pa.Array | str] = []
-        for i, key in enumerate(self._keys):
-            parts += ["{" if i == 0 else ", ", key + ": ", _json_values(table.column(i))]
-        parts.append("}\n")
-        lines = pc.binary_join_element_wise(*parts, "")
-        self._pieces.append(_value_bytes(lines).tobytes())
+        self.write_raw(jsonl_lines(table))
+
+    def write_raw(self, data: bytes) -> None:
+        """Append lines already encoded by `jsonl_lines` (on a parser's thread, block by
+        block: the line of a row depends on nothing else)."""
+        if data:
+            self._pieces.append(data)
 
     def finish(self) -> list[bytes]:
         return self._pieces
+
+
+def jsonl_lines(table: pa.Table) -> bytes:
+    """The table's rows as JSON Lines: one `binary_join_element_wise` over the columns' texts
+    and the literals between them; a column's own quotes go into those literals unless it has
+    nulls."""
+    if not table.num_rows:
+        return b""
+    parts: list[pa.Array | str] = []
+    closing = ""
+    for i, (name, column) in enumerate(zip(table.column_names, table.columns, strict=True)):
+        key = json.dumps(name, ensure_ascii=False)
+        text = _json_values(column)
+        parts += [f"{closing}{'{' if i == 0 else ', '}{key}: {text.before}", text.values]
+        closing = text.after
+    parts.append(closing + "}\n")
+    lines = pc.binary_join_element_wise(*parts, "")
+    return _value_bytes(lines).tobytes()
 
 
 _SHORT_ESCAPES = {
@@ -144,24 +161,35 @@ _SHORT_ESCAPES = {
     "\f": "\\f",
 }
 _JSON_ESCAPES = {chr(c): f"\\u{c:04x}" for c in range(0x20)} | _SHORT_ESCAPES
-_ESCAPED_BYTES = np.zeros(256, bool)
-_ESCAPED_BYTES[[ord(c) for c in _JSON_ESCAPES]] = True
 
 
-def _json_values(column: pa.ChunkedArray) -> pa.Array:
+@dataclass(frozen=True)
+class _JsonText:
+    """A column as JSON: each value is `before + values[i] + after` (no nulls left)."""
+
+    values: pa.Array
+    before: str = ""
+    after: str = ""
+
+    def enclosed(self) -> pa.Array:
+        return pc.binary_join_element_wise(self.before, self.values, self.after, "")
+
+
+def _json_values(column: pa.ChunkedArray) -> _JsonText:
     """Each value of a column as JSON text, nulls as `null`."""
     values = column.combine_chunks()
     if _is_text(values.type):
         values = values.cast(pa.string())
     if pa.types.is_string(values.type):
-        return _json_strings(values)
-    if pa.types.is_timestamp(values.type):
-        text = pc.strftime(values, format="%Y-%m-%dT%H:%M:%S")
-        text = pc.replace_substring_regex(text, r"\.0+$", "")
-        text = pc.binary_join_element_wise('"', text, 'Z"', "")
+        text = _JsonText(_escaped(values), '"', '"')
+    elif pa.types.is_timestamp(values.type):
+        seconds = pc.strftime(values, format="%Y-%m-%dT%H:%M:%S")
+        text = _JsonText(pc.replace_substring_regex(seconds, r"\.0+$", ""), '"', 'Z"')
     else:
-        text = pc.cast(values, pa.string())
-    return pc.fill_null(text, "null")
+        text = _JsonText(pc.cast(values, pa.string()))
+    if text.values.null_count:
+        return _JsonText(pc.fill_null(text.enclosed(), "null"))
+    return text
 
 
 def _is_text(kind: pa.DataType) -> bool:
@@ -172,14 +200,18 @@ def _is_text(kind: pa.DataType) -> bool:
     return pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
 
 
-def _json_strings(values: pa.Array) -> pa.Array:
-    """Quoted and escaped; one pass over the bytes finds which characters need escaping
-    (usually none or a few), and only those are replaced, the backslash first."""
+def _escaped(values: pa.Array) -> pa.Array:
+    """Escaped for JSON, without the quotes; one pass over the bytes finds which characters
+    need escaping (usually none or a few), and only those are replaced, the backslash first."""
     data = _value_bytes(values)
-    present = np.unique(data[_ESCAPED_BYTES[data]])
-    for char in sorted(map(chr, present), key=lambda c: c != "\\"):
+    escaped = data < 0x20
+    escaped |= data == ord('"')
+    escaped |= data == ord("\\")
+    if not escaped.any():
+        return values
+    for char in sorted(map(chr, np.unique(data[escaped])), key=lambda c: c != "\\"):
         values = pc.replace_substring(values, char, _JSON_ESCAPES[char])
-    return pc.fill_null(pc.binary_join_element_wise('"', values, '"', ""), "null")
+    return values
 
 
 def _value_bytes(strings: pa.Array) -> np.ndarray:

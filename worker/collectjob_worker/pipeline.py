@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -61,7 +60,13 @@ from collectjob_worker.chunking import Block, Quoting, iter_chunk
 from collectjob_worker.csvparse import BlockParser, Unaccounted
 from collectjob_worker.dialect import Dialect
 from collectjob_worker.errors import CheckpointConflict, PermanentError, SourceChanged, WorkerError
-from collectjob_worker.formats import FORMATS, REJECT_SCHEMA, PartWriter, part_writer
+from collectjob_worker.formats import (
+    FORMATS,
+    REJECT_SCHEMA,
+    PartWriter,
+    jsonl_lines,
+    part_writer,
+)
 from collectjob_worker.header import check_names, read_header
 from collectjob_worker.manifest import (
     ChunkRecord,
@@ -163,13 +168,20 @@ def next_chunk_size(
     return max(wanted, min(int(quickest), current * COALESCE_GROWTH, MAX_COALESCED_BYTES))
 
 
-_STRAY_QUOTE = re.compile(rb'[^,\r\n"]"[^,\r\n"]')
+_FENCES = np.zeros(256, bool)
+_FENCES[list(b',\r\n"')] = True
+"""Bytes that may stand next to a quote in RFC 4180 CSV (a comma, a line end, a quote)."""
 
 
 def _strict(raw: bytes) -> bool:
-    """Whether records may be copied as they stand: LF line ends only and no stray quote
-    (which Python's csv module reads leniently but strict readers such as DuckDB do not)."""
-    return b"\r" not in raw and _STRAY_QUOTE.search(raw) is None
+    """Whether records may be copied as they stand: LF line ends only and no stray quote, a
+    quote between two other bytes (which Python's csv module reads leniently but strict
+    readers such as DuckDB do not). Vectorised over the quotes: a regex took ten times as long."""
+    if b"\r" in raw:
+        return False
+    a = np.frombuffer(raw, np.uint8)
+    quotes = np.flatnonzero(a[1:-1] == ord('"')) + 1
+    return not np.any(~_FENCES[a[quotes - 1]] & ~_FENCES[a[quotes + 1]])
 
 
 class Pipeline:
@@ -437,6 +449,9 @@ class Pipeline:
             ]
         accepted, rejected = parsed.accounted(len(block.data), dropped)
         rejects = sorted(parsed.rejects + dropped, key=lambda r: r.line)
+        if self.job.sink_format == "jsonl" and self.job.processor is None:
+            lines = jsonl_lines(table)
+            return BlockOutput(table.num_rows, rejects, accepted, rejected, raw=lines)
         return BlockOutput(table.num_rows, rejects, accepted, rejected, table=table)
 
     def _write(self, done: ChunkDone) -> None:

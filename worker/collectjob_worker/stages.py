@@ -42,7 +42,7 @@ import pyarrow as pa
 
 from collectjob_worker.chunking import Block
 from collectjob_worker.csvparse import Reject
-from collectjob_worker.formats import CsvPart, PartWriter
+from collectjob_worker.formats import CsvPart, JsonlPart, PartWriter
 
 BLOCKS_IN_FLIGHT = 4
 PARTS_IN_MEMORY = 2
@@ -65,9 +65,11 @@ class BlockOutput:
     """The block's source bytes, all of them, as accepted or rejected (conservation)."""
     table: pa.Table | None = None
     raw: bytes | None = None
+    """The rows already in the part's format: the source's own bytes for a CSV copy, or
+    JSON Lines (encoded on the parser's thread, so that blocks encode in parallel)."""
 
     def write_to(self, part: PartWriter | TableSink) -> None:
-        if self.raw is not None and isinstance(part, CsvPart):
+        if self.raw is not None and isinstance(part, CsvPart | JsonlPart):
             part.write_raw(self.raw)
         elif self.table is not None:
             part.write(self.table)
