@@ -21,7 +21,7 @@ from localcluster.image import build as build_image
 from localcluster.podsandbox import RUNTIME_LABEL
 
 # The operator fixtures serve the cluster tests and the benchmarks alike.
-pytest_plugins = ["operator_fixtures", "plugin_fixtures", "storage_fixtures"]
+pytest_plugins = ["storage_fixtures", "operator_fixtures", "plugin_fixtures"]
 
 RESTRICTED = {
     "pod-security.kubernetes.io/enforce": "restricted",

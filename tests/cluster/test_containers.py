@@ -197,3 +197,13 @@ def test_an_image_missing_from_the_store_is_err_image_pull(pods: Pods) -> None:
 
 
 PULL_REASONS = ("ErrImagePull", "ImagePullBackOff")
+
+
+def test_a_command_missing_from_the_image_is_a_start_error_not_a_success(pods: Pods) -> None:
+    manifest = python_pod("typo", "unused")
+    manifest["spec"]["containers"][0]["command"] = ["collectjob-wroker", "run"]
+    pods.apply(manifest)
+    status = pods.wait_phase("typo", "Failed")
+    terminated = status["containerStatuses"][0]["state"]["terminated"]
+    assert (terminated["exitCode"], terminated["reason"]) == (128, "StartError")
+    assert 'exec: "collectjob-wroker": executable file not found' in terminated["message"]
