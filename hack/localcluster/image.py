@@ -104,8 +104,12 @@ def tree_digest(root: Path, dirs: Iterable[str], files: Iterable[str]) -> str:
     return digest(part for p in paths for part in (str(p.relative_to(root)), p.read_bytes()))
 
 
+STARTED = time.monotonic()
+
+
 def log(message: str) -> None:
-    print(f">> {message}", file=sys.stderr, flush=True)
+    """A step, with the seconds since the build started (each step's cost, cold or warm)."""
+    print(f">> [{time.monotonic() - STARTED:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
 def image_label(env: Mapping[str, str], image: str) -> str | None:
@@ -259,6 +263,7 @@ def export_archive(env: Mapping[str, str], key: str, archive: Path) -> None:
     stamp = archive.with_suffix(".key")
     if archive.exists() and stamp.exists() and stamp.read_text() == key:
         return
+    log(f"exporting the image as an OCI archive, {archive}")
     archive.parent.mkdir(parents=True, exist_ok=True)
     archive.unlink(missing_ok=True)
     run_tool(["buildah", "push", "--quiet", IMAGE, f"oci-archive:{archive}:collectjob:dev"], env)
@@ -316,10 +321,9 @@ def main(argv: list[str] | None = None) -> int:
         help="only prepare build/image/ (wheels) for another builder; print its path",
     )
     args = parser.parse_args(argv)
-    start = time.monotonic()
     image = build(args.context_only)
     if not args.context_only:
-        log(f"{image} ready in {time.monotonic() - start:.1f}s")
+        log(f"{image} ready")
     return 0
 
 
