@@ -18,6 +18,7 @@ from kubernetes import client
 from localcluster.client import Cluster
 from localcluster.controlplane import ControlPlane
 from localcluster.image import build as build_image
+from localcluster.image import processors_image
 from localcluster.podsandbox import RUNTIME_LABEL
 
 # The operator fixtures serve the cluster tests and the benchmarks alike.
@@ -56,8 +57,10 @@ def wait_for() -> Callable[..., Any]:
 
 @pytest.fixture(scope="session")
 def cluster() -> Cluster:
-    # The project's image, for the pods that run in containers (built once, then reused).
+    # The project's image for every pod, and one with the example and test processors
+    # (built once, then reused).
     build_image()
+    processors_image()
     plane = ControlPlane()
     plane.ensure_up()
     cluster = Cluster(paths=plane.paths, server=plane.server)
