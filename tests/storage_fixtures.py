@@ -6,14 +6,12 @@ in containers as uid 10001 in namespaces that enforce the restricted Pod Securit
 for node-local data: a hostPath PersistentVolume of `tmp_path`, pre-bound to the claim
 `data` in the test's namespace. Pods mount the claim at the very same path, so `file://`
 URLs mean the same file on the host and in the container, and the test reads the worker's
-output where it was written. uid 10001 is granted rwx on `tmp_path` and, through a default
-POSIX ACL, on everything later created under it (the test itself runs as root).
+output where it was written. uid 10001 is granted rwx on `tmp_path` and on everything later
+created under it (localcluster.storage; the test itself runs as root).
 """
 
 from __future__ import annotations
 
-import os
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,23 +23,9 @@ from kubernetes import client
 
 from collectjob_operator.manifests import WORKER_UID
 from localcluster.client import Cluster
+from localcluster.storage import claim_manifests, grant_rwx, volume_name, worker_mount
 
 CLAIM = "data"
-# POSIX ACL xattr layout (linux/posix_acl_xattr.h): a version, then (tag, perm, id) entries
-# sorted by tag; ids matter only for named users and groups.
-ACL_VERSION = 2
-USER_OBJ, USER, GROUP_OBJ, MASK, OTHER = 0x01, 0x02, 0x04, 0x10, 0x20
-NO_ID = 0xFFFFFFFF
-
-
-def grant_rwx(path: Path, uid: int) -> None:
-    """uid gets rwx on `path` and on whatever is created under it from now on."""
-    entries = [(USER_OBJ, 7, NO_ID), (USER, 7, uid), (GROUP_OBJ, 5, NO_ID), (MASK, 7, NO_ID)]
-    acl = struct.pack("<I", ACL_VERSION) + b"".join(
-        struct.pack("<HHI", tag, perm, ident) for tag, perm, ident in [*entries, (OTHER, 5, NO_ID)]
-    )
-    os.setxattr(path, "system.posix_acl_access", acl)
-    os.setxattr(path, "system.posix_acl_default", acl)
 
 
 @dataclass(frozen=True)
@@ -54,10 +38,7 @@ class DataVolume:
     @property
     def worker(self) -> dict[str, Any]:
         """The CollectJob `spec.worker` fields that mount it at its own path."""
-        return {
-            "volumes": [{"name": self.claim, "persistentVolumeClaim": {"claimName": self.claim}}],
-            "volumeMounts": [{"name": self.claim, "mountPath": str(self.path)}],
-        }
+        return worker_mount(self.claim, self.path)
 
     def into(self, worker: dict[str, Any] | None) -> dict[str, Any]:
         """`worker` (a CollectJob's spec.worker) with this volume added to its own volumes."""
@@ -73,32 +54,8 @@ def provide_data_volume(
     """Create the PersistentVolume of `path` and the claim that is bound to it; returns once
     the claim is Bound (the node mounts only bound claims, as a kubelet)."""
     grant_rwx(path, WORKER_UID)
-    storage = {"storage": "1Gi"}
-    volume = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {"name": f"{namespace}-{CLAIM}"},
-        "spec": {
-            "capacity": storage,
-            "accessModes": ["ReadWriteOnce"],
-            "persistentVolumeReclaimPolicy": "Retain",
-            "storageClassName": "",
-            "claimRef": {"namespace": namespace, "name": CLAIM},
-            "hostPath": {"path": str(path), "type": "Directory"},
-        },
-    }
-    claim = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {"name": CLAIM, "namespace": namespace},
-        "spec": {
-            "accessModes": ["ReadWriteOnce"],
-            "resources": {"requests": storage},
-            "storageClassName": "",
-            "volumeName": volume["metadata"]["name"],
-        },
-    }
-    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([volume, claim]))
+    manifests = claim_manifests(namespace, CLAIM, path)
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(manifests))
     wait_for(
         lambda: (
             core_api.read_namespaced_persistent_volume_claim(CLAIM, namespace).status.phase
@@ -113,9 +70,8 @@ def provide_data_volume(
 def remove_data_volume(cluster: Cluster, namespace: str) -> None:
     """The PersistentVolume outlives its namespace (Retain): delete it, without waiting for
     the claim's pods to go (its protection finalizer holds it until then)."""
-    cluster.kubectl(
-        "delete", "pv", f"{namespace}-{CLAIM}", "--ignore-not-found", "--wait=false", check=False
-    )
+    name = volume_name(namespace, CLAIM)
+    cluster.kubectl("delete", "pv", name, "--ignore-not-found", "--wait=false", check=False)
 
 
 @pytest.fixture

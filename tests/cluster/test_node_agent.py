@@ -23,7 +23,7 @@ from kubernetes import client
 
 from container_pods import IMAGE, SA_DIR, container_state
 from localcluster.client import Cluster
-from storage_fixtures import grant_rwx
+from localcluster.storage import grant_rwx
 
 Json = dict[str, Any]
 
