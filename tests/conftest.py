@@ -18,19 +18,19 @@ from kubernetes import client
 from localcluster.client import Cluster
 from localcluster.controlplane import ControlPlane
 from localcluster.image import build as build_image
+from localcluster.image import processors_image
+from localcluster.podsandbox import RUNTIME_LABEL
 
 # The operator fixtures serve the cluster tests and the benchmarks alike.
-pytest_plugins = ["operator_fixtures", "plugin_fixtures"]
+pytest_plugins = ["storage_fixtures", "operator_fixtures", "plugin_fixtures"]
 
 RESTRICTED = {
     "pod-security.kubernetes.io/enforce": "restricted",
     "pod-security.kubernetes.io/enforce-version": "latest",
 }
-# The local node runs pods in containers unless their namespace asks for the process runtime.
-# Most cluster tests read and write files in their own temp dirs (file:// sources and sinks
-# in namespaces where the restricted standard forbids hostPath volumes), so their namespaces
-# ask for processes; tests/cluster/test_containers*.py ask for containers.
-RUNTIME_LABEL = "local-node.collect.dev/runtime"
+# Every test namespace asks the local node for containers, whatever runtime the node defaults
+# to: the suite never runs a pod as a host process (the node's fallback).
+CONTAINERS = {RUNTIME_LABEL: "container"}
 
 
 def poll(predicate: Callable[[], Any], timeout: float = 30, message: str = "", interval=0.1) -> Any:
@@ -57,8 +57,10 @@ def wait_for() -> Callable[..., Any]:
 
 @pytest.fixture(scope="session")
 def cluster() -> Cluster:
-    # The project's image, for the pods that run in containers (built once, then reused).
+    # The project's image for every pod, and one with the example and test processors
+    # (built once, then reused).
     build_image()
+    processors_image()
     plane = ControlPlane()
     plane.ensure_up()
     cluster = Cluster(paths=plane.paths, server=plane.server)
@@ -83,12 +85,12 @@ def core_api(cluster: Cluster) -> client.CoreV1Api:
 @pytest.fixture
 def make_namespace(cluster: Cluster, core_api: client.CoreV1Api) -> Iterator[Callable[..., str]]:
     """Create namespaces (restricted Pod Security by default) that are deleted after the test;
-    their pods run as processes unless `runtime="container"`."""
+    their pods run in containers."""
     created: list[str] = []
 
-    def make(labels: dict[str, str] | None = None, runtime: str = "process") -> str:
+    def make(labels: dict[str, str] | None = None) -> str:
         name = f"t-{uuid.uuid4().hex[:8]}"
-        labels = {**(RESTRICTED if labels is None else labels), RUNTIME_LABEL: runtime}
+        labels = {**(RESTRICTED if labels is None else labels), **CONTAINERS}
         meta = client.V1ObjectMeta(name=name, labels=labels)
         core_api.create_namespace(client.V1Namespace(metadata=meta))
         created.append(name)

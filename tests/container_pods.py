@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from localcluster.client import Cluster
+from localcluster.containertools import run_tool, tool_env
 
 Json = dict[str, Any]
 IMAGE = "collectjob:dev"
@@ -24,6 +25,17 @@ RESTRICTED_CONTAINER = {
     "capabilities": {"drop": ["ALL"]},
     "seccompProfile": {"type": "RuntimeDefault"},
 }
+
+
+def container_state(container_id: str) -> str | None:
+    """podman's state of a pod's container (`running`, `exited`...) from the containerID the
+    node reports, or None once the container is gone (the node removes it after its exit)."""
+    assert container_id.startswith("podman://"), container_id
+    name = container_id.removeprefix("podman://")
+    found = run_tool(
+        ["podman", "inspect", "--format", "{{.State.Status}}", name], tool_env(), check=False
+    )
+    return found.stdout.strip() if found.returncode == 0 else None
 
 
 def python_pod(name: str, script: str, restart: str = "Never", **spec: Any) -> Json:

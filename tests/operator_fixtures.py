@@ -1,10 +1,11 @@
 """Fixtures for the operator's tests on the real local cluster.
 
 `operator` runs `collectjob-operator` as a local process, scoped to the test's namespace
-and handed the local kubeconfig explicitly. `collectjob` writes a small CSV into a temp
-dir and applies a CollectJob reading it with file:// (worker pods are local processes
-on this machine, so the path is theirs too). Set CJ_OPERATOR_DEBUG=1 to run the operator
-with debug logging; its log is printed when a test fails.
+and handed the local kubeconfig explicitly. `collectjob` writes a small CSV into the test's
+temp dir and applies a CollectJob reading it with file://; its worker runs in a container
+that mounts the temp dir at its own path (storage_fixtures.py), so the path is its too.
+Set CJ_OPERATOR_DEBUG=1 to run the operator with debug logging; its log is printed when a
+test fails.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from collectjob_api.contract import CHECKPOINT_KEY, ENV_URL_ALLOWLIST, MIN_CHUNK
 from localcluster.client import Cluster
 from localcluster.controlplane import free_port
 from localcluster.paths import REPO_ROOT as ROOT
+from storage_fixtures import DataVolume
 
 CRDS = ROOT / "crds"
 OPERATOR_BIN = Path(sys.executable).parent / "collectjob-operator"
@@ -238,9 +240,10 @@ class JobHandle:
 
 @pytest.fixture
 def collectjob(
-    cluster: Cluster, namespace: str, crd: None, tmp_path: Path
+    cluster: Cluster, namespace: str, crd: None, tmp_path: Path, data_volume: DataVolume
 ) -> Callable[..., JobHandle]:
-    """Apply a CollectJob over a fresh CSV of `rows` rows; `spec` overrides the spec."""
+    """Apply a CollectJob over a fresh CSV of `rows` rows; `spec` overrides the spec, and
+    the worker mounts the test's temp dir whatever `spec` says of the worker."""
 
     def make(
         name: str = "orders", rows: int = 2000, base: dict[str, Any] | None = None, **spec: Any
@@ -258,6 +261,7 @@ def collectjob(
         }
         body["metadata"] = {"name": name, "namespace": namespace}
         body["spec"] = {**body["spec"], **spec}
+        body["spec"]["worker"] = data_volume.into(body["spec"].get("worker"))
         for key, url in (("source", f"file://{source}"), ("sink", f"file://{sink}")):
             body["spec"][key] = {"url": url, **body["spec"].get(key, {})}
             if key not in spec:  # a sample's own URLs point at its machine: use the temp files

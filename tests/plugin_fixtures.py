@@ -14,6 +14,7 @@ import pytest
 from collectjob_api.client import CollectJobClient, Job
 from localcluster.client import Cluster
 from operator_fixtures import write_csv
+from storage_fixtures import DataVolume
 
 PLUGIN = Path(sys.executable).parent / "kubectl-collectjob"
 
@@ -43,10 +44,10 @@ def jobs_api(cluster: Cluster) -> Iterator[CollectJobClient]:
 
 @pytest.fixture
 def jobs(
-    jobs_api: CollectJobClient, namespace: str, crd: None, tmp_path: Path
+    jobs_api: CollectJobClient, namespace: str, crd: None, tmp_path: Path, data_volume: DataVolume
 ) -> Callable[..., Job]:
     """Submit a job over a fresh CSV through the client, labelled client pipeline-a and
-    the given request."""
+    the given request; its worker mounts the test's temp dir (storage_fixtures.py)."""
 
     def submit(name: str, rows: int = 2000, request: str = "r-1", **spec: Any) -> Job:
         data = tmp_path / name
@@ -58,6 +59,7 @@ def jobs(
             "chunkBytes": 1 << 20,
             **spec,
         }
+        body["worker"] = data_volume.into(spec.get("worker"))
         return jobs_api.submit(namespace, name, body, client_name="pipeline-a", request=request)
 
     return submit

@@ -5,9 +5,9 @@ The operator and the worker run in containers from the image `make image` built 
 console runs on the host, on loopback). The sample manifest is
 deploy/samples/collectjob.yaml; its source and sink URLs are pointed at a CSV of collected
 survey responses generated here, in `.demo/`, which the worker's container mounts at the
-same path (a hostPath volume, so the demo namespace only warns about the restricted
-standard instead of enforcing it; the worker still runs restricted: uid 10001, read-only
-root, no capabilities). Its sink directory is writable by uid 10001.
+same path from a claim bound to a hostPath PersistentVolume of `.demo/`
+(localcluster.storage: the operator's admission policy refuses hostPath volumes in worker
+pods, and the demo namespace enforces the restricted standard). uid 10001 may write there.
 It is throttled (spec.throttle.bytesPerSecond) so that it runs for about DEMO_SECONDS:
 time enough to watch it, suspend it and resume it with the printed commands.
 """
@@ -23,13 +23,16 @@ from pathlib import Path
 
 import yaml
 
+from collectjob_operator.manifests import WORKER_UID
 from localcluster.client import Cluster
 from localcluster.controlplane import ControlPlane, free_port, wait_until
 from localcluster.paths import REPO_ROOT
+from localcluster.storage import claim_manifests, grant_rwx, worker_mount
 
 DEMO_DIR = REPO_ROOT / ".demo"
 DEMO_NAMESPACE = "collectjob-demo"
 DEMO_JOB = "responses"
+DEMO_CLAIM = "demo-data"
 DEMO_ROWS = 3_000_000
 DEMO_SECONDS = 180
 DEMO_USER = "demo-user"
@@ -76,10 +79,8 @@ def demo_job_manifest(source: Path, sink: Path, data_dir: Path = DEMO_DIR) -> di
     job["spec"]["source"]["url"] = source.as_uri()
     job["spec"]["sink"]["url"] = sink.as_uri()
     worker = job["spec"].setdefault("worker", {})
-    volume = {"name": "demo-data", "hostPath": {"path": str(data_dir), "type": "Directory"}}
-    worker["volumes"] = [*worker.get("volumes", []), volume]
-    mount = {"name": "demo-data", "mountPath": str(data_dir)}
-    worker["volumeMounts"] = [*worker.get("volumeMounts", []), mount]
+    for key, items in worker_mount(DEMO_CLAIM, data_dir).items():
+        worker[key] = [*worker.get(key, []), *items]
     job["spec"]["throttle"] = {"bytesPerSecond": max(1024, source.stat().st_size // DEMO_SECONDS)}
     return dict(job)
 
@@ -126,16 +127,18 @@ def run_demo(plane: ControlPlane) -> int:
         shutil.rmtree(sink)
     # The worker (uid 10001 in its container) creates the sink directory here.
     (DEMO_DIR / "out").mkdir(exist_ok=True)
-    (DEMO_DIR / "out").chmod(0o777)
+    grant_rwx(DEMO_DIR, WORKER_UID)
+    grant_rwx(DEMO_DIR / "out", WORKER_UID)
     namespace = {
         "apiVersion": "v1",
         "kind": "Namespace",
         "metadata": {
             "name": DEMO_NAMESPACE,
-            "labels": {"pod-security.kubernetes.io/warn": "restricted"},
+            "labels": {"pod-security.kubernetes.io/enforce": "restricted"},
         },
     }
-    manifest = yaml.safe_dump_all([namespace, demo_job_manifest(source, sink)])
+    claim = claim_manifests(DEMO_NAMESPACE, DEMO_CLAIM, DEMO_DIR)
+    manifest = yaml.safe_dump_all([namespace, *claim, demo_job_manifest(source, sink)])
     print(f">> applying the sample CollectJob {DEMO_NAMESPACE}/{DEMO_JOB}")
     cluster.kubectl("apply", "-f", "-", input=manifest)
 

@@ -13,6 +13,11 @@ Three cached steps, each keyed by what it is made from, so a second run reuses t
      the wheelhouse, the Dockerfile and the sources, recorded as a label on the image.
 The image is exported as an OCI archive (.cluster/images/collectjob.oci.tar).
 
+`processors_image()` builds `localhost/collectjob-processors:dev` on top of it, for the
+cluster tests: the example processor and the tests' own processors (tests/support), whose
+wheels are unpacked into the venv's site-packages (pure-Python wheels; the image has no
+pip), which is all a processor's entry point needs to be found.
+
 Elsewhere, `python -m localcluster.image --context-only` prepares build/image/ and any
 builder can run `docker build -f Dockerfile build/image` with the default BASE.
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -34,6 +40,9 @@ from localcluster.containertools import RUNC, ensure_tools, run_tool, tool_env
 from localcluster.paths import CACHE_DIR, REPO_ROOT, ClusterPaths
 
 IMAGE = "localhost/collectjob:dev"
+PROCESSORS_IMAGE = "localhost/collectjob-processors:dev"
+PROCESSOR_PROJECTS = (REPO_ROOT / "examples" / "processor", REPO_ROOT / "tests" / "support")
+SITE_PACKAGES = "/opt/venv/lib/python3.11/site-packages"
 BASE_REPO = "localhost/collectjob-base"
 KEY_LABEL = "dev.collectjob.build-key"
 SUITE = "bookworm"
@@ -104,8 +113,12 @@ def tree_digest(root: Path, dirs: Iterable[str], files: Iterable[str]) -> str:
     return digest(part for p in paths for part in (str(p.relative_to(root)), p.read_bytes()))
 
 
+STARTED = time.monotonic()
+
+
 def log(message: str) -> None:
-    print(f">> {message}", file=sys.stderr, flush=True)
+    """A step, with the seconds since the build started (each step's cost, cold or warm)."""
+    print(f">> [{time.monotonic() - STARTED:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
 def image_label(env: Mapping[str, str], image: str) -> str | None:
@@ -259,6 +272,7 @@ def export_archive(env: Mapping[str, str], key: str, archive: Path) -> None:
     stamp = archive.with_suffix(".key")
     if archive.exists() and stamp.exists() and stamp.read_text() == key:
         return
+    log(f"exporting the image as an OCI archive, {archive}")
     archive.parent.mkdir(parents=True, exist_ok=True)
     archive.unlink(missing_ok=True)
     run_tool(["buildah", "push", "--quiet", IMAGE, f"oci-archive:{archive}:collectjob:dev"], env)
@@ -280,32 +294,70 @@ def build(context_only: bool = False, paths: ClusterPaths | None = None) -> str:
     if image_label(env, IMAGE) != key:
         context = build_context(house)
         log(f"building {IMAGE} from the Dockerfile on {base}")
-        run_tool(
-            [
-                "buildah",
-                "bud",
-                "--isolation",
-                "oci",
-                "--runtime",
-                RUNC,
-                "--network",
-                "none",
-                "--layers",
-                "--build-arg",
-                f"BASE={base}",
-                "--label",
-                f"{KEY_LABEL}={key}",
-                "-f",
-                str(REPO_ROOT / "Dockerfile"),
-                "-t",
-                IMAGE,
-                str(context),
-            ],
-            env,
-            timeout=1200,
-        )
+        _bud(env, REPO_ROOT / "Dockerfile", context, IMAGE, key, "--build-arg", f"BASE={base}")
     export_archive(env, key, paths.images / "collectjob.oci.tar")
     return IMAGE
+
+
+def _bud(
+    env: Mapping[str, str], containerfile: Path, context: Path, tag: str, key: str, *args: str
+) -> None:
+    """buildah bud with runc, no network, cached layers, and the build key as a label."""
+    run_tool(
+        [
+            "buildah",
+            "bud",
+            "--isolation",
+            "oci",
+            "--runtime",
+            RUNC,
+            "--network",
+            "none",
+            "--layers",
+            *args,
+            "--label",
+            f"{KEY_LABEL}={key}",
+            "-f",
+            str(containerfile),
+            "-t",
+            tag,
+            str(context),
+        ],
+        env,
+        timeout=1200,
+    )
+
+
+def processors_image() -> str:
+    """The project's image plus the example and test processors (see the module docstring);
+    rebuilt when the project's image or the processors' sources change."""
+    env = tool_env()
+    base_key = image_label(env, IMAGE)
+    if base_key is None:
+        raise RuntimeError(f"{IMAGE} is not built (make image)")
+    sources = [tree_digest(p, ("src",), ("pyproject.toml",)) for p in PROCESSOR_PROJECTS]
+    key = digest([base_key, *sources])
+    if image_label(env, PROCESSORS_IMAGE) == key:
+        return PROCESSORS_IMAGE
+    context = CONTEXT.parent / "processors"
+    shutil.rmtree(context, ignore_errors=True)
+    context.mkdir(parents=True)
+    for project in PROCESSOR_PROJECTS:
+        subprocess.run(
+            [str(VENV / "uv"), "build", "-q", "--wheel", "--out-dir", str(context), str(project)],
+            check=True,
+        )
+    unpack = (
+        "import glob, zipfile; "
+        f"[zipfile.ZipFile(w).extractall({SITE_PACKAGES!r}) for w in glob.glob('/wheels/*.whl')]"
+    )
+    (context / "Containerfile").write_text(
+        f"FROM {IMAGE}\nUSER 0\nCOPY *.whl /wheels/\n"
+        f"RUN {json.dumps(['python3', '-c', unpack])}\nUSER 10001:10001\n"
+    )
+    log(f"building {PROCESSORS_IMAGE} on {IMAGE}")
+    _bud(env, context / "Containerfile", context, PROCESSORS_IMAGE, key)
+    return PROCESSORS_IMAGE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -316,10 +368,9 @@ def main(argv: list[str] | None = None) -> int:
         help="only prepare build/image/ (wheels) for another builder; print its path",
     )
     args = parser.parse_args(argv)
-    start = time.monotonic()
     image = build(args.context_only)
     if not args.context_only:
-        log(f"{image} ready in {time.monotonic() - start:.1f}s")
+        log(f"{image} ready")
     return 0
 
 

@@ -200,7 +200,7 @@ class NodeApi:
             if not _absent(e):
                 raise
 
-    # What a pod's containers need: identity, ConfigMaps and Secrets.
+    # What a pod's containers need: identity, ConfigMaps, Secrets and claimed volumes.
 
     def account_automount(self, namespace: str, name: str) -> bool | None:
         account = self._read(self.core.read_namespaced_service_account, name, namespace)
@@ -252,6 +252,14 @@ class NodeApi:
             key: base64.b64decode(value).decode(errors="replace")
             for key, value in (found.get("data") or {}).items()
         }
+
+    def persistent_volume_claim(self, namespace: str, name: str) -> dict[str, Any] | None:
+        found = self._read(self.core.read_namespaced_persistent_volume_claim, name, namespace)
+        return None if found is None else dict(found)
+
+    def persistent_volume(self, name: str) -> dict[str, Any] | None:
+        found = self._read(self.core.read_persistent_volume, name)
+        return None if found is None else dict(found)
 
     def event(self, pod: Pod, kind: str, reason: str, message: str) -> None:
         """Record an Event on the pod, as a kubelet does; best effort, never raises."""

@@ -14,7 +14,10 @@ What a kubelet with a CRI runtime does, and this does too:
     (Unconfined when unset, as a kubelet without --seccomp-default), supplementalGroups;
   - resources.limits.memory as podman's --memory (and --memory-swap); an OOM kill is
     reported as OOMKilled, from podman or else from the kernel's record (oomrecord.py);
-  - an image missing from the local store is ErrImagePull: nothing is ever pulled.
+  - an image missing from the local store is ErrImagePull: nothing is ever pulled;
+  - a container that never started (its command not found, a missing workingDir) is a
+    StartError with podman's message, never the exit code 0 that podman inspect shows for
+    a container it created but could not start.
 What it does not: networking is the host's (never a bridge, which would change the host's
 firewall), so pods share the host's loopback; the pod IP is a loopback address of its own.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import signal
 import subprocess
 import time
@@ -51,6 +55,8 @@ POD_UID_LABEL = "io.kubernetes.pod.uid"
 # Variables podman itself reads: a pod's value for them goes on the command line instead.
 PODMAN_OWN_ENV = ("PATH", "HOME", "TMPDIR", "CONTAINERS_", "XDG_", "BUILDAH_", "LANG", "LC_")
 RUN_TIMEOUT = 60
+# The states of a container podman created but never started.
+NEVER_STARTED = ("created", "configured", "initialized")
 
 
 class ImageMissing(Exception):
@@ -180,7 +186,9 @@ class PodmanContainer:
         image_id: str,
         log_path: Path,
         tool_env: Mapping[str, str],
+        log_offset: int,
     ) -> None:
+        """`log_offset`: the log's size when podman started, where its own output begins."""
         self.popen = popen
         self.name = name
         self.log_path = log_path
@@ -190,6 +198,8 @@ class PodmanContainer:
         self.container_id = f"podman://{name}"
         self.image_id = image_id
         self.oom_killed = False
+        self.start_error = ""
+        self._log_offset = log_offset
         self._stopper: subprocess.Popen[bytes] | None = None
 
     @property
@@ -205,6 +215,10 @@ class PodmanContainer:
         if returncode is None:
             return None
         container_id, state = self._inspect()
+        if state.get("Status") in NEVER_STARTED:
+            self.start_error = self._podman_error() or (
+                f"podman run exited {returncode} before the container started"
+            )
         code = int(state.get("ExitCode", returncode)) if state else returncode
         self.oom_killed = bool(state.get("OOMKilled")) or (
             code == 137 and oom_killed_by_kernel(container_id)
@@ -213,6 +227,14 @@ class PodmanContainer:
         suffix = " (OOMKilled)" if self.oom_killed else ""
         append_log(self.log_path, f"container {self.name} exited with code {code}{suffix}")
         return code
+
+    def _podman_error(self) -> str:
+        """podman's own `Error: ...` line, from what it wrote to the log since this start."""
+        with self.log_path.open("rb") as log:
+            log.seek(self._log_offset)
+            lines = log.read().decode(errors="replace").splitlines()
+        errors = [line.removeprefix("Error: ") for line in lines if line.startswith("Error: ")]
+        return errors[-1] if errors else ""
 
     def _inspect(self) -> tuple[str, dict[str, Any]]:
         """The container's full id and its final state ({} if podman no longer has it)."""
@@ -233,10 +255,11 @@ class PodmanContainer:
             )
 
     def stop(self, grace: float) -> None:
-        """`podman stop -t GRACE`: SIGTERM, SIGKILL once the grace period is over."""
+        """`podman stop -t GRACE`: SIGTERM, SIGKILL once the grace period is over (whole
+        seconds for podman, rounded up: the grace period is never cut short)."""
         if self.popen.poll() is None and self._stopper is None:
             self._stopper = subprocess.Popen(
-                ["podman", "stop", "--ignore", f"--time={max(0, round(grace))}", self.name],
+                ["podman", "stop", "--ignore", f"--time={max(0, math.ceil(grace))}", self.name],
                 env=dict(self.tool_env),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -293,6 +316,7 @@ class PodmanRuntime:
         run_tool(["podman", "rm", "--force", "--ignore", name], self.tool_env, check=False)
         process_env = {**self.tool_env, **{k: v for k, v in env.items() if not _own(k)}}
         append_log(log_path, header)
+        offset = log_path.stat().st_size
         with log_path.open("ab") as out:
             popen = subprocess.Popen(
                 argv,
@@ -302,7 +326,7 @@ class PodmanRuntime:
                 stderr=out,
                 start_new_session=True,
             )
-        return PodmanContainer(popen, name, info.id, log_path, self.tool_env)
+        return PodmanContainer(popen, name, info.id, log_path, self.tool_env, offset)
 
     def remove_leftovers(self, grace: float) -> list[str]:
         """Stop and remove the containers a previous agent of this node left running: only

@@ -37,6 +37,8 @@ class RunningContainer(Protocol):
     container_id: str
     image_id: str
     oom_killed: bool
+    start_error: str
+    """Why the container never started (set once poll() returned), else empty."""
 
     def ran_for(self) -> float: ...
 
@@ -108,6 +110,7 @@ class ContainerProcess:
         self.container_id = f"local://{popen.pid}"
         self.image_id = f"local://{executable}"
         self.oom_killed = False
+        self.start_error = ""
         self.started_at = datetime.now(UTC)
         self.started_monotonic = time.monotonic()
         pidfile_module.write(pidfile, popen.pid)

@@ -112,7 +112,7 @@ class PodSandbox:
         self.hand_token: bool | None = None
         self.token_refresh_at: datetime | None = None
         self.runtime: str | None = None
-        self.volumes = VolumeMaker(self.dir / "volumes", api, api.request_token)
+        self.volumes = VolumeMaker(self.dir / "volumes", api, api, api.request_token)
         self.mounts = VolumeSet()
 
     def prepare(self, pod: Pod) -> None:

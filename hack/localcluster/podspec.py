@@ -199,8 +199,9 @@ class ProjectedSource:
 
 @dataclass(frozen=True)
 class Volume:
-    """A pod volume as the local node sees it: a host path, an emptyDir, files made from
-    ConfigMaps, Secrets, the downward API and ServiceAccount tokens, or something ignored."""
+    """A pod volume as the local node sees it: a host path, an emptyDir, a
+    PersistentVolumeClaim, files made from ConfigMaps, Secrets, the downward API and
+    ServiceAccount tokens, or something ignored."""
 
     name: str
     host_path: str | None = None
@@ -208,10 +209,13 @@ class Volume:
     empty_dir: bool = False
     sources: tuple[ProjectedSource, ...] = ()
     default_mode: int = 0o644
+    claim_name: str | None = None
+    read_only: bool = False
 
     @classmethod
     def parse(cls, raw: Json) -> Volume:
         host = raw.get("hostPath")
+        claim = raw.get("persistentVolumeClaim")
         sources: tuple[ProjectedSource, ...] = ()
         mode = 0o644
         for kind, name_key in (("configMap", "name"), ("secret", "secretName")):
@@ -235,6 +239,8 @@ class Volume:
             empty_dir="emptyDir" in raw,
             sources=sources,
             default_mode=mode,
+            claim_name=claim["claimName"] if claim else None,
+            read_only=bool((claim or {}).get("readOnly")),
         )
 
 

@@ -1,8 +1,11 @@
 """A pod's volumes as files on the node, for containers to mount (the container runtime).
 
 Each volume is a directory of its own under the pod's directory (volumes/<name>), except
-hostPath, which is the host's path itself:
+hostPath and persistentVolumeClaim, which are host paths themselves:
   - emptyDir: an empty directory, mode 0777 as a kubelet makes it (group fsGroup if set);
+  - persistentVolumeClaim: the path of the PersistentVolume the claim is bound to, which must
+    be a hostPath or local volume (node-local storage, the only kind this node has); the
+    claim must be Bound, as a kubelet requires, and `readOnly` mounts it read-only;
   - configMap, secret: one file per key (or per listed item), mode defaultMode;
   - projected: the files of its sources: configMap, secret, the downward API and a
     ServiceAccount token from the TokenRequest API, bound to the pod. This is how the
@@ -21,6 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
+from typing import Any, Protocol
 
 from localcluster.podcontainer import Mount
 from localcluster.podenv import ObjectSource, PodPlacement, field_value
@@ -36,12 +40,49 @@ class VolumeError(Exception):
     """A volume the node cannot make; the message names the volume and what is missing."""
 
 
+class ClaimSource(Protocol):
+    """Reads PersistentVolumeClaims and PersistentVolumes as the API's JSON; None if absent."""
+
+    def persistent_volume_claim(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
+
+    def persistent_volume(self, name: str) -> Mapping[str, Any] | None: ...
+
+
 @dataclass
 class VolumeSet:
-    """The host directories of a pod's volumes, and when each token must be renewed."""
+    """The host directories of a pod's volumes (and which are read-only whatever the mount
+    says), and when each token must be renewed."""
 
     paths: dict[str, Path] = field(default_factory=dict)
+    read_only: set[str] = field(default_factory=set)
     token_due: dict[tuple[str, str], datetime] = field(default_factory=dict)
+
+
+def claimed_path(volume: str, namespace: str, claim: str, source: ClaimSource) -> Path:
+    """The host directory of the PersistentVolume `claim` is bound to (hostPath or local)."""
+    pvc = source.persistent_volume_claim(namespace, claim)
+    if pvc is None:
+        raise VolumeError(f'volume {volume}: persistentvolumeclaim "{claim}" not found')
+    bound_to = (pvc.get("spec") or {}).get("volumeName")
+    if (pvc.get("status") or {}).get("phase") != "Bound" or not bound_to:
+        raise VolumeError(f'volume {volume}: persistentvolumeclaim "{claim}" is not bound')
+    pv = source.persistent_volume(bound_to)
+    if pv is None:
+        raise VolumeError(f'volume {volume}: persistentvolume "{bound_to}" not found')
+    spec = pv.get("spec") or {}
+    ref = spec.get("claimRef") or {}
+    if (ref.get("namespace"), ref.get("name")) != (namespace, claim):
+        raise VolumeError(f'volume {volume}: persistentvolume "{bound_to}" is not bound to it')
+    node_local = spec.get("hostPath") or spec.get("local")
+    if not node_local:
+        raise VolumeError(
+            f'volume {volume}: persistentvolume "{bound_to}" is not a hostPath or local '
+            "volume, the only storage the local node has"
+        )
+    path = Path(node_local["path"])
+    if not path.is_dir():
+        raise VolumeError(f'volume {volume}: {path} of persistentvolume "{bound_to}" is missing')
+    return path
 
 
 def write_atomic(path: Path, data: bytes, mode: int, gid: int | None) -> None:
@@ -90,9 +131,16 @@ def _object_files(
 class VolumeMaker:
     """Makes and refreshes the volumes of one pod under `root` (the pod's volumes/ dir)."""
 
-    def __init__(self, root: Path, objects: ObjectSource, request_token: RequestToken) -> None:
+    def __init__(
+        self,
+        root: Path,
+        objects: ObjectSource,
+        claims: ClaimSource,
+        request_token: RequestToken,
+    ) -> None:
         self.root = root
         self.objects = objects
+        self.claims = claims
         self.request_token = request_token
         self.made = VolumeSet()
 
@@ -101,6 +149,12 @@ class VolumeMaker:
         for volume in pod.volumes:
             if volume.host_path is not None:
                 self.made.paths[volume.name] = Path(volume.host_path)
+                continue
+            if volume.claim_name is not None:
+                path = claimed_path(volume.name, pod.namespace, volume.claim_name, self.claims)
+                self.made.paths[volume.name] = path
+                if volume.read_only:
+                    self.made.read_only.add(volume.name)
                 continue
             path = self.root / volume.name
             path.mkdir(parents=True, exist_ok=True)
@@ -176,5 +230,6 @@ def container_mounts(spec: Container, volumes: VolumeSet) -> list[Mount]:
         if mount.sub_path:
             source = source / safe_relative(mount.sub_path, mount.name)
             source.mkdir(parents=True, exist_ok=True)
-        mounts.append(Mount(source, mount.mount_path, mount.read_only))
+        read_only = mount.read_only or mount.name in volumes.read_only
+        mounts.append(Mount(source, mount.mount_path, read_only))
     return mounts

@@ -339,7 +339,12 @@ class PodWorker:
             return
         slot.process = None
         log.info("pod %s: container %s exited with code %d", pod.key, slot.spec.name, code)
-        end = exited(code, process.started_at, utcnow(), process.oom_killed)
+        now = utcnow()
+        if process.start_error:
+            end = Terminated(*START_ERROR, now, now, process.start_error)
+            self._warn("Failed", f"Error: {process.start_error}")
+        else:
+            end = exited(code, process.started_at, now, process.oom_killed)
         self._exited(slot, pod, end, process.ran_for(), restart)
 
     def _exited(self, slot: Slot, pod: Pod, end: Terminated, ran_for: float, restart: bool) -> None:

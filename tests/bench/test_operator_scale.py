@@ -9,8 +9,9 @@ client threads; then, for each side in turn:
   committed, worker gone; Jobs: pods deleted);
 - operator RSS and CPU seconds (from /proc) with N jobs;
 - delete all, until every object and every child of it is gone.
-The peer's Jobs run `sleep` (images are ignored by the local node); ours run the real worker
-over a shared CSV. Results are printed and written to .bench/operator_scale.json.
+The peer's Jobs sleep in a container of the project's image; ours run the real worker over
+a shared CSV, mounted from the test's data volume (storage_fixtures.py). Results are printed
+and written to .bench/operator_scale.json.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from typing import Any
 
 from kubernetes import client
 
+from container_pods import IMAGE
 from localcluster.paths import REPO_ROOT as ROOT
 from operator_fixtures import write_csv
+from storage_fixtures import DataVolume
 
 JOBS = int(os.environ.get("CJ_SCALE_JOBS", "1000"))
 RESUMES = 20
@@ -66,7 +69,9 @@ def proc_usage(pid: int) -> tuple[float, float]:
     return rss_kb / 1024, (int(fields[11]) + int(fields[12])) / ticks
 
 
-def bench_ours(cluster, namespace: str, operator, tmp_path: Path) -> dict[str, Any]:
+def bench_ours(
+    cluster, namespace: str, operator, tmp_path: Path, data_volume: DataVolume
+) -> dict[str, Any]:
     api = cluster.api_client()
     custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
     source = write_csv(tmp_path / "shared.csv", 300_000)
@@ -81,6 +86,7 @@ def bench_ours(cluster, namespace: str, operator, tmp_path: Path) -> dict[str, A
                 "sink": {"url": f"file://{tmp_path}/out-{i}", "format": "jsonl"},
                 "chunkBytes": 65536,
                 "suspend": True,
+                "worker": data_volume.worker,
             },
         }
 
@@ -169,8 +175,9 @@ def bench_job_controller(cluster, namespace: str) -> dict[str, Any]:
     def body(i: int) -> dict[str, Any]:
         container = {
             "name": "w",
-            "image": "busybox",
-            "command": ["sleep", "600"],
+            "image": IMAGE,
+            "imagePullPolicy": "Never",
+            "command": ["python3", "-c", "import time; time.sleep(600)"],
             "securityContext": context,
         }
         return {
@@ -248,9 +255,9 @@ def bench_job_controller(cluster, namespace: str) -> dict[str, Any]:
 
 
 def test_operator_at_scale_against_the_job_controller(
-    cluster, operator, namespace, make_namespace, tmp_path
+    cluster, operator, namespace, make_namespace, tmp_path, data_volume
 ):
-    ours = bench_ours(cluster, namespace, operator, tmp_path)
+    ours = bench_ours(cluster, namespace, operator, tmp_path, data_volume)
     peer = bench_job_controller(cluster, make_namespace({}))
     ratios = {k: ours[k] / peer[k] for k in peer if peer[k]}
     report = {

@@ -153,7 +153,7 @@ def console(users: Users, namespace: str, tmp_path: Path, wait_for) -> Iterator[
 
 
 @pytest.fixture
-def running_job(cluster: Cluster, namespace: str, operator, tmp_path: Path, wait_for):
+def running_job(cluster: Cluster, namespace: str, operator, tmp_path: Path, data_volume, wait_for):
     """A job throttled to run for about a minute, so there is time to watch and act."""
     source = write_csv(tmp_path / "input.csv", 20_000)
     body = {
@@ -169,6 +169,7 @@ def running_job(cluster: Cluster, namespace: str, operator, tmp_path: Path, wait
             "sink": {"url": (tmp_path / "out").as_uri(), "format": "jsonl"},
             "chunkBytes": 1 << 20,
             "throttle": {"bytesPerSecond": 8192},
+            "worker": data_volume.worker,
         },
     }
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))

@@ -1,9 +1,8 @@
 """Pods in real containers: podman + runc from the project's image, on the local node.
 
-Every namespace here asks the node for the container runtime, so what runs is what a
-cluster runs: the image built by `make image`, its user, a read-only root, dropped
-capabilities, mounted volumes, the projected ServiceAccount token, a memory cgroup, and
-PID 1 signal handling.
+As every pod of the suite, these run what a cluster runs: the image built by `make image`,
+its user, a read-only root, dropped capabilities, mounted volumes, the projected
+ServiceAccount token, a memory cgroup, and PID 1 signal handling.
 """
 
 from __future__ import annotations
@@ -17,12 +16,6 @@ import pytest
 
 from container_pods import SA_DIR, Json, Pods, python_pod
 from localcluster.client import Cluster
-
-
-@pytest.fixture
-def namespace(make_namespace: Callable[..., str]) -> str:
-    """A restricted namespace whose pods run in containers (the operator fixtures use it)."""
-    return str(make_namespace(runtime="container"))
 
 
 @pytest.fixture
@@ -204,3 +197,13 @@ def test_an_image_missing_from_the_store_is_err_image_pull(pods: Pods) -> None:
 
 
 PULL_REASONS = ("ErrImagePull", "ImagePullBackOff")
+
+
+def test_a_command_missing_from_the_image_is_a_start_error_not_a_success(pods: Pods) -> None:
+    manifest = python_pod("typo", "unused")
+    manifest["spec"]["containers"][0]["command"] = ["collectjob-wroker", "run"]
+    pods.apply(manifest)
+    status = pods.wait_phase("typo", "Failed")
+    terminated = status["containerStatuses"][0]["state"]["terminated"]
+    assert (terminated["exitCode"], terminated["reason"]) == (128, "StartError")
+    assert 'exec: "collectjob-wroker": executable file not found' in terminated["message"]

@@ -1,18 +1,14 @@
 """The worker in a real container, driven by the operator: suspended and resumed.
 
-The job's CSV and its sink are host files, mounted into the worker's container at their own
-paths with a hostPath volume, so the namespace is not restricted (hostPath needs the
-privileged standard); the worker still runs as the operator builds it: uid 10001, read-only
-root, no capabilities.
+The job's CSV and its sink are in the test's temp dir, which the worker's container mounts
+from a PersistentVolumeClaim at its own path (storage_fixtures.py), in a namespace that
+enforces the restricted standard; the worker runs as the operator builds it: uid 10001,
+read-only root, no capabilities.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from pathlib import Path
-
-import pytest
 
 from container_pods import Pods
 
@@ -23,42 +19,11 @@ LONG_ROWS = 60000
 THROTTLE = 32 * 1024
 
 
-@pytest.fixture
-def namespace(make_namespace: Callable[..., str]) -> str:
-    """Containers that may mount host paths (the operator fixtures use this namespace)."""
-    return str(make_namespace({"pod-security.kubernetes.io/warn": "restricted"}, "container"))
-
-
-@pytest.fixture
-def pods(cluster, namespace: str, wait_for) -> Pods:
-    return Pods(cluster, namespace, wait_for)
-
-
-@pytest.fixture
-def shared_dir(tmp_path: Path) -> Iterator[Path]:
-    """A host directory the container user (10001) may write, mounted at its own path."""
-    tmp_path.chmod(0o777)
-    yield tmp_path
-
-
 def test_worker_in_a_container_suspends_and_resumes_with_exact_output(
-    operator, collectjob, shared_dir: Path, pods: Pods, wait_for
+    cluster, namespace: str, operator, collectjob, wait_for
 ) -> None:
-    sink = shared_dir / "sink"
-    sink.mkdir(mode=0o777)
-    sink.chmod(0o777)
-    volume = {"name": "data", "hostPath": {"path": str(shared_dir), "type": "Directory"}}
-    worker = {
-        "volumes": [volume],
-        "volumeMounts": [{"name": "data", "mountPath": str(shared_dir)}],
-    }
-    job = collectjob(
-        rows=LONG_ROWS,
-        worker=worker,
-        sink={"url": f"file://{sink}", "format": "jsonl"},
-        throttle={"bytesPerSecond": THROTTLE},
-    )
-    job.sink = sink
+    pods = Pods(cluster, namespace, wait_for)
+    job = collectjob(rows=LONG_ROWS, throttle={"bytesPerSecond": THROTTLE})
     pod = wait_for(job.running_pod, timeout=120, message="a running worker pod")
     assert pod["status"]["containerStatuses"][0]["containerID"].startswith("podman://")
     wait_for(

@@ -1,8 +1,9 @@
 """The local node really runs pods: env, identity, RBAC, restarts, exit codes and deletion.
 
-Every pod here runs `python -c SCRIPT` (python from the venv, the agent's --bin-dir) in a
+Every pod here runs `python3 -c SCRIPT` in a container of the project's image, in a
 namespace that enforces the restricted Pod Security Standard. Pods report what they saw by
-patching a ConfigMap with their own ServiceAccount token, which also proves the token works.
+patching a ConfigMap with the ServiceAccount token projected into their container, which
+also proves the token works.
 """
 
 from __future__ import annotations
@@ -10,17 +11,19 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import sys
 import textwrap
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from kubernetes import client
 
+from container_pods import IMAGE, SA_DIR, container_state
 from localcluster.client import Cluster
+from localcluster.storage import grant_rwx
 
 Json = dict[str, Any]
 
@@ -33,11 +36,13 @@ CONTAINER_SECURITY = {
 }
 FINALIZER = "collectjob.test/hold"
 
-# Imported by the scripts that talk to the API: a client built from the pod's own kubeconfig.
+# Imported by the scripts that talk to the API: an in-cluster client (projected token, and
+# the API server's address from KUBERNETES_SERVICE_HOST/PORT).
 CLIENT = """
 import json, os, signal, sys, time
 from kubernetes import client, config
-api = client.CoreV1Api(config.new_client_from_config(config_file=os.environ["KUBECONFIG"]))
+config.load_incluster_config()
+api = client.CoreV1Api()
 ns = os.environ["POD_NAMESPACE"]
 def record(**data):
     api.patch_namespaced_config_map("results", ns, {"data": {k: str(v) for k, v in data.items()}})
@@ -51,11 +56,17 @@ NAMESPACE_ENV = {
 def python_container(script: str, name: str = "main", **fields: Any) -> Json:
     return {
         "name": name,
-        "image": "registry.invalid/ignored:1",
-        "command": ["python", "-c", textwrap.dedent(script)],
+        "image": IMAGE,
+        "imagePullPolicy": "Never",
+        "command": ["python3", "-c", textwrap.dedent(script)],
         "securityContext": CONTAINER_SECURITY,
         **fields,
     }
+
+
+# An emptyDir shared by a pod's containers and kept across their restarts.
+STATE_VOLUME = {"name": "state", "emptyDir": {}}
+STATE_MOUNT = {"name": "state", "mountPath": "/state"}
 
 
 def reporting_container(script: str, **fields: Any) -> Json:
@@ -183,17 +194,13 @@ def container_status(pod: Json, name: str = "main") -> Json:
     return next(s for s in pod["status"]["containerStatuses"] if s["name"] == name)
 
 
-def pid_of(pod: Json) -> int:
-    container_id = container_status(pod)["containerID"]
-    assert container_id.startswith("local://")
-    return int(container_id.removeprefix("local://"))
+def container_of(pod: Json) -> str:
+    return str(container_status(pod)["containerID"])
 
 
-def process_alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+def container_alive(container_id: str) -> bool:
+    """Its process still runs: podman says `stopping` between a stop's SIGTERM and its end."""
+    return container_state(container_id) in ("running", "stopping")
 
 
 def test_the_node_is_ready_untainted_and_renews_its_lease(
@@ -207,6 +214,7 @@ def test_the_node_is_ready_untainted_and_renews_its_lease(
     assert node["metadata"]["labels"]["kubernetes.io/os"] == "linux"
     assert node["status"]["capacity"]["cpu"] == str(os.cpu_count())
     assert {"type": "InternalIP", "address": "127.0.0.1"} in node["status"]["addresses"]
+    assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("podman://")
     server = json.loads(cluster.kubectl("version", "-o", "json").stdout)["serverVersion"]
     assert node["status"]["nodeInfo"]["kubeletVersion"] == server["gitVersion"]
 
@@ -263,7 +271,7 @@ def test_a_deployment_gets_a_replicaset_whose_pod_the_node_runs(
     assert pod["status"]["hostIP"] == "127.0.0.1"
     status = container_status(pod)
     assert "running" in status["state"] and status["started"] is True
-    assert process_alive(pid_of(pod))
+    assert container_alive(container_of(pod))
 
     def available() -> bool:
         deployment = cluster.kubectl_json("get", "deployment", "web", "-n", namespace)
@@ -272,7 +280,8 @@ def test_a_deployment_gets_a_replicaset_whose_pod_the_node_runs(
     wait_for(available, timeout=60, message="the Deployment to report 1 available replica")
 
 
-def test_the_process_sees_its_env_and_is_only_allowed_what_rbac_grants(
+def test_the_container_sees_its_env_and_is_only_allowed_what_rbac_grants(
+    cluster: Cluster,
     namespace: str,
     apply: Callable[..., None],
     reporter: str,
@@ -280,7 +289,6 @@ def test_the_process_sees_its_env_and_is_only_allowed_what_rbac_grants(
     pod_in_phase: Callable[..., Json],
 ) -> None:
     script = """
-    import stat
     from kubernetes.client import ApiException
     who = client.AuthenticationV1Api(api.api_client).create_self_subject_review(
         client.V1SelfSubjectReview()
@@ -296,10 +304,10 @@ def test_the_process_sees_its_env_and_is_only_allowed_what_rbac_grants(
         patch_other = "allowed"
     except ApiException as e:
         patch_other = e.status
-    mode = oct(stat.S_IMODE(os.stat(os.environ["KUBECONFIG"]).st_mode))
-    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    token_file = config.incluster_config.SERVICE_TOKEN_FILENAME
+    account = sorted(os.listdir(os.path.dirname(token_file)))
     record(who=who, configmaps=json.dumps(configmaps), secrets=secrets,
-           patch_other=patch_other, mode=mode, env=json.dumps(env))
+           patch_other=patch_other, account=json.dumps(account), env=json.dumps(dict(os.environ)))
     """
 
     def field(path: str) -> Json:
@@ -343,7 +351,7 @@ def test_the_process_sees_its_env_and_is_only_allowed_what_rbac_grants(
     assert json.loads(report["configmaps"]) == ["kube-root-ca.crt", "results", "settings"]
     assert report["secrets"] == "403"
     assert report["patch_other"] == "403"
-    assert report["mode"] == "0o600"
+    assert json.loads(report["account"]) == ["ca.crt", "namespace", "token"]
     env_seen = json.loads(report["env"])
     expected = {
         "POD_NAMESPACE": namespace,
@@ -360,17 +368,18 @@ def test_the_process_sees_its_env_and_is_only_allowed_what_rbac_grants(
         "CFG_color": "blue",
         "CFG_size": "xl",
         "HOSTNAME": "envcheck",
-        "KUBERNETES_NODE_NAME": "local-node",
+        "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+        "KUBERNETES_SERVICE_PORT": str(urlsplit(cluster.server).port),
     }
     assert {key: env_seen.get(key) for key in expected} == expected
-    assert env_seen["PATH"].split(":")[0] == str(Path(sys.executable).parent)
-    assert Path(env_seen["HOME"]).is_dir()
+    assert env_seen["PATH"].split(":")[0] == "/opt/venv/bin", "the image's own PATH"
+    assert "KUBECONFIG" not in env_seen, "the token is the projected volume, not a kubeconfig"
 
 
-def test_a_pod_that_does_not_automount_a_token_gets_no_kubeconfig(
+def test_a_pod_that_does_not_automount_a_token_gets_none(
     apply: Callable[..., None], pod_in_phase: Callable[..., Json]
 ) -> None:
-    script = "import os, sys; sys.exit(7 if 'KUBECONFIG' in os.environ else 0)"
+    script = f"import os, sys; sys.exit(7 if os.path.exists({SA_DIR!r}) else 0)"
     apply(pod_manifest("notoken", python_container(script), automountServiceAccountToken=False))
     pod = pod_in_phase("notoken", "Succeeded")
     assert container_status(pod)["state"]["terminated"]["exitCode"] == 0
@@ -403,13 +412,13 @@ def test_deleting_a_pod_sends_sigterm_then_sigkill_once_the_grace_period_is_over
         )
     )
     pod = pod_in_phase("stubborn", "Running")
-    pid = pid_of(pod)
+    container = container_of(pod)
     wait_for(lambda: results().get("ready") == "yes", message="the process to start")
 
     core_api.delete_namespaced_pod("stubborn", namespace)
 
     sigterm_at = float(wait_for(lambda: results().get("sigterm"), message="SIGTERM"))
-    assert process_alive(pid), "the process must outlive SIGTERM until the grace period ends"
+    assert container_alive(container), "it must outlive SIGTERM until the grace period ends"
 
     def terminated() -> Json | None:
         found = read_pod("stubborn")
@@ -420,7 +429,7 @@ def test_deleting_a_pod_sends_sigterm_then_sigkill_once_the_grace_period_is_over
     assert end["exitCode"] == 137
     finished = datetime.fromisoformat(end["finishedAt"]).timestamp()
     assert finished >= sigterm_at + grace - 1, "SIGKILL came before the grace period was over"
-    assert not process_alive(pid)
+    assert container_state(container) is None, "the node removes an exited container"
     final = read_pod("stubborn")
     assert final is not None and final["status"]["phase"] == "Failed"
 
@@ -428,28 +437,7 @@ def test_deleting_a_pod_sends_sigterm_then_sigkill_once_the_grace_period_is_over
     wait_for(lambda: read_pod("stubborn") is None, message="the pod to be gone")
 
 
-def test_a_pod_that_exits_on_sigterm_is_deleted_without_waiting_for_its_grace_period(
-    core_api: client.CoreV1Api,
-    namespace: str,
-    apply: Callable[..., None],
-    read_pod: Callable[..., Json | None],
-    pod_in_phase: Callable[..., Json],
-    wait_for: Callable[..., Any],
-) -> None:
-    apply(
-        pod_manifest(
-            "polite",
-            python_container("import time; time.sleep(3600)"),
-            terminationGracePeriodSeconds=300,
-        )
-    )
-    pid = pid_of(pod_in_phase("polite", "Running"))
-    core_api.delete_namespaced_pod("polite", namespace)
-    wait_for(lambda: read_pod("polite") is None, timeout=60, message="the pod to be deleted")
-    assert not process_alive(pid)
-
-
-def test_force_deletion_kills_the_process_at_once(
+def test_force_deletion_kills_the_container_at_once(
     core_api: client.CoreV1Api,
     namespace: str,
     apply: Callable[..., None],
@@ -462,9 +450,9 @@ def test_force_deletion_kills_the_process_at_once(
     time.sleep(3600)
     """
     apply(pod_manifest("forced", python_container(script), terminationGracePeriodSeconds=300))
-    pid = pid_of(pod_in_phase("forced", "Running"))
+    container = container_of(pod_in_phase("forced", "Running"))
     core_api.delete_namespaced_pod("forced", namespace, grace_period_seconds=0)
-    wait_for(lambda: not process_alive(pid), timeout=60, message="the process to be killed")
+    wait_for(lambda: not container_alive(container), timeout=20, message="the container killed")
 
 
 def test_on_failure_restarts_a_failing_container_until_it_succeeds(
@@ -472,12 +460,13 @@ def test_on_failure_restarts_a_failing_container_until_it_succeeds(
 ) -> None:
     script = """
     import os, sys
-    path = os.path.join(os.environ["HOME"], "attempts")
+    path = "/state/attempts"
     attempts = int(open(path).read()) + 1 if os.path.exists(path) else 1
     open(path, "w").write(str(attempts))
     sys.exit(0 if attempts >= 3 else 5)
     """
-    apply(pod_manifest("flaky", python_container(script), restart="OnFailure"))
+    container = python_container(script, volumeMounts=[STATE_MOUNT])
+    apply(pod_manifest("flaky", container, restart="OnFailure", volumes=[STATE_VOLUME]))
     status = container_status(pod_in_phase("flaky", "Succeeded"))
     assert status["restartCount"] == 2
     assert status["state"]["terminated"]["exitCode"] == 0
@@ -528,14 +517,16 @@ def test_init_containers_run_first_and_output_goes_to_the_pod_log(
     cluster: Cluster, namespace: str, apply: Callable[..., None], pod_in_phase: Callable[..., Json]
 ) -> None:
     init = python_container(
-        "import os; open(os.environ['HOME'] + '/ready', 'w').write('ok'); print('init out')",
+        "open('/state/ready', 'w').write('ok'); print('init out')",
         name="setup",
+        volumeMounts=[STATE_MOUNT],
     )
     main = python_container(
-        "import os, sys; print('main out'); print('main err', file=sys.stderr);"
-        "sys.exit(0 if open(os.environ['HOME'] + '/ready').read() == 'ok' else 9)"
+        "import sys; print('main out'); print('main err', file=sys.stderr);"
+        "sys.exit(0 if open('/state/ready').read() == 'ok' else 9)",
+        volumeMounts=[STATE_MOUNT],
     )
-    apply(pod_manifest("staged", main, initContainers=[init]))
+    apply(pod_manifest("staged", main, initContainers=[init], volumes=[STATE_VOLUME]))
     pod = pod_in_phase("staged", "Succeeded")
     setup = pod["status"]["initContainerStatuses"][0]
     assert setup["state"]["terminated"]["exitCode"] == 0
@@ -560,16 +551,18 @@ def test_a_missing_config_map_holds_the_container_until_it_exists(
     pod_in_phase("waiter", "Succeeded", timeout=90)
 
 
-def test_a_container_without_a_command_cannot_run(
-    apply: Callable[..., None], container_waiting: Callable[..., Json]
+def test_a_container_without_a_command_runs_the_images_entrypoint_with_its_args(
+    cluster: Cluster, namespace: str, apply: Callable[..., None], pod_in_phase: Callable[..., Json]
 ) -> None:
-    container = {"name": "main", "image": "busybox", "securityContext": CONTAINER_SECURITY}
+    container = python_container("unused", args=["--help"])
+    del container["command"]
     apply(pod_manifest("imageonly", container))
-    waiting = container_waiting("imageonly", "CreateContainerError")
-    assert "explicit command" in waiting["message"]
+    pod_in_phase("imageonly", "Succeeded")
+    log = (cluster.paths.node_state / "logs" / f"{namespace}_imageonly.log").read_text()
+    assert "usage: collectjob-operator" in log, log[-2000:]
 
 
-def test_host_path_volumes_are_used_at_their_own_paths(
+def test_a_host_path_volume_is_mounted_where_the_pod_asks(
     make_namespace: Callable[..., str],
     apply: Callable[..., None],
     pod_in_phase: Callable[..., Json],
@@ -578,9 +571,11 @@ def test_host_path_volumes_are_used_at_their_own_paths(
     # hostPath is forbidden by the restricted (and baseline) standard: a privileged namespace.
     ns = make_namespace({"pod-security.kubernetes.io/enforce": "privileged"})
     target = tmp_path / "shared"
-    script = f"open({str(target / 'out.txt')!r}, 'w').write('written by the pod')"
-    volume = {"name": "shared", "hostPath": {"path": str(target), "type": "DirectoryOrCreate"}}
-    mount = {"name": "shared", "mountPath": str(target)}
+    target.mkdir()
+    grant_rwx(target, CONTAINER_SECURITY["runAsUser"])
+    script = "open('/mnt/shared/out.txt', 'w').write('written by the pod')"
+    volume = {"name": "shared", "hostPath": {"path": str(target), "type": "Directory"}}
+    mount = {"name": "shared", "mountPath": "/mnt/shared"}
     apply(
         pod_manifest("writer", python_container(script, volumeMounts=[mount]), volumes=[volume]),
         ns=ns,

@@ -15,7 +15,12 @@ import pandas as pd
 import pytest
 from collectjob_example_processor import enrich_responses
 
+from localcluster.image import PROCESSORS_IMAGE
+
 pytestmark = pytest.mark.cluster
+WITH_PROCESSORS = {"image": PROCESSORS_IMAGE}
+"""The workers run the image with the example and test processors installed, as a team
+adds its processors to an image of its own (localcluster.image.processors_image)."""
 
 CHUNK = 1 << 20
 THROTTLE = {"bytesPerSecond": 2 * CHUNK}
@@ -67,6 +72,7 @@ def test_example_processor_suspended_and_resumed_equals_the_whole_file_at_once(
     source = survey_csv(tmp_path / "survey.csv", 120_000)
     job = collectjob(
         "survey",
+        worker=WITH_PROCESSORS,
         rows=1,
         source=source_spec(source),
         chunkBytes=CHUNK,
@@ -97,6 +103,7 @@ def test_worker_killed_during_a_slow_processor_gives_exact_output(
     source = survey_csv(tmp_path / "survey.csv", 80_000)
     job = collectjob(
         "slow",
+        worker=WITH_PROCESSORS,
         rows=1,
         source=source_spec(source),
         chunkBytes=CHUNK,
@@ -122,6 +129,7 @@ def test_a_processor_that_raises_fails_the_job_with_its_error_in_status(
     source = survey_csv(tmp_path / "survey.csv", 80_000)
     job = collectjob(
         "buggy",
+        worker=WITH_PROCESSORS,
         rows=1,
         source=source_spec(source),
         chunkBytes=CHUNK,
@@ -139,7 +147,7 @@ def test_a_processor_that_raises_fails_the_job_with_its_error_in_status(
 def test_an_unknown_processor_fails_the_job_naming_the_installed_ones(
     operator, collectjob, wait_for
 ):
-    job = collectjob("typo", rows=10, process={"name": "enrich-responsez"})
+    job = collectjob("typo", rows=10, process={"name": "enrich-responsez"}, worker=WITH_PROCESSORS)
     wait_for(lambda: job.phase() == "Failed", timeout=120, message="phase Failed")
     message = job.status()["message"]
     assert "'enrich-responsez' is not installed" in message
@@ -152,6 +160,7 @@ def test_drop_duplicates_across_a_suspend_and_resume_leaves_no_duplicate_keys(
     source = survey_csv(tmp_path / "survey.csv", 120_000, duplicate_every=3)
     job = collectjob(
         "dedupe",
+        worker=WITH_PROCESSORS,
         rows=1,
         source=source_spec(source),
         chunkBytes=CHUNK,

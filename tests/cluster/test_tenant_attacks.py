@@ -467,7 +467,7 @@ def test_a_job_named_after_admin_objects_never_touches_them(
 
 
 def test_builders_job_with_a_url_from_a_secret_runs_to_success(
-    cluster, namespace, operator, tmp_path, wait_for
+    cluster, namespace, operator, tmp_path, data_volume, wait_for
 ):
     """The source URL lives only in a Secret; the worker gets it by reference, and the
     Deployment, status and events never contain it."""
@@ -484,14 +484,16 @@ def test_builders_job_with_a_url_from_a_secret_runs_to_success(
         namespace,
         source={"urlFrom": {"secretKeyRef": {"name": "source-url", "key": "url"}}},
         sink={"url": f"file://{sink}", "format": "jsonl"},
-        worker={
-            "env": [
-                {
-                    "name": "FEED_URL",
-                    "valueFrom": {"secretKeyRef": {"name": "source-url", "key": "url"}},
-                }
-            ]
-        },
+        worker=data_volume.into(
+            {
+                "env": [
+                    {
+                        "name": "FEED_URL",
+                        "valueFrom": {"secretKeyRef": {"name": "source-url", "key": "url"}},
+                    }
+                ]
+            }
+        ),
     )
     result = builder.apply(body)
     assert result.returncode == 0, result.stderr

@@ -22,8 +22,8 @@ from collectjob_operator import manifests
 from collectjob_operator.job import CollectJob
 from localcluster.client import Cluster
 from localcluster.paths import REPO_ROOT as ROOT
-from localcluster.podsandbox import RUNTIME_LABEL
 from operator_fixtures import write_csv
+from storage_fixtures import provide_data_volume, remove_data_volume
 
 SYSTEM_NS = "collectjob-system"
 WATCHED_NS = "collectjob-jobs"
@@ -126,7 +126,7 @@ def test_namespaced_install_grants_the_table_in_watched_namespaces_only(cluster,
 
 
 def test_namespaced_operator_runs_a_job_with_only_its_namespaced_rights(
-    cluster, crd, tmp_path, wait_for
+    cluster, core_api, crd, tmp_path, wait_for
 ):
     """The namespaced install's Role is enough for the whole life of a job."""
     source, sink = write_csv(tmp_path / "in.csv", 3000), tmp_path / "out"
@@ -149,17 +149,19 @@ def test_namespaced_operator_runs_a_job_with_only_its_namespaced_rights(
             "--timeout=120s",
             timeout=150,
         )
-        # The job reads this test's temp files, which a restricted namespace cannot mount
-        # into a container (no hostPath): its worker runs as a process on the local node.
-        # What this test checks is the namespaced Role, not container isolation.
-        cluster.kubectl("label", "namespace", WATCHED_NS, f"{RUNTIME_LABEL}=process", "--overwrite")
-        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
+        # The job's worker mounts this test's temp files from a claim in the watched namespace.
+        data = provide_data_volume(cluster, core_api, WATCHED_NS, tmp_path, wait_for)
+        body["spec"]["worker"] = data.worker
+        try:
+            cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
 
-        def phase() -> str | None:
-            job = cluster.kubectl_json("get", "cjob", "scoped", "-n", WATCHED_NS)
-            return (job.get("status") or {}).get("phase")
+            def phase() -> str | None:
+                job = cluster.kubectl_json("get", "cjob", "scoped", "-n", WATCHED_NS)
+                return (job.get("status") or {}).get("phase")
 
-        wait_for(lambda: phase() == "Succeeded", timeout=180, message="phase Succeeded")
+            wait_for(lambda: phase() == "Succeeded", timeout=180, message="phase Succeeded")
+        finally:
+            remove_data_volume(cluster, WATCHED_NS)
         rows = sum(len(p.read_text().splitlines()) for p in sink.glob("part-*"))
         assert rows == 3000
 

@@ -82,6 +82,8 @@ class UrlPolicy:
                 continue
             try:
                 networks.append(ipaddress.ip_network(entry, strict=False))
+                if "/" not in entry:  # one address, named exactly: allowed even if the API's
+                    hosts.add(str(ipaddress.ip_address(entry)))
             except ValueError:
                 if "/" in entry or ":" in entry or " " in entry:
                     raise PermanentError(

@@ -25,7 +25,7 @@ SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 class FakeApi:
     """The calls a sandbox makes: the namespace's labels, the account's automount flag, a
-    TokenRequest, and the ConfigMaps and Secrets its volumes read."""
+    TokenRequest, and the ConfigMaps, Secrets, claims and PersistentVolumes its volumes read."""
 
     def __init__(
         self,
@@ -55,6 +55,12 @@ class FakeApi:
 
     def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
         return self.objects.get(f"secret/{name}")
+
+    def persistent_volume_claim(self, namespace: str, name: str) -> Any:
+        return self.objects.get(f"pvc/{name}")
+
+    def persistent_volume(self, name: str) -> Any:
+        return self.objects.get(f"pv/{name}")
 
 
 @pytest.fixture
@@ -257,6 +263,65 @@ def test_a_missing_config_map_of_a_volume_stops_the_sandbox(
     api = FakeApi(labels={RUNTIME_LABEL: "container"})
     sandbox, _ = sandbox_for(pod, api, podman=cast(PodmanRuntime, object()))
     with pytest.raises(VolumeError, match='volume conf: configmap "absent" not found in shop'):
+        sandbox.prepare(pod)
+
+
+def claim_objects(path: Path, phase: str = "Bound", **pv_spec: Any) -> dict[str, Any]:
+    """A claim `data` in namespace shop bound to PersistentVolume `disk` at `path`."""
+    spec = {"claimRef": {"namespace": "shop", "name": "data"}, **pv_spec}
+    if "local" not in spec and "nfs" not in spec:
+        spec["hostPath"] = {"path": str(path)}
+    return {
+        "pvc/data": {"spec": {"volumeName": "disk"}, "status": {"phase": phase}},
+        "pv/disk": {"spec": spec},
+    }
+
+
+def test_a_claim_is_mounted_from_its_bound_host_path_volume(
+    make_pod: Callable[..., Pod], sandbox_for: Callable[..., Any], tmp_path: Path
+) -> None:
+    mounts = [
+        {"name": "data", "mountPath": "/data"},
+        {"name": "frozen", "mountPath": "/frozen"},
+    ]
+    pod = make_pod(
+        [{"name": "main", "image": "img", "volumeMounts": mounts}],
+        volumes=[
+            {"name": "data", "persistentVolumeClaim": {"claimName": "data"}},
+            {"name": "frozen", "persistentVolumeClaim": {"claimName": "data", "readOnly": True}},
+        ],
+    )
+    api = FakeApi(labels={RUNTIME_LABEL: "container"}, objects=claim_objects(tmp_path))
+    sandbox, _ = sandbox_for(pod, api, podman=cast(PodmanRuntime, object()))
+    sandbox.prepare(pod)
+    data, frozen = container_mounts(pod.containers[0], sandbox.mounts)
+    assert (data.source, data.target, data.read_only) == (tmp_path, "/data", False)
+    assert (frozen.source, frozen.target, frozen.read_only) == (tmp_path, "/frozen", True)
+
+
+@pytest.mark.parametrize(
+    ("objects", "message"),
+    [
+        ({}, 'persistentvolumeclaim "data" not found'),
+        (claim_objects(Path("/"), phase="Pending"), 'persistentvolumeclaim "data" is not bound'),
+        (
+            {**claim_objects(Path("/")), "pv/disk": {"spec": {"claimRef": {"name": "other"}}}},
+            'persistentvolume "disk" is not bound to it',
+        ),
+        (claim_objects(Path("/"), nfs={"path": "/x"}), "not a hostPath or local volume"),
+        (claim_objects(Path("/nonexistent/disk")), "/nonexistent/disk of persistentvolume"),
+    ],
+)
+def test_a_claim_the_node_cannot_mount_stops_the_sandbox(
+    make_pod: Callable[..., Pod],
+    sandbox_for: Callable[..., Any],
+    objects: dict[str, Any],
+    message: str,
+) -> None:
+    pod = make_pod(volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}])
+    api = FakeApi(labels={RUNTIME_LABEL: "container"}, objects=objects)
+    sandbox, _ = sandbox_for(pod, api, podman=cast(PodmanRuntime, object()))
+    with pytest.raises(VolumeError, match=f"volume data: .*{message}"):
         sandbox.prepare(pod)
 
 

@@ -132,6 +132,15 @@ def test_the_api_service_address_stays_refused_inside_an_allowed_network() -> No
     assert policy.refusal("x", ipaddress.ip_address("10.96.0.2")) is None
 
 
+def test_the_api_service_address_is_allowed_when_named_exactly() -> None:
+    """In a container of the local node the API server is on 127.0.0.1 (host networking),
+    next to the loopback sources an allowlist of `127.0.0.1` lets through."""
+    policy = UrlPolicy.parse("127.0.0.1", service_host="127.0.0.1")
+    assert policy.refusal("127.0.0.1", ipaddress.ip_address("127.0.0.1")) is None
+    policy = UrlPolicy.parse("127.0.0.0/8", service_host="127.0.0.1")
+    assert policy.refusal("x", ipaddress.ip_address("127.0.0.1")) == "the cluster's API service"
+
+
 def test_a_loopback_source_is_refused_without_the_allowlist(serve, monkeypatch) -> None:
     monkeypatch.delenv(ENV_URL_ALLOWLIST, raising=False)
     server = serve("127.0.0.1")
