@@ -31,7 +31,7 @@ from collectjob_operator.cache import CHILD_KINDS, JOB_INDEX, ChildKind, WatchCa
 from collectjob_operator.guard import AdmissionGuard
 from collectjob_operator.job import JobRef
 from collectjob_operator.kube import Kube
-from collectjob_operator.reconciler import DEFAULT_WORKERS, Reconciler
+from collectjob_operator.reconciler import DEFAULT_WORKERS, Priority, Reconciler
 
 LIVENESS_STALL = 180.0
 """Seconds with work queued and no reconcile finished before /healthz turns red: three
@@ -147,7 +147,7 @@ async def checkpoint_changed(
 async def child_changed(
     labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any
 ) -> None:
-    memo.reconciler.enqueue(_ref(namespace, labels[LABEL_JOB]), urgent=True)
+    memo.reconciler.enqueue(_ref(namespace, labels[LABEL_JOB]), Priority.CHILD)
 
 
 def _ref(namespace: str | None, name: str) -> JobRef:

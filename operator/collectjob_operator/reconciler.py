@@ -19,6 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from enum import IntEnum
 from typing import Any, TypeVar
 
 from collectjob_api.checkpoint import Checkpoint, CheckpointError
@@ -48,7 +49,17 @@ much later, once the watch has streamed the change (a label edit triggers nothin
 MAX_BACKOFF = 30.0
 DEFAULT_WORKERS = 8
 DEFAULT_DEADLINE = 60.0
-URGENT, ROUTINE = 0, 1
+
+
+class Priority(IntEnum):
+    """Which passes go first when the workers are busy; lower first."""
+
+    SPEC = 0
+    """A person asked for something: a job's spec changed, or the job is new."""
+    CHILD = 1
+    """A child changed: a pod ended, a Deployment rolled out, a child was edited."""
+    ROUTINE = 2
+    """Progress to report, a scheduled look-again."""
 
 
 @dataclass
@@ -102,9 +113,9 @@ class Reconciler:
         self._workers = workers
         self._deadline = deadline
         self._executor = ThreadPoolExecutor(max_workers=workers * 2, thread_name_prefix="kube")
-        self._queue: asyncio.PriorityQueue[tuple[int, int, JobRef]] = asyncio.PriorityQueue()
+        self._queue: asyncio.PriorityQueue[tuple[Priority, int, JobRef]] = asyncio.PriorityQueue()
         self._order = itertools.count()
-        self._dirty: dict[JobRef, int] = {}
+        self._dirty: dict[JobRef, Priority] = {}
         """The jobs waiting for a pass, with the priority they wait with."""
         self._processing: set[JobRef] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -130,14 +141,14 @@ class Reconciler:
             timer.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def enqueue(self, ref: JobRef, urgent: bool = False) -> None:
+    def enqueue(self, ref: JobRef, priority: Priority = Priority.ROUTINE) -> None:
         """Reconcile `ref` soon; once more after the current pass if one is running.
 
-        Urgent passes (a spec changed, a child changed) go before routine ones (progress,
-        a scheduled look-again), so a mass suspend is not queued behind the progress of
-        every running job; within each priority the order is first come, first served.
+        Spec changes go before child changes, and those before routine passes: a mass
+        suspend or a resume is not queued behind the pod and Deployment events of the
+        jobs suspended just before it, nor behind the progress of every running job.
+        Within each priority the order is first come, first served.
         """
-        priority = URGENT if urgent else ROUTINE
         if not self.busy:
             self._progress = time.monotonic()  # idle until now: the stall clock starts here
         queued = self._dirty.get(ref)
@@ -152,7 +163,7 @@ class Reconciler:
         if self._versions.get(ref) == spec_version:
             return
         self._versions[ref] = spec_version
-        self.enqueue(ref, urgent=True)
+        self.enqueue(ref, Priority.SPEC)
 
     def trigger_progress(self, ref: JobRef) -> None:
         """A checkpoint moved on: reconcile at most about once per STATUS_INTERVAL.

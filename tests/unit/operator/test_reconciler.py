@@ -9,7 +9,7 @@ import time
 from collectjob_operator.cache import WatchCache
 from collectjob_operator.job import JobRef
 from collectjob_operator.metrics import JobsCollector
-from collectjob_operator.reconciler import STALE_RETRY, Reconciler
+from collectjob_operator.reconciler import STALE_RETRY, Priority, Reconciler
 
 REF = JobRef("team-a", "orders")
 UID = "0f4c5e2a-1111-2222-3333-444455556666"
@@ -385,18 +385,19 @@ def test_a_loop_with_work_and_no_progress_reports_a_stall(fake_kube):
     assert reconciler.stalled_for() >= 0.05
 
 
-def test_spec_changes_go_before_routine_passes_and_each_job_keeps_its_turn(fake_kube):
+def test_spec_changes_go_before_child_changes_before_routine_passes(fake_kube):
     kube = fake_kube()
     reconciler = new_reconciler(kube, workers=1)
 
     async def scenario() -> None:
         for name in ("progress-a", "progress-b"):
             reconciler.enqueue(JobRef("team-a", name))  # routine: a checkpoint moved on
+        reconciler.enqueue(JobRef("team-a", "pod-gone"), Priority.CHILD)
         reconciler.trigger_on_change(JobRef("team-a", "suspended"), ("u", 2))
-        reconciler.enqueue(JobRef("team-a", "progress-a"), urgent=True)  # its pod changed
+        reconciler.enqueue(JobRef("team-a", "progress-a"), Priority.CHILD)  # its pod changed
         reconciler.start()
         await settle(reconciler)
         await reconciler.stop()
 
     asyncio.run(scenario())
-    assert kube.job_reads == ["suspended", "progress-a", "progress-b"]
+    assert kube.job_reads == ["suspended", "pod-gone", "progress-a", "progress-b"]
