@@ -361,7 +361,8 @@ def test_operator_sigkilled_at_random_moments_during_mass_operations(
     # Mass resume after all that, unthrottled: every long job finishes, each row exactly once.
     patch_fleet(cluster, namespace, "long", {"suspend": False, "throttle": None})
     expected |= {f"long{i}": "Succeeded" for i in range(3)}
-    converge(cluster, namespace, expected, wait_for)
+    took = converge(cluster, namespace, expected, wait_for)
+    print(f"mass resume after the kills: every job Succeeded {took:.1f}s after the patch")
     assert_settled(jobs, expected)
 
 
