@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -19,9 +21,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from localcluster import pidfile
+from localcluster.containertools import tool_env
 from localcluster.paths import NODE_NAME, REPO_ROOT, ClusterPaths
 from localcluster.pidfile import process_exited as process_exited  # where it always was
 from localcluster.pki import ensure_pki
+from localcluster.podcontainer import PodmanRuntime
 from localcluster.safety import require_loopback as require_loopback  # where it always was
 
 BUILD_SCRIPT = REPO_ROOT / "hack" / "build-binaries.sh"
@@ -144,6 +148,25 @@ class ControlPlane:
         bin_dir = Path(json.loads(self.paths.state_file.read_text())["bin"])
         self._start_etcd(bin_dir, self._ports())
         wait_until(self.api_ready, 90, "kube-apiserver /readyz after an etcd restart", interval=0.1)
+
+    def kill_node(self) -> None:
+        """SIGKILL the node agent and the processes of the pods it runs, as a node that
+        died: nothing reports the pods' end and the Node's Lease is no longer renewed, so
+        the node lifecycle controller marks it NotReady. For fault tests; `start_node`
+        brings it back."""
+        pods = (self.paths.node_state / "pods").glob("*/*.pid")  # the process runtime's
+        for path in (self.paths.run / "nodeagent.pid", *pods):
+            pid = pidfile.read_live(path)
+            if pid is not None:
+                pidfile.signal_group(pid, signal.SIGKILL)
+        env = tool_env()
+        if shutil.which("podman", path=env.get("PATH")):  # the container runtime's
+            PodmanRuntime(env, NODE_NAME, self.paths.node_state).remove_leftovers(0)
+
+    def start_node(self) -> None:
+        """Start the node agent again after `kill_node`; returns once the Node is Ready."""
+        self._start_nodeagent()
+        wait_until(self._node_ready, 60, f"node {NODE_NAME} to be Ready again")
 
     def _node_ready(self) -> bool:
         body = self._get(f"/api/v1/nodes/{NODE_NAME}")

@@ -1,11 +1,15 @@
-"""A job's children as kopf's watches last streamed them: reads without an API call.
+"""The CollectJobs and their children as kopf's watches last streamed them: reads without
+an API call.
 
-handlers.py registers one kopf index per child kind. kopf fills every index from its
-watch (label-selected on the server, see settings.py) and runs no handler before all of
-them hold the initial listing, so an object missing here was really missing a moment ago.
-The copies may lag behind the API by the watch's latency; the reconciler accounts for
-that where it matters (its writes carry the resourceVersion they were based on, and it
-looks an object up with a GET before creating a Deployment that is not cached).
+handlers.py registers one kopf index for the jobs and one per child kind. kopf fills every
+index from its watch (children label-selected on the server, see settings.py), updates it
+before it runs the handlers of the same event, and runs no handler before all of them hold
+the initial listing, so an object missing here was really missing a moment ago. The copies
+may lag behind the API by the watch's latency; the reconciler accounts for that where it
+matters: every write carries the resourceVersion it was based on (a stale read costs a
+conflict and another pass, never a wrong write), it remembers the job as its own last
+status write left it, and it looks a Deployment up with a GET when the job has run before
+and none is cached.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from collectjob_api.contract import LABEL_COMPONENT, LABEL_JOB, WORKER_COMPONENT
+from collectjob_api.contract import KIND, LABEL_COMPONENT, WORKER_COMPONENT
 from collectjob_operator.job import JobRef
 
 Obj = dict[str, Any]
@@ -28,6 +32,7 @@ class ChildKind:
     plural: str
 
 
+JOB_INDEX = KIND
 CHILD_KINDS = (
     ChildKind("ConfigMap", "", "v1", "configmaps"),
     ChildKind("ServiceAccount", "", "v1", "serviceaccounts"),
@@ -38,24 +43,28 @@ CHILD_KINDS = (
 )
 
 Indices = Mapping[str, Mapping[JobRef, Iterable[Obj]]]
-"""Kind -> kopf index: the job a child is labelled with -> the copies of its children."""
+"""Kind -> kopf index: the job (a child's label, a job's own name) -> the copies."""
 
 
 def index_entry(
-    kind: str, namespace: str | None, labels: Mapping[str, str], body: Mapping[str, Any]
+    kind: str, namespace: str | None, job: str, body: Mapping[str, Any]
 ) -> dict[JobRef, Obj]:
-    """What one child contributes to its kind's index: a plain copy keyed by its job.
+    """What one object contributes to its kind's index: a plain copy keyed by its job.
 
     managedFields are dropped: they are most of a Deployment's size and never read.
     """
     meta = {k: v for k, v in body.get("metadata", {}).items() if k != "managedFields"}
     copy = {**body, "kind": kind, "metadata": meta}
-    return {JobRef(namespace or "", labels[LABEL_JOB]): copy}
+    return {JobRef(namespace or "", job): copy}
 
 
-class ChildCache:
+class WatchCache:
     def __init__(self, indices: Indices) -> None:
         self._indices = indices
+
+    def job(self, ref: JobRef) -> Obj | None:
+        """The CollectJob `ref` as last streamed, None when it does not exist."""
+        return next(iter(self._objects(JOB_INDEX, ref)), None)
 
     def _objects(self, kind: str, ref: JobRef) -> Iterable[Obj]:
         index = self._indices.get(kind)

@@ -18,6 +18,7 @@ from prometheus_client import start_http_server
 from collectjob_api import credentials
 from collectjob_api.contract import (
     GROUP,
+    KIND,
     LABEL_JOB,
     LABEL_MANAGED_BY,
     MANAGED_BY,
@@ -26,11 +27,11 @@ from collectjob_api.contract import (
 )
 from collectjob_operator import metrics
 from collectjob_operator import settings as operator_settings
-from collectjob_operator.cache import CHILD_KINDS, ChildCache, ChildKind, index_entry
+from collectjob_operator.cache import CHILD_KINDS, JOB_INDEX, ChildKind, WatchCache, index_entry
 from collectjob_operator.guard import AdmissionGuard
 from collectjob_operator.job import JobRef
 from collectjob_operator.kube import Kube
-from collectjob_operator.reconciler import DEFAULT_WORKERS, Reconciler
+from collectjob_operator.reconciler import DEFAULT_WORKERS, Priority, Reconciler
 
 LIVENESS_STALL = 180.0
 """Seconds with work queued and no reconcile finished before /healthz turns red: three
@@ -45,12 +46,12 @@ CHILD_LABELS: dict[str, Any] = {
 
 
 def _register_child_index(child: ChildKind) -> None:
-    """One kopf index per child kind, read by the reconciler through ChildCache."""
+    """One kopf index per child kind, read by the reconciler through WatchCache."""
 
     def index(
         namespace: str | None, labels: Mapping[str, str], body: Mapping[str, Any], **_: Any
     ) -> dict[JobRef, Any]:
-        return index_entry(child.kind, namespace, labels, body)
+        return index_entry(child.kind, namespace, labels[LABEL_JOB], body)
 
     kopf.index(child.group, child.version, child.plural, id=child.kind, labels=CHILD_LABELS)(index)
 
@@ -59,13 +60,22 @@ for _child in CHILD_KINDS:
     _register_child_index(_child)
 
 
+@kopf.index(GROUP, VERSION, PLURAL, id=JOB_INDEX)
+def job_index(
+    namespace: str | None, name: str, body: Mapping[str, Any], **_: Any
+) -> dict[JobRef, Any]:
+    """The jobs themselves, so a reconcile reads its job without a GET."""
+    return index_entry(KIND, namespace, name, body)
+
+
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **indices: Any) -> None:
     operator_settings.configure(settings)
     config = operator_settings.OperatorConfig.from_env()
     kube = Kube(credentials.api_client())
     guard = None if memo.get("allow_unguarded") else AdmissionGuard(kube.admission_policy_bound)
-    cache = ChildCache({child.kind: indices[child.kind] for child in CHILD_KINDS})
+    kinds = [JOB_INDEX, *(child.kind for child in CHILD_KINDS)]
+    cache = WatchCache({kind: indices[kind] for kind in kinds})
     memo.reconciler = Reconciler(
         kube,
         config.worker_image,
@@ -137,7 +147,7 @@ async def checkpoint_changed(
 async def child_changed(
     labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any
 ) -> None:
-    memo.reconciler.enqueue(_ref(namespace, labels[LABEL_JOB]), urgent=True)
+    memo.reconciler.enqueue(_ref(namespace, labels[LABEL_JOB]), Priority.CHILD)
 
 
 def _ref(namespace: str | None, name: str) -> JobRef:

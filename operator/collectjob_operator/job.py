@@ -31,6 +31,8 @@ class CollectJob:
     status: JobStatus
     provenance: Mapping[str, str] = field(default_factory=dict)
     """The job's collect.dev/client and collect.dev/request labels, copied onto its events."""
+    resource_version: str = ""
+    """The version this copy was read at: the status write based on it is conditional."""
 
     @property
     def name(self) -> str:
@@ -57,6 +59,7 @@ class CollectJob:
             provenance={
                 k: v for k, v in (meta.get("labels") or {}).items() if k in PROVENANCE_LABELS
             },
+            resource_version=str(meta.get("resourceVersion", "")),
         )
 
     def owner_reference(self) -> dict[str, Any]:

@@ -62,8 +62,8 @@ NOT_FOUND = 404
 CONFLICT = 409
 
 
-def _call(call: Callable[[], Any], tolerated: int) -> Obj | None:
-    """Run one API call; the parsed object, or None when it answered `tolerated`.
+def _call(call: Callable[[], Any], *tolerated: int) -> Obj | None:
+    """Run one API call; the parsed object, or None when it answered one of `tolerated`.
 
     The one place an expected status (404: gone, 409: exists or changed) stops being an
     error; every other status propagates to the reconciler, which retries with backoff.
@@ -71,7 +71,7 @@ def _call(call: Callable[[], Any], tolerated: int) -> Obj | None:
     try:
         response = call()
     except client.ApiException as e:
-        if e.status == tolerated:
+        if e.status in tolerated:
             return None
         raise
     data: Obj = json.loads(response.data) if response.data else {}
@@ -129,24 +129,20 @@ class Kube:
         meta = manifest["metadata"]
         body = {**manifest, "metadata": {**meta, "resourceVersion": resource_version}}
         patch = self._method("patch", manifest["kind"])
-        try:
-            return _call(
-                lambda: patch(
-                    meta["name"],
-                    meta["namespace"],
-                    body,
-                    field_manager=FIELD_MANAGER,
-                    force=True,
-                    _content_type="application/apply-patch+yaml",
-                    _preload_content=False,
-                    _request_timeout=REQUEST_TIMEOUT,
-                ),
-                CONFLICT,
-            )
-        except client.ApiException as e:
-            if e.status == NOT_FOUND:
-                return None
-            raise
+        return _call(
+            lambda: patch(
+                meta["name"],
+                meta["namespace"],
+                body,
+                field_manager=FIELD_MANAGER,
+                force=True,
+                _content_type="application/apply-patch+yaml",
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            ),
+            CONFLICT,
+            NOT_FOUND,
+        )
 
     def delete_pod_now(self, namespace: str, name: str) -> None:
         """Delete without grace (Terminate); a pod already gone is fine."""
@@ -161,37 +157,26 @@ class Kube:
             NOT_FOUND,
         )
 
-    def get_job(self, ref: JobRef) -> Obj | None:
+    def patch_job_status(self, ref: JobRef, status: Obj, resource_version: str) -> Obj | None:
+        """Merge-patch the status subresource of the job as it was at `resource_version`;
+        the job as patched, or None when it is gone or changed since (the caller read a
+        stale copy: it looks again, it never overwrites what it has not seen)."""
+        body = {"metadata": {"resourceVersion": resource_version}, "status": status}
         return _call(
-            lambda: self._custom.get_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                ref.namespace,
-                PLURAL,
-                ref.name,
-                _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
-            ),
-            NOT_FOUND,
-        )
-
-    def patch_job_status(self, ref: JobRef, status: Obj) -> bool:
-        """Merge-patch the status subresource; False when the job is gone."""
-        patched = _call(
             lambda: self._custom.patch_namespaced_custom_object_status(
                 GROUP,
                 VERSION,
                 ref.namespace,
                 PLURAL,
                 ref.name,
-                {"status": status},
+                body,
                 field_manager=FIELD_MANAGER,
                 _preload_content=False,
                 _request_timeout=REQUEST_TIMEOUT,
             ),
+            CONFLICT,
             NOT_FOUND,
         )
-        return patched is not None
 
     def admission_policy_bound(self, name: str) -> bool:
         """Whether the ValidatingAdmissionPolicy `name` exists with a binding of the same

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from enum import IntEnum
 from typing import Any, TypeVar
 
 from collectjob_api.backoff import Backoff
@@ -26,7 +27,7 @@ from collectjob_api.checkpoint import Checkpoint, CheckpointError
 from collectjob_api.contract import CHECKPOINT_KEY, checkpoint_configmap_name, worker_name
 from collectjob_api.rfc3339 import parse_time
 from collectjob_operator import guard, manifests, metrics
-from collectjob_operator.cache import ChildCache
+from collectjob_operator.cache import WatchCache
 from collectjob_operator.decisions import WAS_SUSPENDED, Decision, PodView, World, decide
 from collectjob_operator.job import CollectJob, JobRef
 from collectjob_operator.kube import (
@@ -47,9 +48,22 @@ STATUS_INTERVAL = 1.0
 RETRY_BACKOFF = Backoff(initial=1.0, maximum=30.0)
 """A failed reconcile is looked at again after 1, 2, 4 ... seconds, at most 30 (the project's
 one schedule, collectjob_api.backoff); a success forgets the failures."""
+STALE_RETRY = 0.2
+"""A status write refused because the job changed since it was read is tried again this
+much later, once the watch has streamed the change (a label edit triggers nothing else)."""
 DEFAULT_WORKERS = 8
 DEFAULT_DEADLINE = 60.0
-URGENT, ROUTINE = 0, 1
+
+
+class Priority(IntEnum):
+    """Which passes go first when the workers are busy; lower first."""
+
+    SPEC = 0
+    """A person asked for something: a job's spec changed, or the job is new."""
+    CHILD = 1
+    """A child changed: a pod ended, a Deployment rolled out, a child was edited."""
+    ROUTINE = 2
+    """Progress to report, a scheduled look-again."""
 
 
 @dataclass
@@ -64,6 +78,12 @@ class _JobMemory:
     suspend_seen: float | None = None
     resume_seen: float | None = None
     throughput: Throughput = field(default_factory=Throughput)
+    written: Obj | None = None
+    """The job as this operator's last status write left it."""
+    superseded: set[str] = field(default_factory=set)
+    """The job's resourceVersions that status writes replaced since the cache last caught
+    up. While the cache holds one of them, the job is read from `written`, so a pass right
+    after a write does not decide on the job's past."""
 
 
 @dataclass
@@ -80,7 +100,7 @@ class Reconciler:
         kube: Kube,
         worker_image: str,
         jobs: metrics.JobsCollector,
-        cache: ChildCache,
+        cache: WatchCache,
         workers: int = DEFAULT_WORKERS,
         deadline: float = DEFAULT_DEADLINE,
         admission: guard.AdmissionGuard | None = None,
@@ -97,9 +117,9 @@ class Reconciler:
         self._workers = workers
         self._deadline = deadline
         self._executor = ThreadPoolExecutor(max_workers=workers * 2, thread_name_prefix="kube")
-        self._queue: asyncio.PriorityQueue[tuple[int, int, JobRef]] = asyncio.PriorityQueue()
+        self._queue: asyncio.PriorityQueue[tuple[Priority, int, JobRef]] = asyncio.PriorityQueue()
         self._order = itertools.count()
-        self._dirty: dict[JobRef, int] = {}
+        self._dirty: dict[JobRef, Priority] = {}
         """The jobs waiting for a pass, with the priority they wait with."""
         self._processing: set[JobRef] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -125,14 +145,14 @@ class Reconciler:
             timer.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def enqueue(self, ref: JobRef, urgent: bool = False) -> None:
+    def enqueue(self, ref: JobRef, priority: Priority = Priority.ROUTINE) -> None:
         """Reconcile `ref` soon; once more after the current pass if one is running.
 
-        Urgent passes (a spec changed, a child changed) go before routine ones (progress,
-        a scheduled look-again), so a mass suspend is not queued behind the progress of
-        every running job; within each priority the order is first come, first served.
+        Spec changes go before child changes, and those before routine passes: a mass
+        suspend or a resume is not queued behind the pod and Deployment events of the
+        jobs suspended just before it, nor behind the progress of every running job.
+        Within each priority the order is first come, first served.
         """
-        priority = URGENT if urgent else ROUTINE
         if not self.busy:
             self._progress = time.monotonic()  # idle until now: the stall clock starts here
         queued = self._dirty.get(ref)
@@ -147,7 +167,7 @@ class Reconciler:
         if self._versions.get(ref) == spec_version:
             return
         self._versions[ref] = spec_version
-        self.enqueue(ref, urgent=True)
+        self.enqueue(ref, Priority.SPEC)
 
     def trigger_progress(self, ref: JobRef) -> None:
         """A checkpoint moved on: reconcile at most about once per STATUS_INTERVAL.
@@ -262,7 +282,7 @@ class Reconciler:
             return True
         status = guard.held(job.status, job.generation, datetime.now(UTC))
         if status.to_dict() != job.status.to_dict():
-            await self._run(self._kube.patch_job_status, job.ref, status.to_dict())
+            await self._patch_status(job, status)
         self._schedule(job.ref, guard.RETRY_AFTER)
         return False
 
@@ -271,22 +291,61 @@ class Reconciler:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(call, *args))
 
-    async def _reconcile(self, ref: JobRef) -> None:
-        body = await self._run(self._kube.get_job, ref)
+    def _read_job(self, ref: JobRef) -> CollectJob | None:
+        """The job from the watch cache, or as this operator's last status write left it
+        while the cache has not streamed that write yet. None when it is gone or going."""
+        body = self._cache.job(ref)
         if body is None or body["metadata"].get("deletionTimestamp"):
+            return None
+        meta = body["metadata"]
+        memory = self._memory.get(meta["uid"])
+        if memory is not None and memory.written is not None:
+            if meta.get("resourceVersion") in memory.superseded:
+                body = memory.written
+            else:  # the cache has caught up (or moved on)
+                memory.written = None
+                memory.superseded.clear()
+        return CollectJob.from_body(body)
+
+    async def _patch_status(self, job: CollectJob, status: JobStatus) -> bool:
+        """Write `status` if the job is still as it was read; False (and a look again soon)
+        when it changed meanwhile, or is gone."""
+        version = job.resource_version
+        patched = await self._run(self._kube.patch_job_status, job.ref, status.to_dict(), version)
+        if patched is None:
+            self._schedule(job.ref, STALE_RETRY)
+            return False
+        memory = self._memory.setdefault(job.uid, _JobMemory())
+        memory.superseded.add(version)
+        memory.written = patched
+        memory.last_status_patch = time.monotonic()
+        return True
+
+    async def _reconcile(self, ref: JobRef) -> None:
+        job = self._read_job(ref)
+        if job is None:
             return
-        job = CollectJob.from_body(body)
         if not await self._guarded(job):
             return
         memory = self._memory.setdefault(job.uid, _JobMemory())
-        children = await self._observe(job)
+        children = self._observe(job)
         world = self._world(job, memory, children, self._cache.worker_pods(ref))
         decision = decide(job.spec, job.generation, job.status, world)
         # From its first run on a job keeps all its children; one created suspended has none.
         wanted = decision.replicas > 0 or decision.status.start_time is not None
-        taken = await self._sync_children(job, create=wanted)
-        if taken:
-            world = replace(world, name_taken="; ".join(filter(None, (world.name_taken, *taken))))
+        # The API is asked for a Deployment the cache lacks while the simple children are
+        # written: one round trip for both, on the path from a resume to the worker.
+        taken, observed = await asyncio.gather(
+            self._sync_children(job, create=wanted),
+            self._look_up_deployment(job, children, wanted),
+        )
+        if taken or observed is not children:
+            children = replace(observed, taken=[*observed.taken, *taken])
+            world = replace(
+                world,
+                deployment_scaled_down=_scaled_down(children.deployment),
+                name_taken="; ".join(children.taken),
+            )
             decision = decide(job.spec, job.generation, job.status, world)
         if not children.deployment_foreign:
             await self._apply_workload(job, memory, decision, children.deployment, world, wanted)
@@ -294,22 +353,28 @@ class Reconciler:
         if decision.requeue_after is not None:
             self._schedule(ref, decision.requeue_after)
 
-    async def _observe(self, job: CollectJob) -> _Children:
+    def _observe(self, job: CollectJob) -> _Children:
         """The checkpoint ConfigMap (only if ours: a namesake's is never read) and the worker
-        Deployment, from the cache; the Deployment from the API when it is not cached."""
+        Deployment, from the cache."""
         configmap = self._cache.get("ConfigMap", job.ref, checkpoint_configmap_name(job.name))
         if configmap is not None and not _ours(configmap, job):
             configmap = None
+        deployment = self._cache.get("Deployment", job.ref, worker_name(job.name))
+        return _with_deployment(configmap, deployment, job)
+
+    async def _look_up_deployment(
+        self, job: CollectJob, children: _Children, wanted: bool
+    ) -> _Children:
+        """`children` with the Deployment as the API has it, when the cache has none and
+        the job wants one: it may have been created a moment ago (not streamed yet), or be
+        someone's unlabelled one. A job that does not want a Deployment never needs it."""
+        if not wanted or children.deployment is not None or children.deployment_foreign:
+            return children
         name = worker_name(job.name)
-        deployment = self._cache.get("Deployment", job.ref, name)
-        if deployment is None:  # new, deleted, or someone's unlabelled one: ask the API
-            deployment = await self._run(self._kube.get, "Deployment", job.namespace, name)
-        if deployment is not None:
-            try:
-                check_ownership(deployment, job.uid, job.name)
-            except NameTakenError as e:
-                return _Children(configmap, None, deployment_foreign=True, taken=[str(e)])
-        return _Children(configmap, deployment, deployment_foreign=False, taken=[])
+        deployment = await self._run(self._kube.get, "Deployment", job.namespace, name)
+        if deployment is None:
+            return children
+        return _with_deployment(children.configmap, deployment, job)
 
     async def _sync_children(self, job: CollectJob, create: bool) -> list[str]:
         """Repair the checkpoint ConfigMap, ServiceAccount, Role and RoleBinding that exist,
@@ -422,9 +487,8 @@ class Reconciler:
             elapsed = time.monotonic() - memory.last_status_patch
             if current.progress_only_change(desired) and elapsed < STATUS_INTERVAL:
                 self._schedule(job.ref, STATUS_INTERVAL - elapsed)
-            else:
-                await self._run(self._kube.patch_job_status, job.ref, desired.to_dict())
-                memory.last_status_patch = time.monotonic()
+            elif not await self._patch_status(job, desired):
+                return  # decided on a past state: the next pass decides again
         if desired.phase != current.phase and desired.phase is not None:
             metrics.PHASE_TRANSITIONS.labels(phase=str(desired.phase)).inc()
             log.info("CollectJob %s: %s -> %s", job.ref, current.phase, desired.phase)
@@ -456,6 +520,17 @@ class Reconciler:
         if memory.resume_seen is not None and observed_running:
             metrics.RESUME_LATENCY.observe(now - memory.resume_seen)
             memory.resume_seen = None
+
+
+def _with_deployment(configmap: Obj | None, deployment: Obj | None, job: CollectJob) -> _Children:
+    """The job's children with `deployment` checked: one that is not the job's is named in
+    `taken` and never used."""
+    if deployment is not None:
+        try:
+            check_ownership(deployment, job.uid, job.name)
+        except NameTakenError as e:
+            return _Children(configmap, None, deployment_foreign=True, taken=[str(e)])
+    return _Children(configmap, deployment, deployment_foreign=False, taken=[])
 
 
 def _read_checkpoint(job: CollectJob, configmap: Obj | None) -> tuple[Checkpoint | None, str]:

@@ -1,17 +1,29 @@
 """The operator at scale, side by side with Kubernetes' own Job controller on the same cluster.
 
 N objects of each (CJ_SCALE_JOBS, default 1000) are created with `suspend: true` from 8
-client threads; then, for each side in turn:
+client threads; then, for each side in turn (ours first, then the Job controller's, each
+deleted before the other starts):
 - created -> all report Suspended (ours: phase Suspended; Jobs: condition Suspended);
 - resume under that load, patch -> worker pod created, p50/p99 over RESUMES objects resumed
-  one after another;
+  one after another; each resumed worker is let settle (ours: it took its checkpoint over;
+  Jobs: its pod runs) before the next patch, so no resume waits for the previous one's
+  start-up. Ours also reports patch -> worker Deployment created: the operator's own share;
+  the rest is the Deployment and ReplicaSet controllers';
 - mass suspend of those RESUMES running objects, patch -> all Suspended (ours: checkpoint
   committed, worker gone; Jobs: pods deleted);
 - operator RSS and CPU seconds (from /proc) with N jobs;
 - delete all, until every object and every child of it is gone.
-The peer's Jobs sleep in a container of the project's image; ours run the real worker over
-a shared CSV, mounted from the test's data volume (storage_fixtures.py). Results are printed
-and written to .bench/operator_scale.json.
+The peer's Jobs sleep in a container of the project's image; ours run the real worker over a
+shared CSV mounted from the test's data volume (storage_fixtures.py), throttled so that a
+running worker is about as idle as the sleep (the load is the N objects, not the workers' CPU).
+Results are printed and written to .bench/operator_scale.json.
+
+`test_mass_suspend_of_running_jobs` is the bulk case on its own: MASS_JOBS (default 100)
+running jobs suspended by one `kubectl patch` of the names a label selector picks, timed
+from the `kubectl get -l` until every worker is scaled to 0 and until every job is
+Suspended with its checkpoint committed; kubectl's own time (it patches one name after
+another) and the time from its last patch are reported too. Written to
+.bench/operator_mass_suspend.json.
 """
 
 from __future__ import annotations
@@ -26,17 +38,27 @@ from typing import Any
 
 from kubernetes import client
 
-from container_pods import IMAGE
+from collectjob_api.checkpoint import Checkpoint
+from collectjob_api.contract import CHECKPOINT_KEY, MIN_CHUNK_BYTES
 from localcluster.paths import REPO_ROOT as ROOT
+from container_pods import IMAGE
 from operator_fixtures import write_csv
 from storage_fixtures import DataVolume
 
 JOBS = int(os.environ.get("CJ_SCALE_JOBS", "1000"))
+MASS_JOBS = int(os.environ.get("CJ_MASS_SUSPEND_JOBS", "100"))
 RESUMES = 20
 CLIENT_THREADS = 8
 POLL = 0.01
 GROUP, VERSION, PLURAL = "collect.dev", "v1alpha1", "collectjobs"
 JOB_LABEL = "collect.dev/job"
+FLEET_LABEL = "bench.collect.dev/fleet"
+IDLE_WORKER = {
+    "throttle": {"bytesPerSecond": 1024},
+    "worker": {"resources": {}},
+}
+"""A running worker that reads 1 KiB/s (never done within the benchmark) and asks for no
+CPU: the default requests (250m) fit only 8 workers on the 2-core local node."""
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -55,9 +77,9 @@ def since(
     return time.perf_counter() - started
 
 
-def create_all(make: Callable[[int], Any]) -> None:
+def create_all(count: int, make: Callable[[int], Any]) -> None:
     with ThreadPoolExecutor(CLIENT_THREADS) as pool:
-        list(pool.map(make, range(JOBS)))
+        list(pool.map(make, range(count)))
 
 
 def proc_usage(pid: int) -> tuple[float, float]:
@@ -69,94 +91,142 @@ def proc_usage(pid: int) -> tuple[float, float]:
     return rss_kb / 1024, (int(fields[11]) + int(fields[12])) / ticks
 
 
+class Jobs:
+    """CollectJobs of one namespace over one shared CSV, through the API."""
+
+    def __init__(self, cluster, namespace: str, source: Path, data_volume: DataVolume) -> None:
+        api = cluster.api_client()
+        self.namespace, self.source, self.sinks = namespace, source, data_volume.path
+        self.worker = data_volume.into(IDLE_WORKER["worker"])
+        self.custom, self.core = client.CustomObjectsApi(api), client.CoreV1Api(api)
+        self.apps, self.rbac = client.AppsV1Api(api), client.RbacAuthorizationV1Api(api)
+
+    def create(self, name: str, suspend: bool, labels: dict[str, str] | None = None) -> None:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "CollectJob",
+            "metadata": {"name": name, "namespace": self.namespace, "labels": labels or {}},
+            "spec": {
+                "source": {"url": f"file://{self.source}"},
+                "sink": {"url": f"file://{self.sinks}/{name}", "format": "jsonl"},
+                "chunkBytes": MIN_CHUNK_BYTES,
+                "suspend": suspend,
+                "throttle": IDLE_WORKER["throttle"],
+                "worker": self.worker,
+            },
+        }
+        self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
+
+    def phases(self) -> list[str | None]:
+        items = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)
+        return [(j.get("status") or {}).get("phase") for j in items["items"]]
+
+    def patch(self, name: str, suspend: bool) -> None:
+        self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, name, {"spec": {"suspend": suspend}}
+        )
+
+    def pods(self, name: str) -> list[Any]:
+        selector = f"{JOB_LABEL}={name}"
+        return list(self.core.list_namespaced_pod(self.namespace, label_selector=selector).items)
+
+    def deployment_exists(self, name: str) -> bool:
+        try:
+            self.apps.read_namespaced_deployment(f"{name}-worker", self.namespace)
+        except client.ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+        return True
+
+    def worker_settled(self, name: str) -> bool:
+        """A worker pod runs and has taken the job's checkpoint over (its start-up is done)."""
+        running = [p.metadata.name for p in self.pods(name) if p.status.phase == "Running"]
+        if not running:
+            return False
+        configmap = self.core.read_namespaced_config_map(f"{name}-checkpoint", self.namespace)
+        text = (configmap.data or {}).get(CHECKPOINT_KEY)
+        return bool(text) and Checkpoint.from_json(text).holder in running
+
+    def children_left(self) -> int:
+        kinds = (
+            self.core.list_namespaced_config_map,
+            self.core.list_namespaced_service_account,
+            self.core.list_namespaced_pod,
+            self.apps.list_namespaced_deployment,
+            self.rbac.list_namespaced_role,
+            self.rbac.list_namespaced_role_binding,
+        )
+        return sum(len(list_(self.namespace, label_selector=JOB_LABEL).items) for list_ in kinds)
+
+
+def resume_latency(patch: Callable[[], None], seen: dict[str, Callable[[], bool]]) -> dict:
+    """Patch, then poll every POLL seconds: the seconds until each of `seen` first held
+    (polled in order; the last one ends the wait)."""
+    started = time.perf_counter()
+    patch()
+    times: dict[str, float] = {}
+    while len(times) < len(seen):
+        for what, check in seen.items():
+            if what not in times and check():
+                times[what] = time.perf_counter() - started
+        assert time.perf_counter() - started < 60, f"timed out waiting for {seen.keys() - times}"
+        time.sleep(POLL)
+    return times
+
+
 def bench_ours(
     cluster, namespace: str, operator, tmp_path: Path, data_volume: DataVolume
 ) -> dict[str, Any]:
-    api = cluster.api_client()
-    custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
-    source = write_csv(tmp_path / "shared.csv", 300_000)
+    jobs = Jobs(cluster, namespace, write_csv(tmp_path / "shared.csv", 300_000), data_volume)
+    names = [f"cj-{i:04d}" for i in range(JOBS)]
+    started = time.perf_counter()
+    create_all(JOBS, lambda i: jobs.create(names[i], suspend=True))
+    suspended = since(
+        started, lambda: jobs.phases().count("Suspended") == JOBS, 1800, "all Suspended"
+    )
+    rss, cpu_converged = proc_usage(operator.pid)
 
-    def body(i: int) -> dict[str, Any]:
-        return {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "CollectJob",
-            "metadata": {"name": f"cj-{i:04d}", "namespace": namespace},
-            "spec": {
-                "source": {"url": f"file://{source}"},
-                "sink": {"url": f"file://{tmp_path}/out-{i}", "format": "jsonl"},
-                "chunkBytes": 65536,
-                "suspend": True,
-                "worker": data_volume.worker,
+    resumed = names[:: max(1, JOBS // RESUMES)][:RESUMES]
+    to_pod, to_deployment = [], []
+    for name in resumed:
+        times = resume_latency(
+            lambda n=name: jobs.patch(n, False),
+            {
+                "deployment": lambda n=name: jobs.deployment_exists(n),
+                "pod": lambda n=name: bool(jobs.pods(n)),
             },
-        }
-
-    def phases() -> list[str | None]:
-        items = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
-        return [(j.get("status") or {}).get("phase") for j in items]
-
-    def patch(name: str, suspend: bool) -> None:
-        custom.patch_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, name, {"spec": {"suspend": suspend}}
         )
-
-    def pods(name: str) -> list[Any]:
-        return list(core.list_namespaced_pod(namespace, label_selector=f"{JOB_LABEL}={name}").items)
+        to_pod.append(times["pod"])
+        to_deployment.append(times["deployment"])
+        since(time.perf_counter(), lambda n=name: jobs.worker_settled(n), 120, f"{name} settled")
 
     started = time.perf_counter()
-    create_all(
-        lambda i: custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body(i))
-    )
-    suspended = since(started, lambda: phases().count("Suspended") == JOBS, 1800, "all Suspended")
-    rss, _ = proc_usage(operator.pid)
-
-    resumed = [f"cj-{i:04d}" for i in range(0, JOBS, max(1, JOBS // RESUMES))][:RESUMES]
-    latencies = []
     for name in resumed:
-        started = time.perf_counter()
-        patch(name, False)
-        latencies.append(since(started, lambda n=name: bool(pods(n)), 60, f"{name}'s pod", POLL))
-
-    def running(name: str) -> bool:
-        return any(p.status.phase == "Running" for p in pods(name))
-
-    since(
-        time.perf_counter(),
-        lambda: all(running(n) for n in resumed),
-        300,
-        "every resumed worker running",
-    )
-    started = time.perf_counter()
-    for name in resumed:
-        patch(name, True)
+        jobs.patch(name, True)
     mass_suspend = since(
-        started, lambda: phases().count("Suspended") == JOBS, 300, "all Suspended", 0.1
+        started, lambda: jobs.phases().count("Suspended") == JOBS, 300, "all Suspended", 0.1
     )
     rss_after, cpu_after = proc_usage(operator.pid)
 
     started = time.perf_counter()
-    custom.delete_collection_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
-
-    def children_left() -> int:
-        kinds = (
-            core.list_namespaced_config_map,
-            core.list_namespaced_service_account,
-            core.list_namespaced_pod,
-            client.AppsV1Api(api).list_namespaced_deployment,
-            client.RbacAuthorizationV1Api(api).list_namespaced_role,
-            client.RbacAuthorizationV1Api(api).list_namespaced_role_binding,
-        )
-        return sum(len(list_(namespace, label_selector=JOB_LABEL).items) for list_ in kinds)
-
+    jobs.custom.delete_collection_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
     deleted = since(
-        started, lambda: not phases() and children_left() == 0, 1800, "everything deleted"
+        started,
+        lambda: not jobs.phases() and jobs.children_left() == 0,
+        1800,
+        "everything deleted",
     )
     return {
         "created_to_all_suspended_s": suspended,
-        "resume_to_pod_p50_s": percentile(latencies, 0.5),
-        "resume_to_pod_p99_s": percentile(latencies, 0.99),
+        "resume_to_pod_p50_s": percentile(to_pod, 0.5),
+        "resume_to_pod_p99_s": percentile(to_pod, 0.99),
+        "resume_to_deployment_p50_s": percentile(to_deployment, 0.5),
+        "resume_to_deployment_p99_s": percentile(to_deployment, 0.99),
         "mass_suspend_s": mass_suspend,
         "delete_all_s": deleted,
         "operator_rss_mb": max(rss, rss_after),
+        "operator_cpu_converged_s": cpu_converged,
         "operator_cpu_s": cpu_after,
     }
 
@@ -202,26 +272,23 @@ def bench_job_controller(cluster, namespace: str) -> dict[str, Any]:
     def pods(name: str) -> list[Any]:
         return list(core.list_namespaced_pod(namespace, label_selector=f"job-name={name}").items)
 
+    def running(name: str) -> bool:
+        return any(p.status.phase == "Running" for p in pods(name))
+
     started = time.perf_counter()
-    create_all(lambda i: batch.create_namespaced_job(namespace, body(i)))
+    create_all(JOBS, lambda i: batch.create_namespaced_job(namespace, body(i)))
     suspended = since(started, lambda: suspended_count() == JOBS, 1800, "all Jobs Suspended")
 
     resumed = [f"job-{i:04d}" for i in range(0, JOBS, max(1, JOBS // RESUMES))][:RESUMES]
     latencies = []
     for name in resumed:
-        started = time.perf_counter()
-        batch.patch_namespaced_job(name, namespace, {"spec": {"suspend": False}})
-        latencies.append(since(started, lambda n=name: bool(pods(n)), 60, f"{name}'s pod", POLL))
+        times = resume_latency(
+            lambda n=name: batch.patch_namespaced_job(n, namespace, {"spec": {"suspend": False}}),
+            {"pod": lambda n=name: bool(pods(n))},
+        )
+        latencies.append(times["pod"])
+        since(time.perf_counter(), lambda n=name: running(n), 120, f"{name}'s pod running")
 
-    def running(name: str) -> bool:
-        return any(p.status.phase == "Running" for p in pods(name))
-
-    since(
-        time.perf_counter(),
-        lambda: all(running(n) for n in resumed),
-        300,
-        "every resumed Job's pod running",
-    )
     started = time.perf_counter()
     for name in resumed:
         batch.patch_namespaced_job(name, namespace, {"spec": {"suspend": True}})
@@ -254,25 +321,78 @@ def bench_job_controller(cluster, namespace: str) -> dict[str, Any]:
     }
 
 
+def report(name: str, data: dict[str, Any]) -> None:
+    out = ROOT / ".bench" / f"{name}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(data, indent=2))
+
+
 def test_operator_at_scale_against_the_job_controller(
     cluster, operator, namespace, make_namespace, tmp_path, data_volume
 ):
     ours = bench_ours(cluster, namespace, operator, tmp_path, data_volume)
     peer = bench_job_controller(cluster, make_namespace({}))
     ratios = {k: ours[k] / peer[k] for k in peer if peer[k]}
-    report = {
-        "jobs": JOBS,
-        "resumes": RESUMES,
-        "collectjob_operator": ours,
-        "job_controller": peer,
-        "ratio_ours_to_job_controller": ratios,
-    }
-    out = ROOT / ".bench" / "operator_scale.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    report(
+        "operator_scale",
+        {
+            "jobs": JOBS,
+            "resumes": RESUMES,
+            "collectjob_operator": ours,
+            "job_controller": peer,
+            "ratio_ours_to_job_controller": ratios,
+        },
+    )
     rows = [f"{'figure':32} {'Job controller':>15} {'collectjob':>12} {'ratio':>7}"]
     for key, value in ours.items():
         theirs = "" if key not in peer else f"{peer[key]:.3f}"
         ratio = "" if key not in ratios else f"{ratios[key]:.2f}"
         rows.append(f"{key:32} {theirs:>15} {value:12.3f} {ratio:>7}")
     print(f"\n{JOBS} objects, resume/suspend over {RESUMES}:\n" + "\n".join(rows))
+
+
+def test_mass_suspend_of_running_jobs(cluster, operator, namespace, tmp_path, data_volume):
+    jobs = Jobs(cluster, namespace, write_csv(tmp_path / "shared.csv", 300_000), data_volume)
+    names = [f"run-{i:03d}" for i in range(MASS_JOBS)]
+    create_all(MASS_JOBS, lambda i: jobs.create(names[i], False, {FLEET_LABEL: "mass"}))
+    since(
+        time.perf_counter(),
+        lambda: all(jobs.worker_settled(n) for n in names),
+        900,
+        f"{MASS_JOBS} workers running",
+        2,
+    )
+    rss, _ = proc_usage(operator.pid)
+
+    started = time.perf_counter()
+    selected = cluster.kubectl(
+        "get", "cjob", "-n", namespace, "-l", f"{FLEET_LABEL}=mass", "-o", "name"
+    ).stdout.split()
+    assert len(selected) == MASS_JOBS
+    patch = json.dumps({"spec": {"suspend": True}})
+    # One command, as a person types it; kubectl patches the names one after another.
+    cluster.kubectl(
+        "patch", "-n", namespace, *selected, "--type", "merge", "-p", patch, timeout=900
+    )
+    kubectl_done = time.perf_counter() - started
+
+    def all_scaled_down() -> bool:
+        items = jobs.apps.list_namespaced_deployment(namespace, label_selector=JOB_LABEL).items
+        return len(items) == MASS_JOBS and all(d.spec.replicas == 0 for d in items)
+
+    scaled = since(started, all_scaled_down, 300, "every worker scaled to 0", 0.05)
+    suspended = since(
+        started, lambda: jobs.phases().count("Suspended") == MASS_JOBS, 300, "all Suspended", 0.1
+    )
+    for name in names:  # Suspended means the worker committed its checkpoint and is gone
+        assert not jobs.pods(name), name
+    result = {
+        "jobs": MASS_JOBS,
+        "kubectl_get_and_patch_s": kubectl_done,
+        "patch_to_all_scaled_to_0_s": scaled,
+        "patch_to_all_suspended_s": suspended,
+        "last_patch_to_all_suspended_s": suspended - kubectl_done,
+        "operator_rss_mb": rss,
+    }
+    report("operator_mass_suspend", result)
+    print("\n" + json.dumps(result, indent=2))

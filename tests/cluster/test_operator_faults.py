@@ -10,21 +10,27 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
 from kubernetes import client, watch
 
+from collectjob_api.checkpoint import Checkpoint
+from collectjob_api.contract import CHECKPOINT_KEY, ENV_JOB_NAME, ENV_NAMESPACE
 from collectjob_operator.settings import WATCH_CLIENT_TIMEOUT
 from localcluster.controlplane import ControlPlane
+from localcluster.paths import NODE_NAME
+from localcluster.pidfile import proc_stat
 from operator_fixtures import OperatorProcess
 
 JOB_LABEL = "collect.dev/job"
@@ -41,18 +47,15 @@ STEADY = {"bytesPerSecond": 8 * 1024}
 """LONG_ROWS in about 25 s, one commit a second: a job that runs through a restart."""
 
 
-class WorkerWatch:
-    """Watches the namespace's worker pods for a whole test and records every moment at
-    which one job had two live workers (phase Running, not terminating)."""
+class Background:
+    """Runs `_run` in a daemon thread for the length of a `with` block; `_stop` is set at
+    its end."""
 
-    def __init__(self, api: client.CoreV1Api, namespace: str) -> None:
-        self._api, self._namespace = api, namespace
-        self._pods: dict[str, tuple[str, bool]] = {}
-        self.violations: list[str] = []
+    def __init__(self) -> None:
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="worker-watch")
+        self._thread = threading.Thread(target=self._run, daemon=True, name=type(self).__name__)
 
-    def __enter__(self) -> WorkerWatch:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -61,30 +64,58 @@ class WorkerWatch:
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
+        raise NotImplementedError
+
+
+class NamespaceWatch(Background):
+    """Watches one kind of the test namespace for a whole test, listing again after an
+    error (an API server restart, 410 Gone); subclasses observe each event."""
+
+    def __init__(self, list_call: Any, namespace: str, **selector: str) -> None:
+        super().__init__()
+        self._list, self._namespace, self._selector = list_call, namespace, selector
+
+    def _run(self) -> None:
         version = None
         while not self._stop.is_set():
             try:
                 if version is None:
-                    self._pods.clear()  # relisting: the stream replays every pod that exists
+                    self._relisting()
                 options: dict[str, Any] = {
-                    "label_selector": JOB_LABEL,
+                    **self._selector,
                     "timeout_seconds": 5,
                     "_request_timeout": 15,
                 }
                 if version is not None:
                     options["resource_version"] = version
-                stream = watch.Watch().stream(
-                    self._api.list_namespaced_pod, self._namespace, **options
-                )
-                for event in stream:
-                    pod = event["object"]
-                    version = pod.metadata.resource_version
-                    self._observe(event["type"], pod)
+                for event in watch.Watch().stream(self._list, self._namespace, **options):
+                    obj = event["object"]
+                    version = obj.metadata.resource_version
+                    self._observe(event["type"], obj)
                     if self._stop.is_set():
                         return
             except Exception:  # API server restarting, or 410 Gone: list again
                 version = None
                 self._stop.wait(0.2)
+
+    def _relisting(self) -> None:
+        """A fresh stream replays every object that exists."""
+
+    def _observe(self, kind: str, obj: Any) -> None:
+        raise NotImplementedError
+
+
+class WorkerWatch(NamespaceWatch):
+    """Records every moment at which one job had two live worker pods (phase Running, not
+    terminating), as the API shows them."""
+
+    def __init__(self, api: client.CoreV1Api, namespace: str) -> None:
+        super().__init__(api.list_namespaced_pod, namespace, label_selector=JOB_LABEL)
+        self._pods: dict[str, tuple[str, bool]] = {}
+        self.violations: list[str] = []
+
+    def _relisting(self) -> None:
+        self._pods.clear()
 
     def _observe(self, kind: str, pod: Any) -> None:
         name = pod.metadata.name
@@ -97,6 +128,64 @@ class WorkerWatch:
         both = sorted(n for n, (j, alive) in self._pods.items() if j == job and alive)
         if len(both) > 1:
             self.violations.append(f"job {job}: live workers {both} at once")
+
+
+class CheckpointHistory(NamespaceWatch):
+    """Every version of the namespace's checkpoints, per job: (epoch, holder, rows)."""
+
+    def __init__(self, api: client.CoreV1Api, namespace: str) -> None:
+        super().__init__(api.list_namespaced_config_map, namespace, label_selector=JOB_LABEL)
+        self.versions: dict[str, list[tuple[int, str, int]]] = {}
+
+    def _observe(self, kind: str, configmap: Any) -> None:
+        text = (configmap.data or {}).get(CHECKPOINT_KEY)
+        if kind == "DELETED" or not text:
+            return
+        checkpoint = Checkpoint.from_json(text)
+        seen = (checkpoint.epoch, checkpoint.holder, checkpoint.rows_processed)
+        history = self.versions.setdefault(configmap.metadata.labels[JOB_LABEL], [])
+        if not history or history[-1] != seen:
+            history.append(seen)
+
+
+class WorkerProcesses(Background):
+    """Samples the machine's processes every 50 ms and records every moment at which one
+    job had two worker processes alive, whatever the API said: the local node runs each
+    container as a process group whose env names its job (COLLECTJOB_NAMESPACE/NAME)."""
+
+    def __init__(self, namespace: str) -> None:
+        super().__init__()
+        self._namespace = namespace.encode()
+        self.violations: list[str] = []
+
+    def groups(self) -> dict[str, set[int]]:
+        """Job name -> the process groups of its live workers."""
+        found: dict[str, set[int]] = {}
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                env = dict(
+                    entry.split(b"=", 1)
+                    for entry in (proc / "environ").read_bytes().split(b"\0")
+                    if b"=" in entry
+                )
+                if env.get(ENV_NAMESPACE.encode()) != self._namespace:
+                    continue
+                stat = proc_stat(int(proc.name))
+                if stat is None or not stat.alive:
+                    continue
+                group = os.getpgid(int(proc.name))
+            except (OSError, ValueError):
+                continue  # gone meanwhile, or not ours to read
+            found.setdefault(env.get(ENV_JOB_NAME.encode(), b"").decode(), set()).add(group)
+        return found
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            for job, groups in self.groups().items():
+                if len(groups) > 1:
+                    self.violations.append(f"job {job}: worker processes {sorted(groups)} at once")
 
 
 @pytest.fixture
@@ -272,7 +361,8 @@ def test_operator_sigkilled_at_random_moments_during_mass_operations(
     # Mass resume after all that, unthrottled: every long job finishes, each row exactly once.
     patch_fleet(cluster, namespace, "long", {"suspend": False, "throttle": None})
     expected |= {f"long{i}": "Succeeded" for i in range(3)}
-    converge(cluster, namespace, expected, wait_for)
+    took = converge(cluster, namespace, expected, wait_for)
+    print(f"mass resume after the kills: every job Succeeded {took:.1f}s after the patch")
     assert_settled(jobs, expected)
 
 
@@ -309,6 +399,81 @@ def test_apiserver_and_etcd_restarted_mid_run(
     took = converge(cluster, namespace, expected, wait_for)
     print(f"restarts done in {time.monotonic() - started - took:.1f}s; converged {took:.1f}s later")
     assert_settled(jobs, expected)
+
+
+def node_ready(core_api: client.CoreV1Api) -> bool:
+    conditions = core_api.read_node(NODE_NAME).status.conditions or ()
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+
+def test_node_agent_killed_jobs_resume_from_their_checkpoints_once_the_node_is_back(
+    cluster, operator, collectjob, namespace, core_api, worker_watch, wait_for
+):
+    """The node dies with its pods (agent and worker processes SIGKILLed). One job keeps its
+    pod, which the node starts afresh when it is back; the other's pod is force-deleted
+    while the node is NotReady (what the taint manager's eviction plus an administrator do
+    for a lost node), so its ReplicaSet makes a replacement that waits for a node.
+
+    Fencing: a worker takes a checkpoint over by bumping its epoch with a write conditional
+    on the ConfigMap's resourceVersion, and every later write of an older holder conflicts
+    and stops it (collectjob_worker.pipeline). So even a worker that survived unseen could
+    not commit after its successor started; this test also samples the machine's processes
+    to check that no two worker processes of one job were ever alive at once.
+    """
+    plane = ControlPlane()
+    jobs = make_jobs(collectjob, "node", 2, LONG_ROWS, throttle=STEADY)
+    evicted = jobs["node1"]
+    with CheckpointHistory(core_api, namespace) as history, WorkerProcesses(namespace) as procs:
+        wait_for(
+            lambda: all(j.status().get("rowsProcessed", 0) > 0 for j in jobs.values()),
+            timeout=180,
+            message="both jobs' first committed chunk",
+        )
+        before = {name: job.checkpoint() for name, job in jobs.items()}
+        lost_pod = evicted.running_pod()
+        assert lost_pod is not None
+        assert set(procs.groups()) == set(jobs), "the workers' processes are not seen"
+
+        started = time.monotonic()
+        plane.kill_node()
+        wait_for(
+            lambda: not node_ready(core_api),
+            timeout=180,
+            message="the node lifecycle controller to mark the node NotReady",
+        )
+        not_ready = time.monotonic() - started
+        assert procs.groups() == {}, "a worker process outlived its node"
+        evicted.kubectl(
+            "delete", "pod", lost_pod["metadata"]["name"], "--force", "--grace-period=0"
+        )
+        wait_for(
+            lambda: [
+                p for p in evicted.pods() if p["metadata"]["name"] != lost_pod["metadata"]["name"]
+            ],
+            timeout=60,
+            message="a replacement pod for the evicted worker",
+        )
+        restarted = time.monotonic()
+        plane.start_node()
+        back = time.monotonic() - restarted
+        expected = {"node0": "Succeeded", "node1": "Succeeded"}
+        took = converge(cluster, namespace, expected, wait_for, timeout=300)
+        print(
+            f"node NotReady {not_ready:.1f}s after the kill, Ready {back:.1f}s after its "
+            f"restart; both jobs Succeeded {took:.1f}s later"
+        )
+    assert_settled(jobs, expected)
+    assert procs.violations == [], "a job had two worker processes at once"
+    for name in jobs:
+        versions = history.versions[name]
+        rows = [r for _, _, r in versions]
+        assert rows == sorted(rows), f"job {name}: its checkpoint went back: {versions}"
+        epochs = [e for e, _, _ in versions]
+        assert epochs == sorted(epochs), f"job {name}: an older holder wrote last: {versions}"
+        after = [v for v in versions if v[0] > before[name].epoch]
+        assert after, f"job {name}: no worker took the checkpoint over after the node came back"
+        assert after[0][2] >= before[name].rows_processed, f"job {name} did not resume: {versions}"
+    assert evicted.checkpoint().holder != lost_pod["metadata"]["name"]
 
 
 def test_children_deleted_or_edited_by_hand_are_repaired_within_seconds(

@@ -28,6 +28,7 @@ def job_body(
             "namespace": "team-a",
             "uid": "0f4c5e2a-1111-2222-3333-444455556666",
             "generation": generation,
+            "resourceVersion": "1",
         },
         "spec": {
             "source": {"url": "file:///data/orders.csv"},
@@ -69,8 +70,10 @@ class FakeKube:
         self.calls: list[tuple[str, str]] = []
         self.events: list[str] = []
         self.status_patches: list[dict[str, Any]] = []
+        self.job_reads: list[str] = []
+        """The name of every job a reconcile looked up in the cache, in order."""
         self.job = job
-        self._version = 0
+        self._version = 1
 
     def _store(self, obj: dict[str, Any]) -> dict[str, Any]:
         self._version += 1
@@ -86,6 +89,7 @@ class FakeKube:
         return stored
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls.append(("get", kind))
         return self.objects.get((kind, namespace, name))
 
     def create(self, manifest: dict[str, Any]) -> dict[str, Any] | None:
@@ -106,11 +110,9 @@ class FakeKube:
         return self._store({**actual, **manifest, "metadata": merged_meta})
 
     def indices(self) -> dict[str, Any]:
-        """The objects as kopf's indexes would hold them (labelled children only)."""
-        return {
-            kind: _Index(self, kind)
-            for kind in ("ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Deployment", "Pod")
-        }
+        """The objects as kopf's indexes would hold them (the job, labelled children)."""
+        children = ("ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Deployment", "Pod")
+        return {"CollectJob": _JobIndex(self), **{kind: _Index(self, kind) for kind in children}}
 
     def add_pod(self, name: str, phase: str = "Running") -> None:
         labels = {"collect.dev/job": "orders", "app.kubernetes.io/component": "worker"}
@@ -126,13 +128,17 @@ class FakeKube:
         self.calls.append(("delete", name))
         self.objects.pop(("Pod", namespace, name), None)
 
-    def get_job(self, ref: Any) -> dict[str, Any] | None:
-        return self.job
-
-    def patch_job_status(self, ref: Any, status: dict[str, Any]) -> bool:
+    def patch_job_status(
+        self, ref: Any, status: dict[str, Any], resource_version: str
+    ) -> dict[str, Any] | None:
+        """A merge patch conditional on the resourceVersion: None on a conflict."""
+        if self.job["metadata"]["resourceVersion"] != resource_version:
+            return None
         self.status_patches.append(status)
-        self.job = {**self.job, "status": status}
-        return True
+        self._version += 1
+        meta = {**self.job["metadata"], "resourceVersion": str(self._version)}
+        self.job = {**self.job, "metadata": meta, "status": status}
+        return self.job
 
     def post_event(
         self, ref: Any, uid: str, event_type: str, reason: str, message: str, labels: Any = None
@@ -172,6 +178,34 @@ class _Index(Mapping[JobRef, list[dict[str, Any]]]):
 
     def __len__(self) -> int:
         return len(self._grouped())
+
+
+class _JobIndex(Mapping[JobRef, list[dict[str, Any]]]):
+    """FakeKube's one job as kopf's index of CollectJobs holds it; records every lookup."""
+
+    def __init__(self, kube: FakeKube) -> None:
+        self._kube = kube
+
+    def _ref(self) -> JobRef:
+        meta = self._kube.job["metadata"]
+        return JobRef(meta["namespace"], meta["name"])
+
+    def __contains__(self, key: object) -> bool:
+        """What a lookup asks first: recorded here, once per lookup."""
+        assert isinstance(key, JobRef)
+        self._kube.job_reads.append(key.name)
+        return key == self._ref()
+
+    def __getitem__(self, key: JobRef) -> list[dict[str, Any]]:
+        if key != self._ref():
+            raise KeyError(key)
+        return [self._kube.job]
+
+    def __iter__(self) -> Iterator[JobRef]:
+        return iter([self._ref()])
+
+    def __len__(self) -> int:
+        return 1
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from collectjob_operator import guard
-from collectjob_operator.cache import ChildCache
+from collectjob_operator.cache import WatchCache
 from collectjob_operator.job import JobRef
 from collectjob_operator.metrics import JobsCollector
 from collectjob_operator.reconciler import Reconciler
@@ -69,7 +69,7 @@ def test_reconciler_creates_nothing_while_the_policy_is_missing(fake_kube):
         kube,
         "img",
         JobsCollector(),
-        ChildCache(kube.indices()),
+        WatchCache(kube.indices()),
         admission=guard.AdmissionGuard(policy),
     )
     asyncio.run(reconciler.process(REF))

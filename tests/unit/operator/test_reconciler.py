@@ -6,10 +6,10 @@ import asyncio
 import threading
 import time
 
-from collectjob_operator.cache import ChildCache
+from collectjob_operator.cache import WatchCache
 from collectjob_operator.job import JobRef
 from collectjob_operator.metrics import JobsCollector
-from collectjob_operator.reconciler import RETRY_BACKOFF, Reconciler
+from collectjob_operator.reconciler import RETRY_BACKOFF, STALE_RETRY, Priority, Reconciler
 
 REF = JobRef("team-a", "orders")
 UID = "0f4c5e2a-1111-2222-3333-444455556666"
@@ -18,7 +18,7 @@ OLD_OWNER = [{"uid": "deleted-job", "kind": "CollectJob", "name": "orders", "con
 
 def new_reconciler(kube, **kwargs) -> Reconciler:
     return Reconciler(
-        kube, "collectjob:test", JobsCollector(), ChildCache(kube.indices()), **kwargs
+        kube, "collectjob:test", JobsCollector(), WatchCache(kube.indices()), **kwargs
     )
 
 
@@ -57,6 +57,57 @@ def test_a_job_created_suspended_gets_children_only_when_it_first_runs(fake_kube
     kinds = {kind for kind, _, _ in kube.objects}
     assert kinds == {"ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Deployment"}
     assert kube.deployment()["spec"]["replicas"] == 1
+
+
+def test_a_job_created_suspended_costs_one_status_write_and_no_other_call(fake_kube):
+    """What 1,000 jobs created suspended cost: their own status, nothing else."""
+    kube = fake_kube(spec={"suspend": True})
+    reconcile(kube)
+    assert kube.calls == [] and len(kube.status_patches) == 1
+
+
+def test_a_pass_before_the_cache_has_streamed_the_last_status_write_decides_on_it(fake_kube):
+    kube = fake_kube()
+    reconciler = reconcile(kube)
+    written = kube.job
+    stale = {**written, "metadata": {**written["metadata"], "resourceVersion": "1"}}
+    stale["status"] = {}
+    kube.job = stale  # the watch has not streamed the write yet; the API has it
+    events, patches = list(kube.events), len(kube.status_patches)
+    reconcile(kube, reconciler)
+    assert kube.events == events, "an event was posted again"
+    assert len(kube.status_patches) == patches, "the status was written again"
+    kube.job = written  # streamed: read from the cache again
+    kube.job["spec"]["suspend"] = True
+    reconcile(kube, reconciler)
+    assert kube.job["status"]["phase"] == "Suspending"
+
+
+def test_a_status_write_based_on_a_changed_job_is_refused_and_tried_again(fake_kube):
+    kube = fake_kube()
+    patch = kube.patch_job_status
+
+    def changed_meanwhile(ref, status, resource_version):
+        kube.job["metadata"]["resourceVersion"] = "edited"  # say, a label was edited
+        kube.patch_job_status = patch
+        return patch(ref, status, resource_version)
+
+    kube.patch_job_status = changed_meanwhile
+    reconciler = new_reconciler(kube)
+
+    async def scenario() -> None:
+        reconciler.start()
+        await reconciler.process(REF)
+        assert kube.status_patches == [] and kube.events == [], "written on a past state"
+        deadline = time.monotonic() + STALE_RETRY + 5
+        while not kube.status_patches:  # the look-again, STALE_RETRY later
+            assert time.monotonic() < deadline, "the refused write was not tried again"
+            await asyncio.sleep(0.01)
+        await settle(reconciler)
+        await reconciler.stop()
+
+    asyncio.run(scenario())
+    assert kube.job["status"]["phase"] == "Pending" and len(kube.status_patches) == 1
 
 
 def test_converged_job_is_not_written_again(fake_kube):
@@ -251,43 +302,47 @@ def test_a_deleted_jobs_memory_is_dropped_but_not_its_successors(fake_kube):
     assert reconciler.tracked == 0
 
 
-class SlowJobKube:
-    """Delegates to a FakeKube; get_job blocks until released and records concurrency."""
+class SlowKube:
+    """Delegates to a FakeKube; every create blocks until released, and records how many
+    run at once and how many passes began (job lookups)."""
 
     def __init__(self, kube) -> None:
         self._kube = kube
         self.release = threading.Event()
-        self.active = self.most_active = self.reads = 0
+        self.active = self.most_active = 0
         self._lock = threading.Lock()
 
     def __getattr__(self, name: str):
         return getattr(self._kube, name)
 
-    def get_job(self, ref):
+    @property
+    def passes(self) -> int:
+        return len(self._kube.job_reads)
+
+    def create(self, manifest):
         with self._lock:
             self.active += 1
-            self.reads += 1
             self.most_active = max(self.most_active, self.active)
         try:
             self.release.wait(timeout=5)
-            return self._kube.get_job(ref)
+            return self._kube.create(manifest)
         finally:
             with self._lock:
                 self.active -= 1
 
 
 def test_one_job_is_never_reconciled_twice_at_once_and_triggers_fold(fake_kube):
-    slow = SlowJobKube(fake_kube())
+    slow = SlowKube(fake_kube())
     reconciler = Reconciler(
-        slow, "collectjob:test", JobsCollector(), ChildCache(slow.indices()), workers=4
+        slow, "collectjob:test", JobsCollector(), WatchCache(slow.indices()), workers=4
     )
 
     async def scenario() -> None:
         reconciler.start()
         reconciler.enqueue(REF)
-        while slow.reads == 0:
+        while slow.active == 0:
             await asyncio.sleep(0.01)
-        for _ in range(10):  # arrive while the first pass is blocked in its API call
+        for _ in range(10):  # arrive while the first pass is blocked in its API calls
             reconciler.enqueue(REF)
         await asyncio.sleep(0.1)
         slow.release.set()
@@ -295,14 +350,14 @@ def test_one_job_is_never_reconciled_twice_at_once_and_triggers_fold(fake_kube):
         await reconciler.stop()
 
     asyncio.run(scenario())
-    assert slow.most_active == 1
-    assert slow.reads == 2, "the triggers during the first pass fold into one more pass"
+    assert slow.most_active == 4, "the first pass creates its four simple children at once"
+    assert slow.passes == 2, "the triggers during the first pass fold into one more pass"
 
 
 def test_a_hung_reconcile_is_cancelled_at_its_deadline_and_retried(fake_kube):
-    slow = SlowJobKube(fake_kube())
+    slow = SlowKube(fake_kube())
     reconciler = Reconciler(
-        slow, "collectjob:test", JobsCollector(), ChildCache(slow.indices()), deadline=0.2
+        slow, "collectjob:test", JobsCollector(), WatchCache(slow.indices()), deadline=0.2
     )
 
     async def scenario() -> float:
@@ -318,7 +373,7 @@ def test_a_hung_reconcile_is_cancelled_at_its_deadline_and_retried(fake_kube):
 
     took = asyncio.run(scenario())
     assert took < 1.0, f"the reconcile was not cut at its deadline ({took:.2f}s)"
-    assert slow.reads >= 2, "the timed-out reconcile was not retried"
+    assert slow.passes >= 2, "the timed-out reconcile was not retried"
     assert slow._kube.job["status"]["phase"] == "Pending"
 
 
@@ -334,26 +389,19 @@ def test_a_loop_with_work_and_no_progress_reports_a_stall(fake_kube):
     assert reconciler.stalled_for() >= 0.05
 
 
-def test_spec_changes_go_before_routine_passes_and_each_job_keeps_its_turn(fake_kube):
+def test_spec_changes_go_before_child_changes_before_routine_passes(fake_kube):
     kube = fake_kube()
-    order: list[str] = []
-    get_job = kube.get_job
-
-    def recording_get_job(ref):
-        order.append(ref.name)
-        return get_job(ref)
-
-    kube.get_job = recording_get_job
     reconciler = new_reconciler(kube, workers=1)
 
     async def scenario() -> None:
         for name in ("progress-a", "progress-b"):
             reconciler.enqueue(JobRef("team-a", name))  # routine: a checkpoint moved on
+        reconciler.enqueue(JobRef("team-a", "pod-gone"), Priority.CHILD)
         reconciler.trigger_on_change(JobRef("team-a", "suspended"), ("u", 2))
-        reconciler.enqueue(JobRef("team-a", "progress-a"), urgent=True)  # its pod changed
+        reconciler.enqueue(JobRef("team-a", "progress-a"), Priority.CHILD)  # its pod changed
         reconciler.start()
         await settle(reconciler)
         await reconciler.stop()
 
     asyncio.run(scenario())
-    assert order == ["suspended", "progress-a", "progress-b"]
+    assert kube.job_reads == ["suspended", "pod-gone", "progress-a", "progress-b"]
