@@ -40,8 +40,8 @@ from kubernetes import client
 
 from collectjob_api.checkpoint import Checkpoint
 from collectjob_api.contract import CHECKPOINT_KEY, MIN_CHUNK_BYTES
-from localcluster.paths import REPO_ROOT as ROOT
 from container_pods import IMAGE
+from localcluster.paths import REPO_ROOT as ROOT
 from operator_fixtures import write_csv
 from storage_fixtures import DataVolume
 
