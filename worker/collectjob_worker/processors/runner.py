@@ -8,10 +8,9 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from collectjob_api.contract import ProcessConfig
@@ -27,6 +26,9 @@ from collectjob_worker.sinks import SinkStore
 MESSAGE_LIMIT = 512
 """Characters kept of a processor's exception message in the job's status."""
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,8 @@ class ProcessorRunner:
         self, table: pa.Table, chunk_index: int, byte_range: tuple[int, int], first_line: int
     ) -> tuple[pa.Table, list[tuple[int, str]]]:
         """The processed rows, and (row of `table`, reason) for each row it rejected."""
+        import pandas as pd  # here, not at the top: a job without processors never loads it
+
         frame = table.to_pandas(types_mapper=pd.ArrowDtype)
         failure: Exception | None = None
         for attempt in range(1, self.attempts + 1):
@@ -134,6 +138,8 @@ class ProcessorRunner:
     def _check(
         self, given: pd.DataFrame, output: Any, context: ChunkContext, chunk_index: int
     ) -> tuple[pa.Table, list[tuple[int, str]]]:
+        import pandas as pd  # loaded by apply() already
+
         where = f"processor {self.spec.name!r} on chunk {chunk_index}"
         if not isinstance(output, pd.DataFrame):
             raise ProcessorError(f"{where} returned {type(output).__name__}, not a DataFrame")
