@@ -44,6 +44,7 @@ from collectjob_api.contract import (
     WorkerIdentity,
 )
 from collectjob_api.models import parse
+from collectjob_worker import early_stop
 from collectjob_worker.checkpoint_store import (
     CheckpointStore,
     ConfigMapCheckpointStore,
@@ -66,7 +67,6 @@ from collectjob_worker.transform import Transform, TransformError
 
 log = logging.getLogger("collectjob_worker")
 GRACE_MARGIN_SECONDS = 5.0
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -269,16 +269,20 @@ def idle_until_stopped() -> int:
 
     The wait is on a socket that the interpreter's C-level signal handler writes to
     (signal.set_wakeup_fd): a signal that arrives at any moment, even before the wait begins,
-    is not lost. Setting a threading.Event from a Python signal handler instead can deadlock
-    when the signal lands while the main thread holds that event's lock.
+    is not lost; nor is one the start-up latch recorded (early_stop.py). Setting a
+    threading.Event from a Python signal handler instead can deadlock when the signal lands
+    while the main thread holds that event's lock.
     """
     reader, writer = socket.socketpair()
     writer.setblocking(False)
     previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
-    previous = {sig: signal.signal(sig, lambda signum, frame: None) for sig in _STOP_SIGNALS}
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: None) for sig in early_stop.STOP_SIGNALS
+    }
     try:
-        log.info("idle until SIGTERM or SIGINT")
-        reader.recv(1)
+        if early_stop.received() is None:
+            log.info("idle until SIGTERM or SIGINT")
+            reader.recv(1)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -6,7 +6,8 @@ signal handlers only in the main thread, and not while it is inside a long pyarr
 On the first signal the stop flag is set and the pipeline commits the chunk it is on, then
 returns. If that chunk is not expected to finish within the budget, or the budget runs out,
 the chunk is abandoned: nothing of it was committed, and it will be redone identically. A
-second signal abandons at once (Ctrl-C twice).
+second signal abandons at once (Ctrl-C twice). A signal the start-up latch recorded
+(early_stop.py) counts as the first one.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import threading
 import time
 from types import FrameType
 
+from collectjob_worker import early_stop
 from collectjob_worker.pipeline import TARGET_CHUNK_SECONDS, Outcome, Pipeline
 
-_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _POLL_SECONDS = 0.05
 
 
@@ -56,7 +57,9 @@ def run_supervised(pipeline: Pipeline, budget: float) -> Outcome | None:
             abandon.set()
 
     thread = threading.Thread(target=work, name="pipeline", daemon=True)
-    previous = {sig: signal.signal(sig, on_signal) for sig in _SIGNALS}
+    previous = {sig: signal.signal(sig, on_signal) for sig in early_stop.STOP_SIGNALS}
+    if (early := early_stop.received()) is not None:
+        on_signal(early, None)
     try:
         thread.start()
         while thread.is_alive():
