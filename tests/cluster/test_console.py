@@ -339,9 +339,15 @@ def browser() -> Iterator[object]:
 
 
 def _until(driver, condition, timeout: float, message: str):
+    """Poll `condition` until it is truthy. Server-sent events re-render a job's row at any
+    moment, so an element found one instant may be stale the next: that is polled again."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition, message)
+    wait = WebDriverWait(
+        driver, timeout, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,)
+    )
+    return wait.until(condition, message)
 
 
 def _log_in(driver, console: Console, token: str) -> None:

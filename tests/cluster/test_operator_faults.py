@@ -150,17 +150,19 @@ class CheckpointHistory(NamespaceWatch):
 
 class WorkerProcesses(Background):
     """Samples the machine's processes every 50 ms and records every moment at which one
-    job had two worker processes alive, whatever the API said: the local node runs each
-    container as a process group whose env names its job (COLLECTJOB_NAMESPACE/NAME)."""
+    job had two workers alive, whatever the API said. A worker is a process whose env names
+    its job (COLLECTJOB_NAMESPACE/NAME) inside a container, told apart by its own PID
+    namespace; the `podman run` that started it carries the same env, in the host's."""
 
     def __init__(self, namespace: str) -> None:
         super().__init__()
         self._namespace = namespace.encode()
         self.violations: list[str] = []
 
-    def groups(self) -> dict[str, set[int]]:
-        """Job name -> the process groups of its live workers."""
-        found: dict[str, set[int]] = {}
+    def groups(self) -> dict[str, set[str]]:
+        """Job name -> the PID namespaces (one per container) of its live workers."""
+        found: dict[str, set[str]] = {}
+        host = os.readlink("/proc/self/ns/pid")
         for proc in Path("/proc").iterdir():
             if not proc.name.isdigit():
                 continue
@@ -175,7 +177,9 @@ class WorkerProcesses(Background):
                 stat = proc_stat(int(proc.name))
                 if stat is None or not stat.alive:
                     continue
-                group = os.getpgid(int(proc.name))
+                group = os.readlink(proc / "ns" / "pid")
+                if group == host:
+                    continue
             except (OSError, ValueError):
                 continue  # gone meanwhile, or not ours to read
             found.setdefault(env.get(ENV_JOB_NAME.encode(), b"").decode(), set()).add(group)
