@@ -33,9 +33,15 @@ RUN /opt/venv/bin/pip install --no-deps --no-compile /project/collectjob_operato
            for f in m.distribution('collectjob-operator').files) \
  if p.is_file() and '__pycache__' not in p.parts]"
 
+# The user, then every program of the base but python3 removed: the operator and the worker
+# run python3 and nothing else (neither starts a subprocess), so whoever gets into a pod finds
+# no shell, package manager or coreutils. Images built on this one RUN in exec form
+# (examples/processor/README.md). Whiteouts only: the base's layer is shared as it is.
 FROM ${BASE}
 RUN useradd --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
-      --shell /usr/sbin/nologin collectjob
+      --shell /usr/sbin/nologin collectjob \
+    && find /usr/local/bin /usr/local/sbin /usr/bin /usr/sbin -mindepth 1 -maxdepth 1 \
+       \( -type f -o -type l \) ! -name 'python3*' -delete
 COPY --from=venv /opt/venv /opt/venv
 COPY --from=project /files/ /
 ENV PATH=/opt/venv/bin:$PATH \

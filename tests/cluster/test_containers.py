@@ -63,6 +63,26 @@ def test_writes_outside_volumes_fail_with_erofs(pods: Pods) -> None:
     assert "TMP ok" in log, "the emptyDir volume at /tmp stays writable"
 
 
+TOOLS = """
+import os, shutil
+dirs = ("/usr/local/bin", "/usr/local/sbin", "/usr/bin", "/usr/sbin")
+programs = sorted(name for d in dirs if os.path.isdir(d) for name in os.listdir(d))
+print("PROGRAMS", " ".join(programs))
+tools = ("sh", "bash", "dash", "apt-get", "dpkg", "ls", "su")
+print("FOUND", " ".join(t for t in tools if shutil.which(t)))
+"""
+
+
+def test_the_image_holds_no_program_but_python3(pods: Pods) -> None:
+    pods.apply(python_pod("tools", TOOLS))
+    pods.wait_phase("tools", "Succeeded")
+    log = pods.log("tools")
+    programs = re.search(r"^PROGRAMS (.*)$", log, re.M)
+    assert programs and programs[1], log
+    assert all(name.startswith("python3") for name in programs[1].split()), log
+    assert re.search(r"^FOUND\s*$", log, re.M), f"shell or tools left in the image: {log}"
+
+
 IN_CLUSTER = f"""
 import os
 from kubernetes import client
