@@ -13,7 +13,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -395,20 +395,44 @@ class CollectJobClient:
     def wait(self, namespace: str, name: str, phases: frozenset[str], timeout: float = 120) -> Job:
         """Block until the job is in one of `phases` or in a final phase; the job as seen
         then. Raises TimeoutError naming the job, the phases and the phase it is in."""
+        job = self.wait_all([(namespace, name)], phases, timeout).get((namespace, name))
+        if job is None:  # never listed: gone, or not visible to the caller
+            job = self.get(namespace, name)
+        if not _arrived(job, phases):
+            raise TimeoutError(
+                f"CollectJob {namespace}/{name} did not reach {'/'.join(sorted(phases))} "
+                f"within {timeout:g}s: it is {job.phase or 'not yet reconciled'}"
+            )
+        return job
+
+    def wait_all(
+        self, refs: Iterable[tuple[str, str]], phases: frozenset[str], timeout: float = 120
+    ) -> dict[tuple[str, str], Job]:
+        """Block until every (namespace, name) is in one of `phases` or in a final phase, or
+        `timeout` seconds have passed; each job as last seen. One watch per namespace, not
+        one per job, so a bulk wait costs a few round trips however many jobs it covers.
+        A job that did not get there is in the result in the phase it was left in; one that
+        was never listed (deleted, or not the caller's to see) is not in it."""
         deadline = datetime.now(UTC).timestamp() + timeout
-        job = self.get(namespace, name)
-        while not (job.phase in phases or job.final):
+        pending = set(refs)
+        seen: dict[tuple[str, str], Job] = {}
+        while pending:
             left = deadline - datetime.now(UTC).timestamp()
             if left <= 0:
-                raise TimeoutError(
-                    f"CollectJob {namespace}/{name} did not reach {'/'.join(sorted(phases))} "
-                    f"within {timeout:g}s: it is {job.phase or 'not yet reconciled'}"
-                )
-            for _, seen in self.watch(namespace, name=name, timeout=min(left, 30)):
-                job = seen
-                if job.phase in phases or job.final:
+                break
+            namespace = min(pending)[0]
+            for kind, job in self.watch(namespace, timeout=min(left, 30)):  # starts with a list
+                ref = (job.namespace, job.name)
+                if kind == "DELETED":
+                    pending.discard(ref)
+                    seen.pop(ref, None)
+                elif ref in pending or ref in seen:
+                    seen[ref] = job
+                    if _arrived(job, phases):
+                        pending.discard(ref)
+                if not any(ns == namespace for ns, _ in pending):
                     break
-        return job
+        return seen
 
     def events(self, namespace: str, name: str, limit: int = 20) -> builtins.list[Event]:
         """The job's most recent events, oldest first."""
@@ -475,3 +499,7 @@ class CollectJobClient:
         except CheckpointError as e:
             what = f"read the checkpoint of {namespace}/{name}"
             raise CollectJobError(what, 0, "", str(e)) from e
+
+
+def _arrived(job: Job, phases: frozenset[str]) -> bool:
+    return job.phase in phases or job.final

@@ -13,6 +13,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -170,41 +171,56 @@ def _ref(job: Job) -> str:
     return f"collectjob/{job.name} ({job.namespace})"
 
 
+def _phases(action: Action) -> str:
+    return "/".join(sorted(action.target))
+
+
+ACT_CONCURRENCY = 8
+"""Patches a bulk action has in flight at once: a round trip each, so 100 jobs take about
+as long as 13, while the API server sees no more than a few clients' worth."""
+
+
 def cmd_action(api: CollectJobClient, args: argparse.Namespace, out: TextIO) -> int:
     """One line per job, then a summary; exit 1 if any job failed or did not get there."""
     action = Action(args.command)
     jobs = _select(api, args, require=True)
-    done, failed = [], []
-    for job in jobs:
+
+    def act(job: Job) -> Job | CollectJobError:
         try:
-            outcome = api.act(job.namespace, job.name, action, dry_run=args.dry_run)
-            done.append(outcome.job)
+            return api.act(job.namespace, job.name, action, dry_run=args.dry_run).job
         except CollectJobError as e:
+            return e
+
+    with ThreadPoolExecutor(max_workers=ACT_CONCURRENCY) as pool:
+        results = list(pool.map(act, jobs))  # in the selection's order
+    done, failed = [], []
+    for job, result in zip(jobs, results, strict=True):
+        if isinstance(result, CollectJobError):
             failed.append(job)
-            print(f"{_ref(job)}: {action} refused: {e.detail}", file=out)
+            print(f"{_ref(job)}: {action} refused: {result.detail}", file=out)
             continue
+        done.append(result)
         suffix = " (server dry run)" if args.dry_run else ""
         print(f"{_ref(job)}: {action} requested{suffix}", file=out)
     if args.wait and not args.dry_run:
-        deadline = time.monotonic() + args.timeout
+        seen = api.wait_all([(j.namespace, j.name) for j in done], action.target, args.timeout)
         for job in list(done):
-            left = max(1.0, deadline - time.monotonic())
-            try:
-                seen = api.wait(job.namespace, job.name, action.target, timeout=left)
-            except (TimeoutError, CollectJobError) as e:
-                failed.append(job)
-                done.remove(job)
-                print(f"{_ref(job)}: {e}", file=out)
+            last = seen.get((job.namespace, job.name))
+            if last is not None and last.phase in action.target:
+                print(f"{_ref(job)}: {last.phase}", file=out)
                 continue
-            if seen.phase not in action.target:
-                failed.append(job)
-                done.remove(job)
+            failed.append(job)
+            done.remove(job)
+            if last is None:
+                print(f"{_ref(job)}: deleted while waiting", file=out)
+            elif last.final:
+                print(f"{_ref(job)}: ended {last.phase}, not {_phases(action)}", file=out)
+            else:
                 print(
-                    f"{_ref(job)}: ended {seen.phase}, not {'/'.join(sorted(action.target))}",
+                    f"{_ref(job)}: did not reach {_phases(action)} within {args.timeout:g}s: "
+                    f"it is {last.phase or 'not yet reconciled'}",
                     file=out,
                 )
-            else:
-                print(f"{_ref(job)}: {seen.phase}", file=out)
     verb = {
         "suspend": "suspended",
         "resume": "resumed",
