@@ -33,19 +33,30 @@ RUN /opt/venv/bin/pip install --no-deps --no-compile /project/collectjob_operato
            for f in m.distribution('collectjob-operator').files) \
  if p.is_file() and '__pycache__' not in p.parts]"
 
+# tini as PID 1 (a signal to PID 1 without a handler is dropped: see WORKER_COMMAND in
+# manifests.py). The debootstrap base has it; a registry's python image gets it from apt here,
+# so the final stage has no package manager step.
+FROM ${BASE} AS init
+RUN if [ ! -x /usr/bin/tini ]; then \
+      apt-get update && apt-get install -y --no-install-recommends tini=0.19.* \
+      && rm -rf /var/lib/apt/lists/*; \
+    fi
+
 # The user, then every program of the base but python3 removed: the operator and the worker
-# run python3 and nothing else (neither starts a subprocess), so whoever gets into a pod finds
-# no shell, package manager or coreutils. Images built on this one RUN in exec form
-# (examples/processor/README.md). Whiteouts only: the base's layer is shared as it is.
+# start no subprocess, so whoever gets into a pod finds no shell, package manager or
+# coreutils. Images built on this one RUN in exec form (examples/processor/README.md).
+# Whiteouts only: the base's layer is shared as it is.
 FROM ${BASE}
 RUN useradd --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin collectjob \
     && find /usr/local/bin /usr/local/sbin /usr/bin /usr/sbin -mindepth 1 -maxdepth 1 \
        \( -type f -o -type l \) ! -name 'python3*' -delete
+COPY --from=init /usr/bin/tini /usr/bin/tini
 COPY --from=venv /opt/venv /opt/venv
 COPY --from=project /files/ /
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 USER 10001:10001
-ENTRYPOINT ["collectjob-operator"]
+ENTRYPOINT ["tini", "--"]
+CMD ["collectjob-operator"]

@@ -47,7 +47,7 @@ BASE_REPO = "localhost/collectjob-base"
 KEY_LABEL = "dev.collectjob.build-key"
 SUITE = "bookworm"
 VARIANT = "minbase"
-PACKAGES = ("python3", "python3-venv")
+PACKAGES = ("python3", "python3-venv", "tini")
 CONTEXT = REPO_ROOT / "build" / "image"
 SOURCE_DIRS = ("api", "operator", "worker")
 # README.md is packaged as the wheel's description only: editing it does not rebuild the image.

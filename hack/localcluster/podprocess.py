@@ -77,6 +77,17 @@ def exit_code(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
+INIT = ("tini", "--")
+"""The init an image's pods run first (PID 1 in a container: it forwards signals to the real
+command, which may not have its handlers yet, and reaps)."""
+
+
+def without_init(argv: Sequence[str]) -> list[str]:
+    """A container's command as the process runtime runs it: without the init in front, which
+    the host need not have (the node agent itself delivers signals to the process)."""
+    return list(argv[len(INIT) :] if tuple(argv[: len(INIT)]) == INIT else argv)
+
+
 def find_executable(name: str, search_path: Sequence[str], cwd: Path) -> Path | None:
     """`command[0]` as an exec would find it: a path as given, else the first match on the path."""
     if "/" in name:

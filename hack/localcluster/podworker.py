@@ -31,7 +31,13 @@ from localcluster.nodeobject import HOST_IP
 from localcluster.podaddress import AddressPool
 from localcluster.podcontainer import ContainerConfigError, ImageMissing, container_name
 from localcluster.podenv import CommandError, EnvError, command_line, container_env
-from localcluster.podprocess import Backoff, RunningContainer, find_executable, start_process
+from localcluster.podprocess import (
+    Backoff,
+    RunningContainer,
+    find_executable,
+    start_process,
+    without_init,
+)
 from localcluster.podsandbox import NodeContext, PodSandbox
 from localcluster.podspec import Container, Pod
 from localcluster.podstatus import (
@@ -309,7 +315,7 @@ class PodWorker:
     def _start_process(
         self, slot: Slot, pod: Pod, env: dict[str, str], restarts: int, header: str
     ) -> RunningContainer:
-        argv = command_line(slot.spec, env)
+        argv = without_init(command_line(slot.spec, env))
         workdir = Path(slot.spec.working_dir) if slot.spec.working_dir else self.sandbox.dir
         cwd = workdir if workdir.is_dir() else self.sandbox.dir
         search = [str(self.context.bin_dir), *env.get("PATH", "").split(":")]

@@ -38,7 +38,11 @@ from collectjob_api.contract import (
 from collectjob_operator.job import CollectJob
 
 WORKER_UID = 10001
-WORKER_COMMAND = ("collectjob-worker", "run")
+WORKER_COMMAND = ("tini", "--", "collectjob-worker", "run")
+"""tini is PID 1 of the worker's container: the kernel drops a signal to PID 1 that has no
+handler, so a SIGTERM in the worker's first instants (before Python runs any of its code)
+would be lost and a suspension ignored; tini forwards it, and a worker without handlers yet
+just ends (nothing of a chunk is committed before they are in place)."""
 TEMPLATE_HASH_ANNOTATION = f"{GROUP}/template-hash"
 DEFAULT_WORKER_RESOURCES: dict[str, dict[str, str]] = {
     "requests": {"cpu": "250m", "memory": "512Mi"},

@@ -554,7 +554,7 @@ def test_a_missing_config_map_holds_the_container_until_it_exists(
 def test_a_container_without_a_command_runs_the_images_entrypoint_with_its_args(
     cluster: Cluster, namespace: str, apply: Callable[..., None], pod_in_phase: Callable[..., Json]
 ) -> None:
-    container = python_container("unused", args=["--help"])
+    container = python_container("unused", args=["collectjob-operator", "--help"])
     del container["command"]
     apply(pod_manifest("imageonly", container))
     pod_in_phase("imageonly", "Succeeded")

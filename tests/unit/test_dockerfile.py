@@ -26,7 +26,9 @@ def test_dockerfile_passes_hadolint() -> None:
 def test_dockerfile_entry_points_are_installed_console_scripts() -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     text = (ROOT / "Dockerfile").read_text()
-    named = {json.loads(m)[0] for m in re.findall(r"^ENTRYPOINT (\[.*\])$", text, re.M)}
+    entry = [json.loads(m) for m in re.findall(r"^ENTRYPOINT (\[.*\])$", text, re.M)]
+    assert entry == [["tini", "--"]], "tini is PID 1, the command comes after it"
+    named = {json.loads(m)[0] for m in re.findall(r"^CMD (\[.*\])$", text, re.M)}
     named |= set(re.findall(r"`(collectjob-\w+)", text))
     assert named, "the Dockerfile names no entry point"
     assert named <= set(scripts), f"{named - set(scripts)} are not console scripts"

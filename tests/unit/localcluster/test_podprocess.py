@@ -16,6 +16,7 @@ from localcluster.podprocess import (
     find_executable,
     start_process,
     stop_leftovers,
+    without_init,
 )
 
 IGNORES_SIGTERM = """
@@ -124,3 +125,9 @@ def test_leftover_process_groups_are_stopped_but_recycled_pids_are_not(
         for process in (stubborn, bystander):
             process.kill()
             process.wait()
+
+
+def test_the_process_runtime_runs_a_command_without_its_init() -> None:
+    assert without_init(["tini", "--", "collectjob-worker", "run"]) == ["collectjob-worker", "run"]
+    assert without_init(["collectjob-worker", "run"]) == ["collectjob-worker", "run"]
+    assert without_init(["tini", "collectjob-worker"]) == ["tini", "collectjob-worker"]

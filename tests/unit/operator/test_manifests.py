@@ -110,7 +110,7 @@ def test_worker_pod_runs_the_worker_with_its_service_account_and_grace(make_job)
     job = make_job(spec={"worker": {"terminationGracePeriodSeconds": 12, "metricsPort": 9200}})
     spec = pod_spec(manifests.worker_deployment(job, IMAGE, 1))
     (container,) = spec["containers"]
-    assert container["command"] == ["collectjob-worker", "run"]
+    assert container["command"] == ["tini", "--", "collectjob-worker", "run"]
     assert container["image"] == IMAGE
     assert spec["serviceAccountName"] == "orders-worker"
     assert spec["automountServiceAccountToken"] is True
