@@ -28,23 +28,7 @@ from collectjob_api.contract import (
 )
 from collectjob_worker.cli import main
 from collectjob_worker.metrics import WorkerMetrics
-
-
-def _args(tmp_path, chunk_bytes: int = 1024, *extra: str) -> list[str]:
-    return [
-        "local",
-        "--source",
-        str(tmp_path / "source.csv"),
-        "--sink",
-        str(tmp_path / "sink"),
-        "--state",
-        str(tmp_path / "state.json"),
-        "--chunk-bytes",
-        str(chunk_bytes),
-        "--min-commit-seconds",
-        "0",
-        *extra,
-    ]
+from unit.worker.cli_args import local_args as _args
 
 
 def _chunk_index(tmp_path) -> int:

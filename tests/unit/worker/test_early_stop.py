@@ -15,6 +15,8 @@ import signal
 import subprocess
 from pathlib import Path
 
+from unit.worker.cli_args import local_args
+
 
 def _open_writer(fifo: str) -> int | None:
     """The FIFO's write end once a reader has it open, else None (ENXIO)."""
@@ -32,21 +34,7 @@ def test_sigterm_to_pid_1_during_start_up_stops_before_the_first_chunk(
     (tmp_path / "source.csv").write_bytes(rows_csv(2000))
     schema = tmp_path / "schema.json"
     os.mkfifo(schema)
-    args = worker_cli.command(
-        "local",
-        "--source",
-        str(tmp_path / "source.csv"),
-        "--sink",
-        str(tmp_path / "sink"),
-        "--state",
-        str(tmp_path / "state.json"),
-        "--chunk-bytes",
-        "1024",
-        "--min-commit-seconds",
-        "0",
-        "--schema",
-        str(schema),
-    )
+    args = worker_cli.command(*local_args(tmp_path, 1024, "--schema", str(schema)))
     proc = subprocess.Popen(
         ["unshare", "--pid", "--fork", "--kill-child", *args],
         cwd=tmp_path,
