@@ -29,6 +29,7 @@ import logging
 import math
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -57,6 +58,9 @@ PODMAN_OWN_ENV = ("PATH", "HOME", "TMPDIR", "CONTAINERS_", "XDG_", "BUILDAH_", "
 RUN_TIMEOUT = 60
 # The states of a container podman created but never started.
 NEVER_STARTED = ("created", "configured", "initialized")
+NOT_YET_RUNNING = ("", *NEVER_STARTED)
+"""States a stop waits out ("": podman run has not created the container yet)."""
+STOP_POLL_SECONDS = 0.05
 
 
 class ImageMissing(Exception):
@@ -200,7 +204,7 @@ class PodmanContainer:
         self.oom_killed = False
         self.start_error = ""
         self._log_offset = log_offset
-        self._stopper: subprocess.Popen[bytes] | None = None
+        self._stopper: threading.Thread | None = None
 
     @property
     def pid(self) -> int:
@@ -256,14 +260,43 @@ class PodmanContainer:
 
     def stop(self, grace: float) -> None:
         """`podman stop -t GRACE`: SIGTERM, SIGKILL once the grace period is over (whole
-        seconds for podman, rounded up: the grace period is never cut short)."""
+        seconds for podman, rounded up: the grace period is never cut short).
+
+        A container that `podman run` is still creating cannot be signalled yet: `podman
+        stop` finds none and does nothing, and the container then runs until the node kills
+        it at the end of the grace period (a worker suspended within a second of its start
+        processed its whole job). So the stop waits, in its own thread, until the container
+        runs or is gone, as a kubelet waits for a container being created; the wait counts
+        against the grace period."""
         if self.popen.poll() is None and self._stopper is None:
-            self._stopper = subprocess.Popen(
-                ["podman", "stop", "--ignore", f"--time={max(0, math.ceil(grace))}", self.name],
-                env=dict(self.tool_env),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+            deadline = time.monotonic() + grace
+            self._stopper = threading.Thread(
+                target=self._stop, args=(deadline,), name=f"stop {self.name}", daemon=True
             )
+            self._stopper.start()
+
+    def _stop(self, deadline: float) -> None:
+        while self.popen.poll() is None and time.monotonic() < deadline:
+            if self._status() not in NOT_YET_RUNNING:
+                break
+            time.sleep(STOP_POLL_SECONDS)
+        if self.popen.poll() is None:
+            grace = max(0, math.ceil(deadline - time.monotonic()))
+            run_tool(
+                ["podman", "stop", "--ignore", f"--time={grace}", self.name],
+                self.tool_env,
+                timeout=grace + RUN_TIMEOUT,
+                check=False,
+            )
+
+    def _status(self) -> str:
+        """podman's State.Status of the container ("" while it does not exist yet)."""
+        result = run_tool(
+            ["podman", "inspect", "--format", "{{.State.Status}}", self.name],
+            self.tool_env,
+            check=False,
+        )
+        return result.stdout.strip() if result.returncode == 0 else ""
 
 
 class PodmanRuntime:

@@ -110,6 +110,23 @@ def test_updates_are_conditional_on_the_resource_version(core_api, namespace) ->
     assert store.load().checkpoint.offset == 10
 
 
+def test_a_change_beside_the_checkpoint_is_no_takeover(core_api, namespace) -> None:
+    """An annotation edited between two writes changes only the resourceVersion: the write is
+    made again on the new one. A changed checkpoint (another worker's) still conflicts."""
+    name = _configmap(core_api, namespace, "beside")
+    store = ConfigMapCheckpointStore(core_api, namespace, name)
+    version = store.save(Checkpoint(offset=1, holder="a", epoch=1), store.load().version)
+    core_api.patch_namespaced_config_map(name, namespace, {"metadata": {"annotations": {"x": "1"}}})
+    newer = store.save(Checkpoint(offset=2, holder="a", epoch=1), version)
+    assert newer != version and _stored(core_api, namespace, name).offset == 2
+
+    other = ConfigMapCheckpointStore(core_api, namespace, name)
+    other.save(Checkpoint(offset=2, holder="b", epoch=2), other.load().version)
+    with pytest.raises(CheckpointConflict, match=r"\(b, epoch 2\)"):
+        store.save(Checkpoint(offset=3, holder="a", epoch=1), newer)
+    assert _stored(core_api, namespace, name).holder == "b"
+
+
 def test_the_patch_keeps_what_the_operator_set(core_api, namespace) -> None:
     name = _configmap(core_api, namespace, "labels")
     core_api.patch_namespaced_config_map(

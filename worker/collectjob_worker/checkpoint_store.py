@@ -167,6 +167,18 @@ def kube_transient(e: BaseException) -> bool:
     return isinstance(e, (OSError, TimeoutError)) or type(e).__module__.startswith("urllib3")
 
 
+BENIGN_CONFLICTS = 5
+"""Writes of one checkpoint tried again after a conflict that left the checkpoint as it was."""
+
+
+class _Unchanged(Exception):
+    """A conflicting write found the checkpoint unchanged, now at `version`."""
+
+    def __init__(self, version: str) -> None:
+        super().__init__(version)
+        self.version = version
+
+
 class ConfigMapCheckpointStore:
     """Cluster mode: one key of the job's ConfigMap, patched conditionally on resourceVersion.
 
@@ -181,6 +193,8 @@ class ConfigMapCheckpointStore:
         self.backoff = backoff
         self.description = f"ConfigMap {namespace}/{name}"
         self._owner = ""
+        self._basis: dict[str, str | None] = {}
+        """resourceVersion -> the checkpoint text at it, as this store last read or wrote it."""
 
     def owner_id(self) -> str:
         """The UID of the CollectJob that controls the checkpoint ConfigMap (the operator
@@ -214,12 +228,32 @@ class ConfigMapCheckpointStore:
 
     def load(self) -> Stored:
         text, version = self._get()
+        self._basis = {version: text}
         if not text:
             return Stored(Checkpoint(), version)
         return Stored(_parse(text, self.description), version)
 
     def save(self, checkpoint: Checkpoint, version: str) -> str:
+        """Write `checkpoint` if the ConfigMap is still at `version`. A conflict is a takeover
+        only if the checkpoint in it changed: when it still holds what this store last read or
+        wrote at `version` (someone edited a label or an annotation), the write is made again
+        on the new version."""
         text = serialize(checkpoint, self.description)
+        basis = self._basis.get(version)
+        for _ in range(BENIGN_CONFLICTS):
+            try:
+                version = self._patch(text, version, basis)
+            except _Unchanged as conflict:
+                version = conflict.version
+                continue
+            self._basis = {version: text}
+            return version
+        raise CheckpointConflict(
+            f"{self.description} changed {BENIGN_CONFLICTS} times while its checkpoint was "
+            "written, without a change of the checkpoint"
+        )
+
+    def _patch(self, text: str, version: str, basis: str | None = None) -> str:
         body = {"metadata": {"resourceVersion": version}, "data": {CHECKPOINT_KEY: text}}
         attempts = 0
 
@@ -239,13 +273,14 @@ class ConfigMapCheckpointStore:
         except Exception as e:
             if _api_status(e) != 409:
                 raise
-            if attempts > 1:
-                stored, stored_version = self._get()
-                if stored == text:
-                    return stored_version
+            stored, stored_version = self._get()
+            if attempts > 1 and stored == text:
+                return stored_version  # the lost response of our own write
+            if basis is not None and stored == basis:
+                raise _Unchanged(stored_version) from e
             holder = Checkpoint()
             with contextlib.suppress(Exception):
-                holder = self.load().checkpoint
+                holder = _parse(stored, self.description) if stored else holder
             raise CheckpointConflict(
                 f"{self.description} was updated by another worker "
                 f"({holder.holder or 'unknown'}, epoch {holder.epoch})"
