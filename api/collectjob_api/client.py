@@ -399,10 +399,7 @@ class CollectJobClient:
         if job is None:  # never listed: gone, or not visible to the caller
             job = self.get(namespace, name)
         if not _arrived(job, phases):
-            raise TimeoutError(
-                f"CollectJob {namespace}/{name} did not reach {'/'.join(sorted(phases))} "
-                f"within {timeout:g}s: it is {job.phase or 'not yet reconciled'}"
-            )
+            raise TimeoutError(f"CollectJob {namespace}/{name} {missed(job, phases, timeout)}")
         return job
 
     def wait_all(
@@ -503,3 +500,11 @@ class CollectJobClient:
 
 def _arrived(job: Job, phases: frozenset[str]) -> bool:
     return job.phase in phases or job.final
+
+
+def missed(job: Job, phases: frozenset[str], timeout: float) -> str:
+    """Why a wait for `phases` ended without them, as one clause after the job's name."""
+    wanted = "/".join(sorted(phases))
+    if job.final:
+        return f"ended {job.phase}, not {wanted}"
+    return f"did not reach {wanted} within {timeout:g}s: it is {job.phase or 'not yet reconciled'}"

@@ -241,7 +241,7 @@ class PodmanContainer:
         return errors[-1] if errors else ""
 
     def _inspect(self) -> tuple[str, dict[str, Any]]:
-        """The container's full id and its final state ({} if podman no longer has it)."""
+        """The container's full id and its state ({} while podman does not have it)."""
         result = run_tool(
             ["podman", "inspect", "--format", "{{.Id}} {{json .State}}", self.name],
             self.tool_env,
@@ -277,7 +277,7 @@ class PodmanContainer:
 
     def _stop(self, deadline: float) -> None:
         while self.popen.poll() is None and time.monotonic() < deadline:
-            if self._status() not in NOT_YET_RUNNING:
+            if self._inspect()[1].get("Status", "") not in NOT_YET_RUNNING:
                 break
             time.sleep(STOP_POLL_SECONDS)
         if self.popen.poll() is None:
@@ -288,15 +288,6 @@ class PodmanContainer:
                 timeout=grace + RUN_TIMEOUT,
                 check=False,
             )
-
-    def _status(self) -> str:
-        """podman's State.Status of the container ("" while it does not exist yet)."""
-        result = run_tool(
-            ["podman", "inspect", "--format", "{{.State.Status}}", self.name],
-            self.tool_env,
-            check=False,
-        )
-        return result.stdout.strip() if result.returncode == 0 else ""
 
 
 class PodmanRuntime:

@@ -26,6 +26,7 @@ from collectjob_api.client import (
     CollectJobClient,
     CollectJobError,
     Job,
+    missed,
 )
 from collectjob_tools import render
 
@@ -171,10 +172,6 @@ def _ref(job: Job) -> str:
     return f"collectjob/{job.name} ({job.namespace})"
 
 
-def _phases(action: Action) -> str:
-    return "/".join(sorted(action.target))
-
-
 ACT_CONCURRENCY = 8
 """Patches a bulk action has in flight at once: a round trip each, so 100 jobs take about
 as long as 13, while the API server sees no more than a few clients' worth."""
@@ -211,16 +208,12 @@ def cmd_action(api: CollectJobClient, args: argparse.Namespace, out: TextIO) -> 
                 continue
             failed.append(job)
             done.remove(job)
-            if last is None:
-                print(f"{_ref(job)}: deleted while waiting", file=out)
-            elif last.final:
-                print(f"{_ref(job)}: ended {last.phase}, not {_phases(action)}", file=out)
-            else:
-                print(
-                    f"{_ref(job)}: did not reach {_phases(action)} within {args.timeout:g}s: "
-                    f"it is {last.phase or 'not yet reconciled'}",
-                    file=out,
-                )
+            why = (
+                "deleted while waiting"
+                if last is None
+                else missed(last, action.target, args.timeout)
+            )
+            print(f"{_ref(job)}: {why}", file=out)
     verb = {
         "suspend": "suspended",
         "resume": "resumed",

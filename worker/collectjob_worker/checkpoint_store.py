@@ -171,14 +171,6 @@ BENIGN_CONFLICTS = 5
 """Writes of one checkpoint tried again after a conflict that left the checkpoint as it was."""
 
 
-class _Unchanged(Exception):
-    """A conflicting write found the checkpoint unchanged, now at `version`."""
-
-    def __init__(self, version: str) -> None:
-        super().__init__(version)
-        self.version = version
-
-
 class ConfigMapCheckpointStore:
     """Cluster mode: one key of the job's ConfigMap, patched conditionally on resourceVersion.
 
@@ -193,8 +185,8 @@ class ConfigMapCheckpointStore:
         self.backoff = backoff
         self.description = f"ConfigMap {namespace}/{name}"
         self._owner = ""
-        self._basis: dict[str, str | None] = {}
-        """resourceVersion -> the checkpoint text at it, as this store last read or wrote it."""
+        self._known: tuple[str, str | None] = ("", None)
+        """(resourceVersion, the checkpoint text at it) as this store last read or wrote it."""
 
     def owner_id(self) -> str:
         """The UID of the CollectJob that controls the checkpoint ConfigMap (the operator
@@ -228,7 +220,7 @@ class ConfigMapCheckpointStore:
 
     def load(self) -> Stored:
         text, version = self._get()
-        self._basis = {version: text}
+        self._known = (version, text)
         if not text:
             return Stored(Checkpoint(), version)
         return Stored(_parse(text, self.description), version)
@@ -239,21 +231,30 @@ class ConfigMapCheckpointStore:
         wrote at `version` (someone edited a label or an annotation), the write is made again
         on the new version."""
         text = serialize(checkpoint, self.description)
-        basis = self._basis.get(version)
+        known_version, known_text = self._known
+        based_on_known = version == known_version
         for _ in range(BENIGN_CONFLICTS):
-            try:
-                version = self._patch(text, version, basis)
-            except _Unchanged as conflict:
-                version = conflict.version
-                continue
-            self._basis = {version: text}
-            return version
+            written, version, stored = self._patch(text, version)
+            if written:
+                self._known = (version, text)
+                return version
+            if not (based_on_known and stored == known_text):
+                holder = Checkpoint()
+                with contextlib.suppress(Exception):
+                    holder = _parse(stored, self.description) if stored else holder
+                raise CheckpointConflict(
+                    f"{self.description} was updated by another worker "
+                    f"({holder.holder or 'unknown'}, epoch {holder.epoch})"
+                )
         raise CheckpointConflict(
             f"{self.description} changed {BENIGN_CONFLICTS} times while its checkpoint was "
             "written, without a change of the checkpoint"
         )
 
-    def _patch(self, text: str, version: str, basis: str | None = None) -> str:
+    def _patch(self, text: str, version: str) -> tuple[bool, str, str | None]:
+        """(written, the version now, the checkpoint text now): a write conditional on
+        `version`; a conflict reads the ConfigMap as it is (a lost response of our own write
+        counts as written)."""
         body = {"metadata": {"resourceVersion": version}, "data": {CHECKPOINT_KEY: text}}
         attempts = 0
 
@@ -274,16 +275,5 @@ class ConfigMapCheckpointStore:
             if _api_status(e) != 409:
                 raise
             stored, stored_version = self._get()
-            if attempts > 1 and stored == text:
-                return stored_version  # the lost response of our own write
-            if basis is not None and stored == basis:
-                raise _Unchanged(stored_version) from e
-            holder = Checkpoint()
-            with contextlib.suppress(Exception):
-                holder = _parse(stored, self.description) if stored else holder
-            raise CheckpointConflict(
-                f"{self.description} was updated by another worker "
-                f"({holder.holder or 'unknown'}, epoch {holder.epoch})"
-            ) from e
-        new_version: str = cm.metadata.resource_version
-        return new_version
+            return attempts > 1 and stored == text, stored_version, stored
+        return True, cm.metadata.resource_version, text
