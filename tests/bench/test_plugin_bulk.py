@@ -11,17 +11,31 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from collectjob_api.contract import LABEL_REQUEST
 from localcluster.paths import REPO_ROOT as ROOT
 from plugin_fixtures import plugin
 
 BULK_JOBS = 20
+IDLE_WORKER = {"resources": {}}
+"""Workers that ask for no CPU: the default requests (250m) fit only 8 of them on the 2-core
+local node, and the rest would stay Pending."""
 
 
+@pytest.mark.timeout(1800)
 def test_bulk_suspend_time(cluster, namespace, operator, jobs, jobs_api, wait_for, apps_api):
     for i in range(BULK_JOBS):
-        jobs(f"bulk-{i:02d}", rows=8000, request="r-bulk", throttle={"bytesPerSecond": 1024})
-    jobs("single", rows=8000, request="r-one", throttle={"bytesPerSecond": 1024})
+        jobs(
+            f"bulk-{i:02d}",
+            rows=8000,
+            request="r-bulk",
+            throttle={"bytesPerSecond": 1024},
+            worker=IDLE_WORKER,
+        )
+    jobs(
+        "single", rows=8000, request="r-one", throttle={"bytesPerSecond": 1024}, worker=IDLE_WORKER
+    )
     wait_for(
         lambda: all(j.phase == "Running" for j in jobs_api.list(namespace)),
         timeout=600,
