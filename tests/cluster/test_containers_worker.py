@@ -12,9 +12,9 @@ import re
 
 from container_pods import Pods
 
-# About 1.7 MB: at THROTTLE the worker reads for about a minute, committing a chunk every second
-# or so (the throttle caps a chunk at one second of bytes, below the CRD's 1 MiB chunk minimum),
-# so the test suspends it mid-run however fast the unthrottled worker has become.
+# About 1.7 MB: at THROTTLE the worker reads for about a minute, committing a 64 KiB chunk every
+# two seconds (the throttle's smallest chunk, below the CRD's 1 MiB chunk minimum), so the test
+# suspends it mid-run however fast the unthrottled worker has become.
 LONG_ROWS = 60000
 THROTTLE = 32 * 1024
 

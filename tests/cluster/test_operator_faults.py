@@ -44,7 +44,7 @@ SLOW = {"bytesPerSecond": 1024}
 still running when the test suspends it. Unthrottled, a whole LONG_ROWS file is one chunk
 (chunkBytes is at least 1 MiB) and coalesced commits finish even 200,000 rows in seconds."""
 STEADY = {"bytesPerSecond": 8 * 1024}
-"""LONG_ROWS in about 25 s, one commit a second: a job that runs through a restart."""
+"""LONG_ROWS in about 25 s, a 64 KiB commit every 8 s: a job that runs through a restart."""
 
 
 class Background:

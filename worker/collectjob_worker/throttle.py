@@ -2,8 +2,9 @@
 
 The pacing happens between chunks, after a chunk has committed, and waits on the stop event:
 a stop request ends the wait at once, so throttling never eats into the stop budget (the
-pod's grace period). Chunks are capped at about one second of throttled bytes, so progress
-and checkpoints keep moving every second or so even at a low rate.
+pod's grace period). A chunk holds about one second of throttled bytes, so progress and
+checkpoints keep moving every second or so, but never less than SMALLEST_CHUNK_BYTES, so a
+slow job does not write its checkpoint every second for a few bytes of progress.
 """
 
 from __future__ import annotations
@@ -12,8 +13,13 @@ import threading
 import time
 from collections.abc import Callable
 
-MIN_CHUNK_BYTES = 1024
-"""The CRD's lower bound on bytesPerSecond and on chunkBytes."""
+SMALLEST_CHUNK_BYTES = 64 << 10
+"""The least a throttled chunk holds (unless chunkBytes is smaller): below 64 KiB/s a job
+commits once per 64 KiB rather than once a second. At the CRD's minimum rate, 1 KiB/s, a
+checkpoint written every second would be about as large as the data it records, and a
+hundred such jobs would write a hundred ConfigMaps a second and keep both cores of a small
+node busy with their commits. The average rate is kept all the same: the pacing after a
+larger chunk is longer."""
 
 
 class Throttle:
@@ -34,8 +40,9 @@ class Throttle:
         return cls(bytes_per_second) if bytes_per_second > 0 else None
 
     def chunk_limit(self, chunk_bytes: int) -> int:
-        """The chunk bound under this throttle: about one second of reading."""
-        return max(MIN_CHUNK_BYTES, min(chunk_bytes, self.rate))
+        """The chunk bound under this throttle: one second of reading, at least
+        SMALLEST_CHUNK_BYTES, at most `chunk_bytes`."""
+        return min(chunk_bytes, max(SMALLEST_CHUNK_BYTES, self.rate))
 
     def delay(self, nbytes: int) -> float:
         """Count `nbytes` as read; the seconds to wait before reading more."""
