@@ -1,7 +1,8 @@
 """Entry point of the `collectjob-worker` console script and `python -m collectjob_worker`.
 
-The stop latch is installed before the CLI (and pyarrow, pandas, the Kubernetes client) is
-imported: see early_stop.py for why a worker running as PID 1 needs it.
+The start-up stop handler is installed before the CLI (and pyarrow, the Kubernetes client)
+is imported: see early_stop.py for why a worker running as PID 1 needs it, and why a stop
+while starting exits at once.
 """
 
 from __future__ import annotations

@@ -269,7 +269,7 @@ def idle_until_stopped() -> int:
 
     The wait is on a socket that the interpreter's C-level signal handler writes to
     (signal.set_wakeup_fd): a signal that arrives at any moment, even before the wait begins,
-    is not lost; nor is one the start-up latch recorded (early_stop.py). Setting a
+    is not lost; nor is one recorded during the take-over (early_stop.py). Setting a
     threading.Event from a Python signal handler instead can deadlock when the signal lands
     while the main thread holds that event's lock.
     """
@@ -280,7 +280,7 @@ def idle_until_stopped() -> int:
         sig: signal.signal(sig, lambda signum, frame: None) for sig in early_stop.STOP_SIGNALS
     }
     try:
-        if early_stop.received() is None:
+        if early_stop.take_over() is None:
             log.info("idle until SIGTERM or SIGINT")
             reader.recv(1)
     finally:

@@ -6,8 +6,8 @@ signal handlers only in the main thread, and not while it is inside a long pyarr
 On the first signal the stop flag is set and the pipeline commits the chunk it is on, then
 returns. If that chunk is not expected to finish within the budget, or the budget runs out,
 the chunk is abandoned: nothing of it was committed, and it will be redone identically. A
-second signal abandons at once (Ctrl-C twice). A signal the start-up latch recorded
-(early_stop.py) counts as the first one.
+second signal abandons at once (Ctrl-C twice). A stop before the take-over ended the
+process at once (early_stop.py); one recorded during the take-over counts as the first.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def run_supervised(pipeline: Pipeline, budget: float) -> Outcome | None:
 
     thread = threading.Thread(target=work, name="pipeline", daemon=True)
     previous = {sig: signal.signal(sig, on_signal) for sig in early_stop.STOP_SIGNALS}
-    if (early := early_stop.received()) is not None:
+    if (early := early_stop.take_over()) is not None:
         on_signal(early, None)
     try:
         thread.start()
