@@ -18,8 +18,10 @@ Three stages run at once, each on its own thread(s), and hand over in source ord
   read or parsed ahead and then abandoned (a stop, an error) leaves no trace.
 
 Memory is bounded by the chunk size, whatever the file's size: at most `BLOCKS_IN_FLIGHT`
-parsed blocks wait for the encoder, and at most two parts exist at once (the one being
-committed and the one being encoded); the reader blocks until there is room. Tables are
+blocks are ahead of the encoder (a parsed one holds its output, no longer its bytes), and at
+most two parts exist at once (the one being committed and the one being encoded); the
+committer lets go of a part as soon as it is written, and the reader blocks until there is
+room. Tables are
 allocated on one thread and freed on another, which pyarrow's default allocator (mimalloc)
 is slow to give back: on the bench file the worker's peak RSS was 195 MiB above the
 interpreter's with it, 90-100 MiB with jemalloc, so the worker package makes jemalloc
@@ -104,19 +106,37 @@ class ChunkDone:
     def starting(cls, start: ChunkStart) -> ChunkDone:
         return cls(start.index, start.offset, start.offset, start.line)
 
-    def add(self, output: BlockOutput, block: Block) -> None:
-        """Count a block that follows the ones before it (`_blocks` checks that)."""
+    def take_data(self) -> list[bytes]:
+        """The part's bytes, handed over once. The committer holds a chunk until the next one
+        arrives, which is while that one is encoded: were the written part still referenced,
+        two whole parts would always be in memory instead of one and a growing one."""
+        data, self.data = self.data, []
+        return data
+
+    def add(self, output: BlockOutput, end: int, end_line: int) -> None:
+        """Count a block, ending at `end` on `end_line`, that follows the ones before it
+        (`_blocks` checks that)."""
         self.rows += output.rows
         self.rejects.extend(output.rejects)
         self.accepted_bytes += output.accepted_bytes
         self.rejected_bytes += output.rejected_bytes
-        self.end, self.end_line = block.end, block.end_line
+        self.end, self.end_line = end, end_line
+
+
+@dataclass(frozen=True)
+class _Parsing:
+    """A block handed to the parsers: where it ends, not its bytes, so that a parsed block
+    waiting for the encoder holds only its output."""
+
+    output: Future[BlockOutput]
+    end: int
+    end_line: int
 
 
 @dataclass
 class _Chunk:
     start: ChunkStart
-    items: queue.SimpleQueue[tuple[Future[BlockOutput], Block] | _End | BaseException] = field(
+    items: queue.SimpleQueue[_Parsing | _End | BaseException] = field(
         default_factory=queue.SimpleQueue
     )
 
@@ -218,8 +238,8 @@ class PipelinedChunks:
                     self._slots.acquire()
                     if self._cancelled.is_set():
                         return
-                    chunk.items.put((self._pool.submit(self._parse, block), block))
                     end, end_line = block.end, block.end_line
+                    chunk.items.put(_Parsing(self._pool.submit(self._parse, block), end, end_line))
                 after = self._window_after(at.window)
                 chunk.items.put(_End(end, end_line, after))
                 chunk = None
@@ -251,11 +271,10 @@ class PipelinedChunks:
         while not isinstance(item := chunk.items.get(), _End):
             if isinstance(item, BaseException):
                 raise item
-            future, block = item
-            output = future.result()
+            output = item.output.result()
             self._slots.release()
             output.write_to(part)
-            done.add(output, block)
+            done.add(output, item.end, item.end_line)
             self._on_rows()
         done.end, done.end_line, done.next_window = item.end, item.end_line, item.next_window
         done.data = part.finish()
