@@ -29,16 +29,19 @@ class CsvPart:
         header = io.StringIO()
         csv.writer(header, lineterminator="\n").writerow(schema.names)
         self._pieces: list[bytes] = [header.getvalue().encode()]
+        self.held_bytes = len(self._pieces[0])
+        """What the part holds in memory so far."""
 
     def write(self, table: pa.Table) -> None:
         if table.num_rows:
             out = io.BytesIO()
             pacsv.write_csv(table, out, pacsv.WriteOptions(include_header=False))
-            self._pieces.append(out.getvalue())
+            self.write_raw(out.getvalue())
 
     def write_raw(self, data: bytes) -> None:
         """Append whole CSV records exactly as they are (UTF-8, comma, double quote)."""
         self._pieces.append(data)
+        self.held_bytes += len(data)
 
     def finish(self) -> list[bytes]:
         return self._pieces
@@ -68,6 +71,12 @@ class ParquetPart:
         self._writer: Any = None
         self._tables: list[pa.Table] = []
         self._buffered = 0
+
+    @property
+    def held_bytes(self) -> int:
+        """What the part holds in memory so far: the tables of its next row group, and the
+        row groups written."""
+        return self._buffered + self._out.tell()
 
     def write(self, table: pa.Table) -> None:
         if table.num_rows:
@@ -119,6 +128,8 @@ class JsonlPart:
 
     def __init__(self, schema: pa.Schema) -> None:
         self._pieces: list[bytes] = []
+        self.held_bytes = 0
+        """What the part holds in memory so far."""
 
     def write(self, table: pa.Table) -> None:
         self.write_raw(jsonl_lines(table))
@@ -128,6 +139,7 @@ class JsonlPart:
         block: the line of a row depends on nothing else)."""
         if data:
             self._pieces.append(data)
+            self.held_bytes += len(data)
 
     def finish(self) -> list[bytes]:
         return self._pieces
