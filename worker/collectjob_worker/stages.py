@@ -67,7 +67,7 @@ class BlockOutput:
     rejected_bytes: int
     """The block's source bytes, all of them, as accepted or rejected (conservation)."""
     table: pa.Table | None = None
-    raw: bytes | None = None
+    raw: bytes | pa.Buffer | None = None
     """The rows already in the part's format: the source's own bytes for a CSV copy, or
     JSON Lines (encoded on the parser's thread, so that blocks encode in parallel)."""
 
