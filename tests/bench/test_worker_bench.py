@@ -199,9 +199,15 @@ class WorkerRun:
 
 def _first_row_seconds(source: Path, fraction: float) -> tuple[float, int]:
     """Median time from `run()` (loading the checkpoint) to the first parsed rows, resuming
-    at `fraction` of the file, with the real state file and its acquisition commit."""
+    at `fraction` of the file, with the real state file and its acquisition commit.
+
+    Chunks are not coalesced above 8 MiB (`min_commit_seconds=0`): a coalesced chunk (up to
+    64 MiB, a third of the file) could cross 90% and end at the end of the file, leaving
+    nothing to resume (the run was then done, not stopped, and the bench failed)."""
     size = source.stat().st_size
-    job = _job(source, f"resume-{fraction:.0%}", chunk_bytes=8 << 20)
+    job = dataclasses.replace(
+        _job(source, f"resume-{fraction:.0%}", chunk_bytes=8 << 20), min_commit_seconds=0
+    )
     stop = threading.Event()
 
     def stop_past(cp: Checkpoint) -> None:

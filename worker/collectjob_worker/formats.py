@@ -1,7 +1,8 @@
 """Encoding one part file in memory, in the sink's format (csv, parquet or jsonl).
 
-A part is built in memory, as a list of byte strings (so copied source bytes are not copied
-again), and handed to the sink whole, so it can be written atomically.
+A part is built in memory, as a list of bytes-like pieces (so copied source bytes and JSON
+Lines joined by Arrow are not copied again), and handed to the sink whole, so it can be
+written atomically.
 CSV parts start with a header line; their rows are either pyarrow's rendering of a table
 (every string quoted) or, for a byte-exact copy, the source's own bytes. Rejects use the same
 format with the columns line, reason and record.
@@ -29,16 +30,19 @@ class CsvPart:
         header = io.StringIO()
         csv.writer(header, lineterminator="\n").writerow(schema.names)
         self._pieces: list[bytes] = [header.getvalue().encode()]
+        self.held_bytes = len(self._pieces[0])
+        """What the part holds in memory so far."""
 
     def write(self, table: pa.Table) -> None:
         if table.num_rows:
             out = io.BytesIO()
             pacsv.write_csv(table, out, pacsv.WriteOptions(include_header=False))
-            self._pieces.append(out.getvalue())
+            self.write_raw(out.getvalue())
 
     def write_raw(self, data: bytes) -> None:
         """Append whole CSV records exactly as they are (UTF-8, comma, double quote)."""
         self._pieces.append(data)
+        self.held_bytes += len(data)
 
     def finish(self) -> list[bytes]:
         return self._pieces
@@ -68,6 +72,12 @@ class ParquetPart:
         self._writer: Any = None
         self._tables: list[pa.Table] = []
         self._buffered = 0
+
+    @property
+    def held_bytes(self) -> int:
+        """What the part holds in memory so far: the tables of its next row group, and the
+        row groups written."""
+        return self._buffered + self._out.tell()
 
     def write(self, table: pa.Table) -> None:
         if table.num_rows:
@@ -119,24 +129,32 @@ class JsonlPart:
 
     def __init__(self, schema: pa.Schema) -> None:
         self._pieces: list[bytes] = []
+        self.held_bytes = 0
+        """What the part holds in memory so far."""
 
     def write(self, table: pa.Table) -> None:
         self.write_raw(jsonl_lines(table))
 
-    def write_raw(self, data: bytes) -> None:
+    def write_raw(self, data: bytes | pa.Buffer) -> None:
         """Append lines already encoded by `jsonl_lines` (on a parser's thread, block by
         block: the line of a row depends on nothing else)."""
         if data:
             self._pieces.append(data)
+            self.held_bytes += len(data)
 
     def finish(self) -> list[bytes]:
         return self._pieces
 
 
-def jsonl_lines(table: pa.Table) -> bytes:
+def jsonl_lines(table: pa.Table) -> bytes | pa.Buffer:
     """The table's rows as JSON Lines: one `binary_join_element_wise` over the columns' texts
     and the literals between them; a column's own quotes go into those literals unless it has
-    nulls."""
+    nulls.
+
+    The lines stay in the Arrow buffer they were joined into (bytes-like, so a part and the
+    sink take it as bytes): a copy into a Python bytes would cost time and, allocated on a
+    parser's thread by the C library's malloc, would be kept in that thread's arena after the
+    part is written instead of going back to the system as pyarrow's jemalloc does."""
     if not table.num_rows:
         return b""
     parts: list[pa.Array | str] = []
@@ -148,7 +166,7 @@ def jsonl_lines(table: pa.Table) -> bytes:
         closing = text.after
     parts.append(closing + "}\n")
     lines = pc.binary_join_element_wise(*parts, "")
-    return _value_bytes(lines).tobytes()
+    return _value_buffer(lines)
 
 
 _SHORT_ESCAPES = {
@@ -214,13 +232,18 @@ def _escaped(values: pa.Array) -> pa.Array:
     return values
 
 
-def _value_bytes(strings: pa.Array) -> np.ndarray:
-    """The bytes of a string array's values, back to back (a view, not a copy)."""
+def _value_buffer(strings: pa.Array) -> pa.Buffer:
+    """The bytes of a string array's values, back to back (a slice, not a copy)."""
     offsets = np.frombuffer(strings.buffers()[1], np.int32, len(strings) + 1, strings.offset * 4)
     data = strings.buffers()[2]
     if data is None:
-        return np.zeros(0, np.uint8)
-    return np.frombuffer(data, np.uint8)[int(offsets[0]) : int(offsets[-1])]
+        return pa.py_buffer(b"")
+    return data.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+
+
+def _value_bytes(strings: pa.Array) -> np.ndarray:
+    """The bytes of a string array's values, back to back (a view, not a copy)."""
+    return np.frombuffer(_value_buffer(strings), np.uint8)
 
 
 PartWriter = CsvPart | ParquetPart | JsonlPart

@@ -340,7 +340,7 @@ class Pipeline:
             output = self._process_block(block)
             output.write_to(part)
             self._first_rows()
-            done.add(output, block)
+            done.add(output, block.end, block.end_line)
         if isinstance(part, _Processed):
             part = part.into(self._part(self._output_schema))
         seconds = time.monotonic() - started
@@ -457,7 +457,7 @@ class Pipeline:
     def _write(self, done: ChunkDone) -> None:
         """A chunk that accepted no rows writes no part (manifest.py says why); its ledger
         entry still accounts for its bytes, so the manifest's totals add up."""
-        index, data, rows, rejects = done.index, done.data, done.rows, done.rejects
+        index, data, rows, rejects = done.index, done.take_data(), done.rows, done.rejects
         sink, fmt = self.job.sink, self.job.sink_format
         part = None
         if rows:

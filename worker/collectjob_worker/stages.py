@@ -18,8 +18,10 @@ Three stages run at once, each on its own thread(s), and hand over in source ord
   read or parsed ahead and then abandoned (a stop, an error) leaves no trace.
 
 Memory is bounded by the chunk size, whatever the file's size: at most `BLOCKS_IN_FLIGHT`
-parsed blocks wait for the encoder, and at most two parts exist at once (the one being
-committed and the one being encoded); the reader blocks until there is room. Tables are
+blocks are ahead of the encoder (a parsed one holds its output, no longer its bytes), at most
+two parts exist at once (the one being committed and the one being encoded) and together they
+hold at most two chunks' worth of source bytes (`_wait_for_room`); the committer lets go of a
+part as soon as it is written, and the reader blocks until there is room. Tables are
 allocated on one thread and freed on another, which pyarrow's default allocator (mimalloc)
 is slow to give back: on the bench file the worker's peak RSS was 195 MiB above the
 interpreter's with it, 90-100 MiB with jemalloc, so the worker package makes jemalloc
@@ -28,6 +30,7 @@ pyarrow's default (`collectjob_worker/__init__.py`).
 
 from __future__ import annotations
 
+import collections
 import os
 import queue
 import threading
@@ -64,9 +67,16 @@ class BlockOutput:
     rejected_bytes: int
     """The block's source bytes, all of them, as accepted or rejected (conservation)."""
     table: pa.Table | None = None
-    raw: bytes | None = None
+    raw: bytes | pa.Buffer | None = None
     """The rows already in the part's format: the source's own bytes for a CSV copy, or
     JSON Lines (encoded on the parser's thread, so that blocks encode in parallel)."""
+
+    @property
+    def nbytes(self) -> int:
+        """Memory the output holds, which a part grows by when it takes it."""
+        if self.raw is not None:
+            return len(self.raw)
+        return 0 if self.table is None else self.table.nbytes
 
     def write_to(self, part: PartWriter | TableSink) -> None:
         if self.raw is not None and isinstance(part, CsvPart | JsonlPart):
@@ -104,19 +114,37 @@ class ChunkDone:
     def starting(cls, start: ChunkStart) -> ChunkDone:
         return cls(start.index, start.offset, start.offset, start.line)
 
-    def add(self, output: BlockOutput, block: Block) -> None:
-        """Count a block that follows the ones before it (`_blocks` checks that)."""
+    def take_data(self) -> list[bytes]:
+        """The part's bytes, handed over once. The committer holds a chunk until the next one
+        arrives, which is while that one is encoded: were the written part still referenced,
+        two whole parts would always be in memory instead of one and a growing one."""
+        data, self.data = self.data, []
+        return data
+
+    def add(self, output: BlockOutput, end: int, end_line: int) -> None:
+        """Count a block, ending at `end` on `end_line`, that follows the ones before it
+        (`_blocks` checks that)."""
         self.rows += output.rows
         self.rejects.extend(output.rejects)
         self.accepted_bytes += output.accepted_bytes
         self.rejected_bytes += output.rejected_bytes
-        self.end, self.end_line = block.end, block.end_line
+        self.end, self.end_line = end, end_line
+
+
+@dataclass(frozen=True)
+class _Parsing:
+    """A block handed to the parsers: where it ends, not its bytes, so that a parsed block
+    waiting for the encoder holds only its output."""
+
+    output: Future[BlockOutput]
+    end: int
+    end_line: int
 
 
 @dataclass
 class _Chunk:
     start: ChunkStart
-    items: queue.SimpleQueue[tuple[Future[BlockOutput], Block] | _End | BaseException] = field(
+    items: queue.SimpleQueue[_Parsing | _End | BaseException] = field(
         default_factory=queue.SimpleQueue
     )
 
@@ -157,6 +185,9 @@ class PipelinedChunks:
         self._done: queue.SimpleQueue[ChunkDone | BaseException] = queue.SimpleQueue()
         self._slots = threading.Semaphore(BLOCKS_IN_FLIGHT)
         self._parts = threading.Semaphore(PARTS_IN_MEMORY)
+        self._room = threading.Condition()
+        self._waiting: collections.deque[int] = collections.deque()
+        """Sizes of the encoded parts handed to the committer and not yet committed."""
         self._cancelled = threading.Event()
         self._threads = [
             threading.Thread(target=self._read, name="read", daemon=True),
@@ -190,6 +221,9 @@ class PipelinedChunks:
         """The committer is done with `done`: its part may go, and its bytes count."""
         self._committed_bytes += done.end - done.start
         self._rate = self._committed_bytes / max(time.monotonic() - self._began, 1e-6)
+        with self._room:
+            self._waiting.popleft()
+            self._room.notify()
         self._parts.release()
 
     def close(self) -> None:
@@ -200,6 +234,8 @@ class PipelinedChunks:
         # One thread at most waits on each (the reader, the encoder); it sees the flag.
         self._slots.release()
         self._parts.release()
+        with self._room:
+            self._room.notify()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _window_after(self, window: int) -> int:
@@ -218,8 +254,8 @@ class PipelinedChunks:
                     self._slots.acquire()
                     if self._cancelled.is_set():
                         return
-                    chunk.items.put((self._pool.submit(self._parse, block), block))
                     end, end_line = block.end, block.end_line
+                    chunk.items.put(_Parsing(self._pool.submit(self._parse, block), end, end_line))
                 after = self._window_after(at.window)
                 chunk.items.put(_End(end, end_line, after))
                 chunk = None
@@ -248,15 +284,36 @@ class PipelinedChunks:
     def _encode_chunk(self, chunk: _Chunk) -> ChunkDone:
         part = self._new_part()
         done = ChunkDone.starting(chunk.start)
+        budget = PARTS_IN_MEMORY * chunk.start.window
         while not isinstance(item := chunk.items.get(), _End):
             if isinstance(item, BaseException):
                 raise item
-            future, block = item
-            output = future.result()
+            output = item.output.result()
+            self._wait_for_room(part.held_bytes + output.nbytes, budget)
             self._slots.release()
             output.write_to(part)
-            done.add(output, block)
+            done.add(output, item.end, item.end_line)
             self._on_rows()
         done.end, done.end_line, done.next_window = item.end, item.end_line, item.next_window
         done.data = part.finish()
+        with self._room:
+            self._waiting.append(sum(map(len, done.data)))
         return done
+
+    def _wait_for_room(self, wanted: int, budget: int) -> None:
+        """Let the part being encoded grow to `wanted` bytes only if, with the parts still
+        waiting to be committed, the parts in memory stay within `budget`, or once none is
+        waiting (a part may be larger than the budget on its own: a chunk is never split).
+
+        The committer may take longer to write a part than the encoder to build the next
+        (a slow disk or object store), and a part can be larger than its source: JSON Lines
+        are about twice the CSV they come from. Counting parts would let two such parts
+        exist at once; counting their bytes keeps the parts within two chunks of source.
+        Until then the parsed block stays in flight, so the reader waits too."""
+        with self._room:
+            while (
+                self._waiting
+                and sum(self._waiting) + wanted > budget
+                and not self._cancelled.is_set()
+            ):
+                self._room.wait()

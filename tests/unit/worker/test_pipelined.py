@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -13,9 +15,12 @@ from collectjob_api.checkpoint import Checkpoint
 from collectjob_api.contract import WorkerConfig
 from collectjob_api.spec import CollectJobSpec
 from collectjob_worker.checkpoint_store import FileCheckpointStore
+from collectjob_worker.chunking import Block
 from collectjob_worker.errors import SourceChanged
+from collectjob_worker.formats import JsonlPart
 from collectjob_worker.metrics import WorkerMetrics
 from collectjob_worker.pipeline import MIN_CHUNK_BYTES, Outcome, Pipeline
+from collectjob_worker.stages import BlockOutput, ChunkStart, PipelinedChunks
 
 TRANSFORM = {
     "columns": [
@@ -133,3 +138,62 @@ def test_zstd_is_chosen_through_the_sink_options(jobs, outputs, rows_csv) -> Non
     assert codecs == {"ZSTD"}
     expected = outputs.expected(data)
     assert outputs.values(jobs.tmp / "sink", "parquet", expected.header) == expected.rows
+
+
+class _NotingCondition(threading.Condition):
+    """Sets `waited` when a thread waits on it: here, when the encoder waits for room."""
+
+    def __init__(self, waited: threading.Event) -> None:
+        super().__init__()
+        self.waited = waited
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waited.set()
+        return super().wait(timeout)
+
+
+def test_a_part_waiting_to_be_committed_holds_back_the_next_one_beyond_two_chunks() -> None:
+    """Parts three times their source (JSON Lines can be twice): while part 0 waits for its
+    commit, part 1 may not make the two hold more than two chunks of source, so the encoder
+    waits, holding the parsed block, until the commit. The chunks and their parts are the
+    same as ever."""
+    window, record = 1000, b"x" * 99 + b"\n"
+
+    def blocks(offset: int, line: int, size: int) -> Iterator[Block]:
+        for at in range(offset, offset + size, len(record)):
+            yield Block(record, at, line + (at - offset) // len(record), 1)
+
+    def parse(block: Block) -> BlockOutput:
+        return BlockOutput(1, [], len(block.data), 0, raw=block.data * 3)
+
+    parts: list[JsonlPart] = []
+
+    def new_part() -> JsonlPart:
+        parts.append(JsonlPart(pa.schema([])))
+        return parts[-1]
+
+    waited = threading.Event()
+    chunks = PipelinedChunks(
+        start=ChunkStart(0, 0, 1, window),
+        size=3 * window,
+        blocks=blocks,
+        parse=parse,
+        new_part=new_part,
+        next_window=lambda current, seconds: window,
+    )
+    chunks._room = _NotingCondition(waited)  # white box: the only sign that the encoder waits
+    with chunks:
+        first = chunks.next()
+        assert waited.wait(timeout=60), "the encoder never waited for room"
+        assert len(parts) == 2 and parts[1].held_bytes == 0
+        done = [first]
+        chunks.committed(first)
+        for _ in range(2):
+            done.append(chunks.next())
+            chunks.committed(done[-1])
+    assert [(d.start, d.end, d.rows) for d in done] == [
+        (0, 1000, 10),
+        (1000, 2000, 10),
+        (2000, 3000, 10),
+    ]
+    assert [sum(map(len, d.data)) for d in done] == [3 * window] * 3
