@@ -349,8 +349,8 @@ class Pipeline:
         self._commit_chunk(done, started)
 
     def _next_window(self, window: int, seconds: float) -> int:
-        """A throttled job is not coalesced: its pacing already keeps commits to about one a
-        second, and its chunks must stay within one second of throttled bytes."""
+        """A throttled job is not coalesced: its pacing already keeps commits to at most one
+        a second, and its chunks must stay within the throttle's chunk limit."""
         if self.job.throttle is not None:
             return next_chunk_size(window, seconds, self._limit, min_commit_seconds=0)
         return next_chunk_size(window, seconds, self._limit, self.job.min_commit_seconds)
