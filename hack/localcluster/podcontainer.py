@@ -205,6 +205,7 @@ class PodmanContainer:
         self.start_error = ""
         self._log_offset = log_offset
         self._stopper: threading.Thread | None = None
+        self._started = False
 
     @property
     def pid(self) -> int:
@@ -275,11 +276,22 @@ class PodmanContainer:
             )
             self._stopper.start()
 
-    def _stop(self, deadline: float) -> None:
-        while self.popen.poll() is None and time.monotonic() < deadline:
+    def wait_started(self, timeout: float = RUN_TIMEOUT) -> None:
+        """Return once podman has started the container, or `podman run` has ended, or after
+        `timeout`. The node reports a container running from the runtime's state, as a
+        kubelet does, not from the launch of `podman run`: a pod reported Running under load
+        had no running container yet (podman inspect found it still being created)."""
+        self._wait_out_creation(time.monotonic() + timeout)
+
+    def _wait_out_creation(self, deadline: float) -> None:
+        while not self._started and self.popen.poll() is None and time.monotonic() < deadline:
             if self._inspect()[1].get("Status", "") not in NOT_YET_RUNNING:
-                break
+                self._started = True
+                return
             time.sleep(STOP_POLL_SECONDS)
+
+    def _stop(self, deadline: float) -> None:
+        self._wait_out_creation(deadline)
         if self.popen.poll() is None:
             grace = max(0, math.ceil(deadline - time.monotonic()))
             run_tool(
@@ -350,7 +362,9 @@ class PodmanRuntime:
                 stderr=out,
                 start_new_session=True,
             )
-        return PodmanContainer(popen, name, info.id, log_path, self.tool_env, offset)
+        container = PodmanContainer(popen, name, info.id, log_path, self.tool_env, offset)
+        container.wait_started()
+        return container
 
     def remove_leftovers(self, grace: float) -> list[str]:
         """Stop and remove the containers a previous agent of this node left running: only
