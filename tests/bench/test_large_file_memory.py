@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.rows import HEADER, row
 from localcluster.paths import REPO_ROOT as ROOT
 
 BENCH = ROOT / ".bench"
@@ -32,7 +33,6 @@ PIECE_ROWS = 100_000
 PIECES = 220
 """220 pieces of 100,000 rows: 2.05 GB."""
 JOBS = ("csv", "parquet", "jsonl")
-WORDS = ["alpha", "beta", "gamma", "delta", "eps, ilon", 'ze"ta', "eta", "th\neta"]
 
 
 def _piece(first: int) -> bytes:
@@ -41,17 +41,7 @@ def _piece(first: int) -> bytes:
     out = io.StringIO(newline="")
     writer = csv.writer(out, lineterminator="\n")
     for i in range(first, first + PIECE_ROWS):
-        writer.writerow(
-            [
-                i,
-                f"{rng.choice(WORDS)} {rng.choice(WORDS)}",
-                f"user{i}@example.com",
-                f"{rng.random() * 1000:.2f}",
-                f"2024-{1 + i % 12:02d}-{1 + i % 28:02d}",
-                " ".join(rng.choice(WORDS) for _ in range(4)),
-                f"{i % 1000:05d}",
-            ]
-        )
+        writer.writerow(row(i, rng))
     return out.getvalue().encode()
 
 
@@ -62,7 +52,7 @@ def sources() -> Iterator[dict[int, Path]]:
     work = BENCH / "large-file"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    header = b"id,name,email,amount,date,comment,code\n"
+    header = (",".join(HEADER) + "\n").encode()
     piece = _piece(0)
     small, large = work / "tenth.csv", work / "whole.csv"
     with small.open("wb") as tenth, large.open("wb") as whole:

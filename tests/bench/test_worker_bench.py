@@ -45,6 +45,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
+from bench.rows import HEADER, row
 from collectjob_api.checkpoint import Checkpoint
 from collectjob_worker.checkpoint_store import CheckpointStore, FileCheckpointStore, Stored
 from collectjob_worker.dialect import Dialect
@@ -58,7 +59,6 @@ BENCH = ROOT / ".bench"
 ROWS = int(os.environ.get("BENCH_ROWS", "2000000"))
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 RESUME_REPEATS = 5
-WORDS = ["alpha", "beta", "gamma", "delta", "eps, ilon", 'ze"ta', "eta", "th\neta"]
 
 
 def _generate(path: Path) -> None:
@@ -66,19 +66,9 @@ def _generate(path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["id", "name", "email", "amount", "date", "comment", "code"])
+        writer.writerow(HEADER)
         for i in range(ROWS):
-            writer.writerow(
-                [
-                    i,
-                    f"{rng.choice(WORDS)} {rng.choice(WORDS)}",
-                    f"user{i}@example.com",
-                    f"{rng.random() * 1000:.2f}",
-                    f"2024-{1 + i % 12:02d}-{1 + i % 28:02d}",
-                    " ".join(rng.choice(WORDS) for _ in range(4)),
-                    f"{i % 1000:05d}",
-                ]
-            )
+            writer.writerow(row(i, rng))
     tmp.rename(path)
 
 
