@@ -51,9 +51,4 @@ def take_over() -> int | None:
     restored later, only records. Returns a stop recorded meanwhile, or None."""
     global _starting
     _starting = False
-    return received()
-
-
-def received() -> int | None:
-    """The first stop signal recorded after the take-over, or None."""
     return _received[0] if _received else None
