@@ -46,6 +46,12 @@ def containers_conf(root: Path) -> str:
     )
 
 
+def exits_dir(env: Mapping[str, str]) -> Path:
+    """Where conmon records each container's exit status when it dies (`<tmp_dir>/exits/<id>`,
+    tmp_dir as containers_conf sets it), before podman has cleaned up after the container."""
+    return Path(env["CONTAINERS_CONF"]).parent / "tmp" / "exits"
+
+
 def storage_conf(root: Path) -> str:
     return (
         "[storage]\n"

@@ -46,7 +46,7 @@ from typing import Any
 
 from kubernetes.utils.quantity import parse_quantity
 
-from localcluster.containertools import run_tool
+from localcluster.containertools import exits_dir, run_tool
 from localcluster.oomrecord import oom_killed_by_kernel
 from localcluster.podenv import expand
 from localcluster.podprocess import append_log
@@ -203,6 +203,7 @@ class PodmanContainer:
         self.name = name
         self.log_path = log_path
         self.tool_env = tool_env
+        self.exits_dir = exits_dir(tool_env)
         self.started_at = datetime.now(UTC)
         self.started_monotonic = time.monotonic()
         self.container_id = f"podman://{name}"
@@ -227,8 +228,23 @@ class PodmanContainer:
         return time.monotonic() - self.started_monotonic
 
     def poll(self) -> int | None:
-        """The container's exit code once it has exited (then it is removed), else None."""
+        """The container's exit code once it has exited (then it is removed), else None.
+
+        A container being stopped counts as exited as soon as its runtime monitor (conmon)
+        has recorded its exit status, not once `podman run` has cleaned up after it: on a
+        node stopping 100 containers, podman's cleanup and removal, serialized on its locks,
+        came 20-30 s after the containers had died, and every pod's deletion waited for
+        them. What is left of a stopped container (its last output, its removal) is not
+        waited for; a running one's output is, up to the exit of `podman run`."""
         returncode = self.popen.poll()
+        if returncode is None and self._stopper is not None:
+            returncode = self._recorded_exit()
+            if returncode is not None:
+                self._close_init()
+                self.oom_killed = returncode == 137 and oom_killed_by_kernel(self._full_id)
+                self._remove_in_background()
+                append_log(self.log_path, f"container {self.name} exited with code {returncode}")
+                return returncode
         if returncode is None:
             return None
         self._close_init()
@@ -245,10 +261,34 @@ class PodmanContainer:
             self.oom_killed = bool(state.get("OOMKilled")) or (
                 code == 137 and oom_killed_by_kernel(container_id or self._full_id)
             )
-        run_tool(["podman", "rm", "--force", "--ignore", self.name], self.tool_env, check=False)
+        self._remove_in_background()
         suffix = " (OOMKilled)" if self.oom_killed else ""
         append_log(self.log_path, f"container {self.name} exited with code {code}{suffix}")
         return code
+
+    def _recorded_exit(self) -> int | None:
+        """The exit status conmon wrote for the container when it died, if it has."""
+        if not self._full_id:
+            return None
+        try:
+            return int((self.exits_dir / self._full_id).read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _remove_in_background(self) -> None:
+        """Let `podman run` end, then remove the container, off the pod's critical path.
+        A removal cut short by the agent's own exit is done by the next agent's start
+        (`PodmanRuntime.remove_leftovers`)."""
+
+        def remove() -> None:
+            try:
+                self.popen.wait(timeout=RUN_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+            run_tool(["podman", "rm", "--force", "--ignore", self.name], self.tool_env, check=False)
+
+        threading.Thread(target=remove, name=f"remove {self.name}", daemon=True).start()
 
     def _podman_error(self) -> str:
         """podman's own `Error: ...` line, from what it wrote to the log since this start."""

@@ -26,7 +26,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from collectjob_api.contract import (
     COMPRESSIONS,
@@ -186,15 +186,24 @@ def _execute(
     cp = pipeline.checkpoint
     if outcome is None:
         log.warning("stopped, abandoning the in-flight chunk (it will be redone): %s", describe(cp))
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(EXIT_OK)
+        exit_now(EXIT_OK)
     if outcome is Outcome.DONE:
         log.info("done: %s", describe(cp))
     else:
         log.info("suspended at %s; run the same command again to resume", describe(cp))
     return EXIT_OK
+
+
+def exit_now(code: int) -> NoReturn:
+    """End the process without the interpreter's finalization, once nothing is left to do:
+    whatever was committed is durable, and the pipeline's threads may still be inside a
+    pyarrow call. Finalization then waits on them: under load (100 workers on a 2-core node)
+    workers that had logged their stop sat in it until the node killed them at the end of
+    the grace period, which held back their jobs' Suspended by the whole grace period."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _local_processor(args: argparse.Namespace, metrics: WorkerMetrics) -> ProcessorRunner | None:
@@ -346,7 +355,9 @@ def run() -> int:
     pipeline = Pipeline(job, metrics, threading.Event())
     retries.listeners.append(pipeline.note_retrying)
     code = _execute(pipeline, identity.grace_seconds)
-    if code == EXIT_OK and pipeline.checkpoint.done and not pipeline.stop.is_set():
+    if pipeline.stop.is_set():
+        exit_now(code)
+    if code == EXIT_OK and pipeline.checkpoint.done:
         return idle_until_stopped()
     return code
 

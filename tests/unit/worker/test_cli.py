@@ -187,6 +187,23 @@ def test_a_done_run_worker_stays_up_until_signalled(sig) -> None:
     assert "stopped while idle" in err
 
 
+def test_a_stopped_worker_exits_at_once_whatever_its_threads_are_doing() -> None:
+    """A worker that has committed its stop ends even while a thread is still busy (a read
+    ahead inside pyarrow): interpreter finalization would wait for it, and the node would
+    kill the worker at the end of its grace period instead."""
+    code = (
+        "import logging, threading, time\n"
+        "from collectjob_worker.cli import exit_now\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        "threading.Thread(target=time.sleep, args=(600,)).start()\n"
+        "logging.getLogger('w').info('suspended')\n"
+        "exit_now(3)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3, proc.stderr
+    assert "suspended" in proc.stderr  # logged before the exit, not lost with it
+
+
 def test_run_needs_its_identity(monkeypatch, caplog) -> None:
     for key in (ENV_JOB_NAME, ENV_NAMESPACE, ENV_POD_NAME, ENV_CHECKPOINT_CONFIGMAP, ENV_CONFIG):
         monkeypatch.delenv(key, raising=False)
