@@ -39,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pytest
 from kubernetes import client
 
 from collectjob_api.checkpoint import Checkpoint
@@ -375,6 +376,7 @@ def test_operator_at_scale_against_the_job_controller(
     print(f"\n{JOBS} objects, resume/suspend over {RESUMES}:\n" + "\n".join(rows))
 
 
+@pytest.mark.timeout(2400)
 def test_mass_suspend_of_running_jobs(cluster, operator, namespace, tmp_path, data_volume):
     jobs = Jobs(cluster, namespace, write_csv(tmp_path / "shared.csv", 300_000), data_volume)
     names = [f"run-{i:03d}" for i in range(MASS_JOBS)]
