@@ -429,7 +429,12 @@ def test_deleting_a_pod_sends_sigterm_then_sigkill_once_the_grace_period_is_over
     assert end["exitCode"] == 137
     finished = datetime.fromisoformat(end["finishedAt"]).timestamp()
     assert finished >= sigterm_at + grace - 1, "SIGKILL came before the grace period was over"
-    assert container_state(container) is None, "the node removes an exited container"
+    # Removed after the status reports the exit, off the pod's critical path (podcontainer.py).
+    wait_for(
+        lambda: container_state(container) is None,
+        timeout=60,
+        message="the node to remove the exited container",
+    )
     final = read_pod("stubborn")
     assert final is not None and final["status"]["phase"] == "Failed"
 
