@@ -212,8 +212,8 @@ class PodmanContainer:
         self.start_error = ""
         self._log_offset = log_offset
         self._stopper: threading.Thread | None = None
-        self._started = False
         self._full_id = ""
+        """The container's full id, once podman has reported it started."""
         self._init: int | None = None
         """A pidfd of the container's init, once podman reports it running: signals go to
         that very process (never to a pid reused after it exited) without a podman command,
@@ -239,16 +239,10 @@ class PodmanContainer:
         returncode = self.popen.poll()
         if returncode is None and self._stopper is not None:
             returncode = self._recorded_exit()
-            if returncode is not None:
-                self._close_init()
-                self.oom_killed = returncode == 137 and oom_killed_by_kernel(self._full_id)
-                self._remove_in_background()
-                append_log(self.log_path, f"container {self.name} exited with code {returncode}")
-                return returncode
         if returncode is None:
             return None
         self._close_init()
-        if self._started and returncode != 137:
+        if self._full_id and returncode != 137:
             # `podman run` attached exits with its container's exit code: nothing to inspect.
             code = returncode
         else:
@@ -357,12 +351,11 @@ class PodmanContainer:
         self._wait_out_creation(time.monotonic() + timeout)
 
     def _wait_out_creation(self, deadline: float) -> None:
-        while not self._started and self.popen.poll() is None and time.monotonic() < deadline:
+        while not self._full_id and self.popen.poll() is None and time.monotonic() < deadline:
             container_id, state = self._inspect()
             if state.get("Status", "") not in NOT_YET_RUNNING:
-                self._full_id = container_id
                 self._init = _pidfd(int(state.get("Pid") or 0))
-                self._started = True
+                self._full_id = container_id
                 return
             time.sleep(STOP_POLL_SECONDS)
 
