@@ -144,22 +144,19 @@ class Jobs:
             raise
         return True
 
-    def worker_settled(self, name: str) -> bool:
-        """A worker pod runs and has taken the job's checkpoint over (its start-up is done)."""
+    def worker_settled(self, name: str, beyond: int | None = None) -> bool:
+        """A worker pod runs and has taken the job's checkpoint over (its start-up is done).
+
+        With `beyond`, it has also committed rows beyond that count: past its whole start-up.
+        A worker spends about 2.5 CPU-seconds starting (imports, then its first chunk), so 100
+        workers started at once keep both cores busy for minutes after they have taken their
+        checkpoints over; a suspend then measures that, not the suspend."""
         running = [p.metadata.name for p in self.pods(name) if p.status.phase == "Running"]
         checkpoint = self.checkpoint(name) if running else None
-        return checkpoint is not None and checkpoint.holder in running
-
-    def worker_working(self, name: str, beyond: int = 0) -> bool:
-        """Settled, and it has committed rows beyond `beyond`: past its whole start-up. A
-        worker spends about 2.5 CPU-seconds starting (imports, then its first chunk), so 100
-        workers started at once keep both cores busy for two minutes after they have taken
-        their checkpoints over; a suspend then measures that, not the suspend."""
-        checkpoint = self.checkpoint(name)
         return (
             checkpoint is not None
-            and checkpoint.rows_processed > beyond
-            and self.worker_settled(name)
+            and checkpoint.holder in running
+            and (beyond is None or checkpoint.rows_processed > beyond)
         )
 
     def checkpoint(self, name: str) -> Checkpoint | None:
@@ -383,7 +380,7 @@ def test_mass_suspend_of_running_jobs(cluster, operator, namespace, tmp_path, da
     create_all(MASS_JOBS, lambda i: jobs.create(names[i], False, {FLEET_LABEL: "mass"}))
     since(
         time.perf_counter(),
-        lambda: all(jobs.worker_working(n) for n in names),
+        lambda: all(jobs.worker_settled(n, beyond=0) for n in names),
         900,
         f"{MASS_JOBS} workers running",
         2,
@@ -421,7 +418,7 @@ def test_mass_suspend_of_running_jobs(cluster, operator, namespace, tmp_path, da
     )
     since(
         time.perf_counter(),
-        lambda: all(jobs.worker_working(n, held.get(n, 0)) for n in names),
+        lambda: all(jobs.worker_settled(n, beyond=held.get(n, 0)) for n in names),
         900,
         "resumed",
         2,
