@@ -14,15 +14,16 @@ FROM ${BASE} AS deps
 ENV PIP_NO_INDEX=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY deps/ /wheels/
 RUN python3 -m venv /opt/venv \
-    && /opt/venv/bin/pip install --find-links /wheels --require-hashes \
+    && /opt/venv/bin/pip install --no-compile --find-links /wheels --require-hashes \
        --requirement /wheels/requirements.txt
 
 # The venv as it ships: no installer, and every module compiled ahead. The root filesystem
 # is read-only, so what is not compiled here is compiled again at every start: a worker
 # compiled pandas and the Kubernetes client each time it started, about 2 CPU-seconds, and
-# 100 workers started at once kept both cores of the local node busy for minutes. The caches
-# pip wrote (stamped with the build's times) are replaced by hash-based ones, unchecked
-# (the files never change under a read-only root), the same for the same sources.
+# 100 workers started at once kept both cores of the local node busy for minutes. pip
+# compiles nothing (`--no-compile` above; what the venv's own pip left is removed); the caches
+# are hash-based, unchecked (the files never change under a read-only root), the same for the
+# same sources.
 FROM deps AS venv
 RUN /opt/venv/bin/pip uninstall --yes pip setuptools \
     && find /opt/venv -name __pycache__ -prune -exec rm -rf {} + \
