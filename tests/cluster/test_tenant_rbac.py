@@ -20,6 +20,7 @@ import yaml
 from collectjob_api.contract import worker_labels
 from collectjob_operator import manifests
 from collectjob_operator.job import CollectJob
+from conftest import poll
 from localcluster.client import Cluster
 from localcluster.paths import REPO_ROOT as ROOT
 from operator_fixtures import write_csv
@@ -298,7 +299,18 @@ ATTACKS = {
 
 @pytest.fixture(scope="module")
 def cluster_wide(cluster: Cluster, crd: None) -> Iterator[None]:
+    """The cluster-wide install, once its policy is enforced: the API server loads a new
+    ValidatingAdmissionPolicy through an informer, so for a moment after `apply` writes still
+    pass unchecked. The policy refusing a child without labels is the condition (not RBAC,
+    whose own informer may lag too)."""
     with installed(cluster, "deploy"):
+        unlabelled = worker_objects("default")["ServiceAccount"]
+        del unlabelled["metadata"]["labels"]
+        poll(
+            lambda: "collectjob-operator-writes" in as_operator(cluster, unlabelled).stderr,
+            timeout=60,
+            message="the policy collectjob-operator-writes to refuse an unlabelled child",
+        )
         yield
 
 
