@@ -49,9 +49,8 @@ def with_pandas(sink: Path, fmt: str, header: list[str]) -> Rows:
         if fmt == "csv":
             frames.append(pd.read_csv(path, dtype=str, keep_default_na=False))
         elif fmt == "jsonl":
-            frames.append(
-                pd.read_json(path, lines=True, dtype=False, convert_dates=False, orient="records")
-            )
+            # dtype=False keeps every value as written, date-like names included.
+            frames.append(pd.read_json(path, lines=True, dtype=False, orient="records"))
         else:
             frames.append(pd.read_parquet(path))
     frame = pd.concat(frames, ignore_index=True)

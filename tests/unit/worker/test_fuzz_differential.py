@@ -27,6 +27,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -78,6 +79,13 @@ def _parts(sink: Path) -> dict[str, bytes]:
 )
 # Found by `make fuzz` (the oracle missed that the record is left open by its last quote).
 @example(data=b'a,b,c\n""a,,"', chunk_bytes=1, fmt="csv", stop_after=1)
+# pyarrow decodes an invalid row's text before it calls the handler; for a row that is not
+# UTF-8 that fails inside pyarrow, which then fails the parse and the parser takes its
+# undecodable path (which this test checks). Only that report is silenced.
+@pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <function BlockParser._parse_records.<locals>.on_invalid"
+    ":pytest.PytestUnraisableExceptionWarning"
+)
 def test_worker_agrees_with_the_csv_module(
     data: bytes, chunk_bytes: int, fmt: str, stop_after: int
 ) -> None:
