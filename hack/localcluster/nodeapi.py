@@ -20,10 +20,10 @@ from kubernetes import client, config
 from kubernetes.client import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
+from collectjob_api.rfc3339 import format_time
 from localcluster.nodeobject import lease_manifest, micro_time
 from localcluster.podidentity import ClusterEndpoint, PodToken
 from localcluster.podspec import Pod
-from localcluster.podstatus import format_time
 from localcluster.safety import require_loopback
 
 log = logging.getLogger(__name__)

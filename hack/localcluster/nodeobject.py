@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from localcluster.podstatus import format_time
+from collectjob_api.rfc3339 import format_time
 
 HOST_IP = "127.0.0.1"
 MAX_PODS = 110
@@ -153,6 +153,8 @@ def untainted(taints: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
 
 
 def micro_time(moment: datetime) -> str:
+    """A Lease's MicroTime: always six fraction digits (metav1.MicroTime's layout), where
+    `format_time` writes whole seconds or drops a zero fraction."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from localcluster.podstatus import ContainerStatus, parse_time
+from collectjob_api.rfc3339 import parse_time
+from localcluster.podstatus import ContainerStatus
 
 Json = Mapping[str, Any]
 

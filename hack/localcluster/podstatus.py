@@ -16,18 +16,12 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from collectjob_api.rfc3339 import format_time, parse_time
+
 Json = Mapping[str, Any]
 
 # What a kubelet reports for a container it can no longer find (here: the agent restarted).
 LOST_EXIT_CODE = 137
-
-
-def parse_time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
-
-
-def format_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
