@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +17,7 @@ from kubernetes import client
 
 from collectjob_api.contract import GROUP, KIND, PLURAL, VERSION
 from collectjob_api.redact import safe_message
-from collectjob_api.rfc3339 import now_text
+from collectjob_operator.events import Event
 from collectjob_operator.job import API_VERSION, JobRef
 
 FIELD_MANAGER = "collectjob-operator"
@@ -198,42 +198,31 @@ class Kube:
         spec = binding.get("spec") or {}
         return spec.get("policyName") == name and "Deny" in (spec.get("validationActions") or ())
 
-    def post_event(
-        self,
-        ref: JobRef,
-        uid: str,
-        event_type: str,
-        reason: str,
-        message: str,
-        labels: Mapping[str, str] | None = None,
-    ) -> None:
-        """A core/v1 Event about a CollectJob, as `kubectl describe` shows them.
-
-        `labels` are the job's provenance labels, so `kubectl get events -l
-        collect.dev/request=R` finds what one request's jobs went through.
-        """
-        now = now_text()
+    def post_event(self, event: Event) -> None:
+        """Post `event` (see collectjob_operator.events, which calls this off the reconcile
+        path)."""
+        ref = event.ref
         body: Any = {
             "metadata": {
                 "generateName": f"{ref.name}.",
                 "namespace": ref.namespace,
-                "labels": dict(labels or {}),
+                "labels": dict(event.labels),
             },
             "involvedObject": {
                 "apiVersion": API_VERSION,
                 "kind": KIND,
                 "name": ref.name,
                 "namespace": ref.namespace,
-                "uid": uid,
+                "uid": event.uid,
             },
-            "type": event_type,
-            "reason": reason,
-            "message": safe_message(message),
+            "type": event.type,
+            "reason": event.reason,
+            "message": safe_message(event.message),
             "source": {"component": FIELD_MANAGER},
             "reportingComponent": f"{GROUP}/operator",
             "reportingInstance": self._instance,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
+            "firstTimestamp": event.time,
+            "lastTimestamp": event.time,
             "count": 1,
         }
         _call(

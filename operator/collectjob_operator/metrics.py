@@ -33,6 +33,10 @@ RECONCILE_ERRORS = Counter(
     "collectjob_reconcile_errors_total",
     "Reconciles that failed and were retried.",
 )
+EVENTS_DROPPED = Counter(
+    "collectjob_events_dropped_total",
+    "Kubernetes Events about CollectJobs not posted: the queue was full or the API refused.",
+)
 SUSPEND_LATENCY = Histogram(
     "collectjob_suspend_latency_seconds",
     "From a suspend seen in the spec to the worker gone and its checkpoint committed.",

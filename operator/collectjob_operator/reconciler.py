@@ -29,6 +29,7 @@ from collectjob_api.rfc3339 import parse_time
 from collectjob_operator import guard, manifests, metrics
 from collectjob_operator.cache import WatchCache
 from collectjob_operator.decisions import WAS_SUSPENDED, Decision, PodView, World, decide
+from collectjob_operator.events import SENDERS, Event, EventRecorder
 from collectjob_operator.job import CollectJob, JobRef
 from collectjob_operator.kube import (
     Kube,
@@ -116,7 +117,10 @@ class Reconciler:
         self._cache = cache
         self._workers = workers
         self._deadline = deadline
-        self._executor = ThreadPoolExecutor(max_workers=workers * 2, thread_name_prefix="kube")
+        self._executor = ThreadPoolExecutor(
+            max_workers=workers * 2 + SENDERS, thread_name_prefix="kube"
+        )
+        self._events = EventRecorder(self._post_event)
         self._queue: asyncio.PriorityQueue[tuple[Priority, int, JobRef]] = asyncio.PriorityQueue()
         self._order = itertools.count()
         self._dirty: dict[JobRef, Priority] = {}
@@ -131,16 +135,18 @@ class Reconciler:
         self._progress = time.monotonic()
 
     def start(self) -> None:
-        """Start the worker pool on the running loop."""
+        """Start the worker pool and the event senders on the running loop."""
         self._tasks = [
             asyncio.create_task(self._work(), name=f"reconcile-worker-{i}")
             for i in range(self._workers)
         ]
+        self._events.start()
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._events.stop()
         for timer in self._timers.values():
             timer.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -306,6 +312,13 @@ class Reconciler:
                 memory.written = None
                 memory.superseded.clear()
         return CollectJob.from_body(body)
+
+    async def flush_events(self) -> None:
+        """Post the events recorded so far, now (tests)."""
+        await self._events.flush()
+
+    async def _post_event(self, event: Event) -> None:
+        await self._run(self._kube.post_event, event)
 
     async def _patch_status(self, job: CollectJob, status: JobStatus) -> bool:
         """Write `status` if the job is still as it was read; False (and a look again soon)
@@ -493,14 +506,10 @@ class Reconciler:
             metrics.PHASE_TRANSITIONS.labels(phase=str(desired.phase)).inc()
             log.info("CollectJob %s: %s -> %s", job.ref, current.phase, desired.phase)
         for event in decision.events:
-            await self._run(
-                self._kube.post_event,
-                job.ref,
-                job.uid,
-                str(event.type),
-                event.reason,
-                event.message,
-                job.provenance,
+            self._events.record(
+                Event(
+                    job.ref, job.uid, str(event.type), event.reason, event.message, job.provenance
+                )
             )
 
     def _observe_latencies(

@@ -62,13 +62,14 @@ def test_suspend_then_resume_continues_from_the_checkpoint(operator, collectjob,
     chunks = job.checkpoint().chunk_index
     assert chunks > 0, "no chunk was committed before the suspension"
     committed = {p: p.stat().st_mtime_ns for p in job.parts()[:chunks]}
-    assert "Suspended" in job.events()
+    # Events are posted after the status that they tell of, off the reconcile path.
+    wait_for(lambda: "Suspended" in job.events(), timeout=30, message="event Suspended")
 
     job.patch({"suspend": False})
     wait_for(lambda: job.phase() == "Running", timeout=30, message="phase Running after resume")
     assert job.replicas() == 1
     wait_for(lambda: job.phase() == "Succeeded", timeout=300, message="phase Succeeded")
-    assert "Resumed" in job.events()
+    wait_for(lambda: "Resumed" in job.events(), timeout=30, message="event Resumed")
     # Parts committed before the suspension were not written again: it went on from there.
     assert {p: p.stat().st_mtime_ns for p in committed} == committed
     assert job.output_ids() == job.source_ids()

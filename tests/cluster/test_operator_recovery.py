@@ -37,7 +37,7 @@ def test_operator_killed_mid_suspend_converges_after_restart(operator, collectjo
     operator.start()
     job.kubectl("wait", "--for=condition=Suspended", f"cjob/{job.name}", "--timeout=60s")
     assert job.phase() == "Suspended"
-    assert "Suspended" in job.events()
+    wait_for(lambda: "Suspended" in job.events(), timeout=30, message="event Suspended")
 
 
 def test_suspend_while_the_operator_is_down_is_applied_on_restart(operator, collectjob, wait_for):

@@ -43,9 +43,14 @@ def test_get_shows_progress_and_provenance_wide(cluster, namespace, operator, jo
     assert as_json["labels"][LABEL_REQUEST] == "r-1"
 
     # The job's events carry its provenance labels, so one selector finds them.
-    events = cluster.kubectl_json("get", "events", "-n", namespace, "-l", f"{LABEL_REQUEST}=r-1")
-    assert {e["reason"] for e in events["items"]} >= {"Started", "Completed"}
-    assert all(e["metadata"]["labels"][LABEL_CLIENT] == "pipeline-a" for e in events["items"])
+    # (Posted after the status they tell of: waited for.)
+    def request_events() -> list[dict] | None:
+        selected = f"{LABEL_REQUEST}=r-1"
+        items = cluster.kubectl_json("get", "events", "-n", namespace, "-l", selected)["items"]
+        return items if {"Started", "Completed"} <= {e["reason"] for e in items} else None
+
+    events = wait_for(request_events, timeout=30, message="events Started and Completed")
+    assert all(e["metadata"]["labels"][LABEL_CLIENT] == "pipeline-a" for e in events)
 
     watched = plugin(cluster, namespace, "watch", "small")
     assert watched.returncode == 0 and "Succeeded" in watched.stdout

@@ -508,7 +508,14 @@ def test_builders_job_with_a_url_from_a_secret_runs_to_success(
     deployment = cluster.kubectl(
         "get", "deployment", "from-secret-worker", "-n", namespace, "-o", "json"
     ).stdout
-    events = cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+
+    def all_events() -> str | None:
+        """The namespace's events once the last one (Completed, posted after the status it
+        tells of) is among them."""
+        text = cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+        return text if '"Completed"' in text else None
+
+    events = wait_for(all_events, timeout=30, message="event Completed")
     status = json.dumps(cluster.kubectl_json("get", "cjob", "from-secret", "-n", namespace))
     for text in (deployment, events, status, operator.log()):
         assert str(source) not in text

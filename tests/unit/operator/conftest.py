@@ -140,10 +140,8 @@ class FakeKube:
         self.job = {**self.job, "metadata": meta, "status": status}
         return self.job
 
-    def post_event(
-        self, ref: Any, uid: str, event_type: str, reason: str, message: str, labels: Any = None
-    ) -> None:
-        self.events.append(reason)
+    def post_event(self, event: Any) -> None:
+        self.events.append(event.reason)
 
     def deployment(self) -> dict[str, Any]:
         return self.objects[("Deployment", "team-a", "orders-worker")]

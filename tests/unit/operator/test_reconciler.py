@@ -24,7 +24,12 @@ def new_reconciler(kube, **kwargs) -> Reconciler:
 
 def reconcile(kube, reconciler: Reconciler | None = None) -> Reconciler:
     reconciler = reconciler or new_reconciler(kube)
-    asyncio.run(reconciler.process(REF))
+
+    async def one_pass() -> None:
+        await reconciler.process(REF)
+        await reconciler.flush_events()
+
+    asyncio.run(one_pass())
     return reconciler
 
 
