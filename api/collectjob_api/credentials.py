@@ -52,9 +52,20 @@ def client_configuration(env: Mapping[str, str] = os.environ) -> client.Configur
     return configuration
 
 
-def api_client(env: Mapping[str, str] = os.environ) -> client.ApiClient:
-    """An API client with the credentials chosen by the rule above."""
-    return client.ApiClient(client_configuration(env))
+def api_client(
+    env: Mapping[str, str] = os.environ, *, connections: int | None = None
+) -> client.ApiClient:
+    """An API client with the credentials chosen by the rule above.
+
+    `connections`: how many requests its caller keeps in flight at once. The client keeps
+    5 connections per CPU; a request beyond them opens a connection of its own (a TLS
+    handshake) and discards it after one use."""
+    configuration = client_configuration(env)
+    if connections is not None:
+        configuration.connection_pool_maxsize = max(
+            connections, configuration.connection_pool_maxsize
+        )
+    return client.ApiClient(configuration)
 
 
 def _require_files(kubeconfig: str) -> None:

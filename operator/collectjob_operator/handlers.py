@@ -31,7 +31,7 @@ from collectjob_operator.cache import CHILD_KINDS, JOB_INDEX, ChildKind, WatchCa
 from collectjob_operator.guard import AdmissionGuard
 from collectjob_operator.job import JobRef
 from collectjob_operator.kube import Kube
-from collectjob_operator.reconciler import DEFAULT_WORKERS, Priority, Reconciler
+from collectjob_operator.reconciler import DEFAULT_WORKERS, Priority, Reconciler, api_threads
 
 LIVENESS_STALL = 180.0
 """Seconds with work queued and no reconcile finished before /healthz turns red: three
@@ -72,7 +72,8 @@ def job_index(
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **indices: Any) -> None:
     operator_settings.configure(settings)
     config = operator_settings.OperatorConfig.from_env()
-    kube = Kube(credentials.api_client())
+    workers = memo.get("workers") or DEFAULT_WORKERS
+    kube = Kube(credentials.api_client(connections=api_threads(workers)))
     guard = None if memo.get("allow_unguarded") else AdmissionGuard(kube.admission_policy_bound)
     kinds = [JOB_INDEX, *(child.kind for child in CHILD_KINDS)]
     cache = WatchCache({kind: indices[kind] for kind in kinds})
@@ -81,7 +82,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **indices: A
         config.worker_image,
         metrics.register_jobs_collector(),
         cache,
-        workers=memo.get("workers") or DEFAULT_WORKERS,
+        workers=workers,
         admission=guard,
         url_allowlist=config.url_allowlist,
     )

@@ -67,6 +67,12 @@ class Priority(IntEnum):
     """Progress to report, a scheduled look-again."""
 
 
+def api_threads(workers: int) -> int:
+    """The API calls in flight at most (the reconciler's threads): two per reconcile worker,
+    as a pass writes some children at once, and one per event sender."""
+    return workers * 2 + SENDERS
+
+
 @dataclass
 class _JobMemory:
     """What the operator remembers about one job (one UID) between reconciles. Losing it
@@ -118,7 +124,7 @@ class Reconciler:
         self._workers = workers
         self._deadline = deadline
         self._executor = ThreadPoolExecutor(
-            max_workers=workers * 2 + SENDERS, thread_name_prefix="kube"
+            max_workers=api_threads(workers), thread_name_prefix="kube"
         )
         self._events = EventRecorder(self._post_event)
         self._queue: asyncio.PriorityQueue[tuple[Priority, int, JobRef]] = asyncio.PriorityQueue()

@@ -56,6 +56,19 @@ def test_kubeconfig_is_used_and_wins_over_the_service_account(home, tmp_path, mo
     assert made.configuration.host == "https://127.0.0.1:6443"
 
 
+def test_a_client_keeps_as_many_connections_as_its_caller_has_requests_in_flight(
+    home, tmp_path, monkeypatch
+):
+    """The operator's 20 API threads on 2 CPUs: without it, 10 of them would open a TLS
+    connection per request and discard it ("Connection pool is full")."""
+    monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path / "k", "https://127.0.0.1:1")))
+    default = api_client().rest_client.pool_manager.connection_pool_kw["maxsize"]
+    made = api_client(connections=default + 10)
+    assert made.rest_client.pool_manager.connection_pool_kw["maxsize"] == default + 10
+    fewer = api_client(connections=1)  # never below the client's own default
+    assert fewer.rest_client.pool_manager.connection_pool_kw["maxsize"] == default
+
+
 @pytest.fixture
 def service_account(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The pod env of an in-cluster service account, its files in `tmp_path/sa`."""
