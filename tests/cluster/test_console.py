@@ -359,24 +359,44 @@ def _log_in(driver, console: Console, token: str) -> None:
     _until(driver, lambda d: d.find_elements(By.ID, "jobs"), 30, "the jobs page")
 
 
-def _progress(driver, job: str) -> float:
-    from selenium.webdriver.common.by import By
+def _read(driver, selector: str, prop: str):
+    """One property of the element `selector`, found and read in one step in the page.
 
-    bar = driver.find_element(By.CSS_SELECTOR, f"#job-{job} progress")
-    return float(bar.get_property("value"))
+    Server-sent events replace a job's row at any moment: between a find and a read,
+    chromedriver reports "Node with given id does not belong to the document" (not a stale
+    element) and fails the wait. Missing: NoSuchElementException, which waits ignore."""
+    from selenium.common.exceptions import NoSuchElementException
+
+    value = driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e[arguments[1]] : null;",
+        selector,
+        prop,
+    )
+    if value is None:
+        raise NoSuchElementException(selector)
+    return value
+
+
+def _progress(driver, job: str) -> float:
+    return float(_read(driver, f"#job-{job} progress", "value"))
 
 
 def _phase(driver, job: str) -> str:
-    from selenium.webdriver.common.by import By
-
-    return str(driver.find_element(By.CSS_SELECTOR, f'#job-{job} [data-field="phase"]').text)
+    return str(_read(driver, f'#job-{job} [data-field="phase"]', "innerText")).strip()
 
 
 def _click(driver, job: str, action: str) -> None:
+    """Click the job's button; a row replaced under the click is found again."""
     from selenium.webdriver.common.by import By
 
     button = f'button[data-action="{action}"]'
-    driver.find_element(By.CSS_SELECTOR, f"#job-{job} {button}, #actions {button}").click()
+    selector = f"#job-{job} {button}, #actions {button}"
+    _until(
+        driver,
+        lambda d: d.find_element(By.CSS_SELECTOR, selector).click() or True,
+        30,
+        f"the {action} button to take a click",
+    )
 
 
 def test_operator_user_watches_suspends_resumes_and_terminates(
