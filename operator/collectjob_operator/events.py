@@ -20,6 +20,7 @@ from typing import Any
 
 from collectjob_api.rfc3339 import now_text
 from collectjob_operator import metrics
+from collectjob_operator.decisions import JobEvent
 from collectjob_operator.job import JobRef
 
 log = logging.getLogger(__name__)
@@ -30,15 +31,13 @@ SENDERS = 4
 
 @dataclass(frozen=True)
 class Event:
-    """A core/v1 Event about the CollectJob `ref` (`uid`), as `kubectl describe` shows them.
-    `labels` are the job's provenance labels, so `kubectl get events -l
-    collect.dev/request=R` finds what one request's jobs went through."""
+    """What `decide` said happened (`what`), as a core/v1 Event about the CollectJob `ref`
+    (`uid`) that `kubectl describe` shows. `labels` are the job's provenance labels, so
+    `kubectl get events -l collect.dev/request=R` finds what one request's jobs went through."""
 
     ref: JobRef
     uid: str
-    type: str
-    reason: str
-    message: str
+    what: JobEvent
     labels: Mapping[str, str] = field(default_factory=dict)
     time: str = field(default_factory=now_text)
     """When it happened (RFC 3339): when it was recorded, not sent."""
@@ -97,4 +96,4 @@ class EventRecorder:
             await self._send(event)
         except Exception as e:  # an event is not worth a retry; the next pass goes on
             metrics.EVENTS_DROPPED.inc()
-            log.warning("CollectJob %s: event %s not posted: %s", event.ref, event.reason, e)
+            log.warning("CollectJob %s: event %s not posted: %s", event.ref, event.what.reason, e)

@@ -511,12 +511,8 @@ class Reconciler:
         if desired.phase != current.phase and desired.phase is not None:
             metrics.PHASE_TRANSITIONS.labels(phase=str(desired.phase)).inc()
             log.info("CollectJob %s: %s -> %s", job.ref, current.phase, desired.phase)
-        for event in decision.events:
-            self._events.record(
-                Event(
-                    job.ref, job.uid, str(event.type), event.reason, event.message, job.provenance
-                )
-            )
+        for what in decision.events:
+            self._events.record(Event(job.ref, job.uid, what, job.provenance))
 
     def _observe_latencies(
         self, job: CollectJob, memory: _JobMemory, desired: JobStatus, observed_running: bool

@@ -141,7 +141,7 @@ class FakeKube:
         return self.job
 
     def post_event(self, event: Any) -> None:
-        self.events.append(event.reason)
+        self.events.append(event.what.reason)
 
     def deployment(self) -> dict[str, Any]:
         return self.objects[("Deployment", "team-a", "orders-worker")]

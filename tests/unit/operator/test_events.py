@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from collectjob_operator import metrics
+from collectjob_operator.decisions import EventType, JobEvent
 from collectjob_operator.events import Event, EventRecorder
 from collectjob_operator.job import JobRef
 
@@ -16,7 +17,8 @@ def dropped() -> float:
 
 
 def record(recorder: EventRecorder, reason: str) -> None:
-    recorder.record(Event(REF, "uid-1", "Normal", reason, f"{reason} happened", {"team": "a"}))
+    what = JobEvent(EventType.NORMAL, reason, f"{reason} happened")
+    recorder.record(Event(REF, "uid-1", what, {"team": "a"}))
 
 
 def test_recording_returns_before_the_event_is_sent_and_a_sender_posts_it():
@@ -40,7 +42,7 @@ def test_recording_returns_before_the_event_is_sent_and_a_sender_posts_it():
         return sent
 
     sent = asyncio.run(scenario())
-    assert [e.reason for e in sent] == ["Suspending", "Suspended"]
+    assert [e.what.reason for e in sent] == ["Suspending", "Suspended"]
     assert sent[0].labels == {"team": "a"} and sent[0].time.endswith("Z")
 
 
@@ -49,7 +51,7 @@ def test_a_full_queue_drops_and_counts_events_instead_of_growing():
         sent: list[str] = []
 
         async def send(event: Event) -> None:
-            sent.append(event.reason)
+            sent.append(event.what.reason)
 
         recorder = EventRecorder(send, limit=2)  # not started: nothing drains it
         for reason in ("A", "B", "C", "D"):
@@ -67,9 +69,9 @@ def test_a_refused_event_is_counted_and_the_next_one_is_still_sent():
         sent: list[str] = []
 
         async def send(event: Event) -> None:
-            if event.reason == "Bad":
+            if event.what.reason == "Bad":
                 raise RuntimeError("403 Forbidden")
-            sent.append(event.reason)
+            sent.append(event.what.reason)
 
         recorder = EventRecorder(send)
         record(recorder, "Bad")
