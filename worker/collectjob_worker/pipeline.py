@@ -367,6 +367,7 @@ class Pipeline:
             new_part=lambda: self._part(self._schema),
             next_window=self._next_window,
             on_rows=self._first_rows,
+            block_bytes=self.job.source.block_bytes,
         ) as chunks:
             while not self.stop.is_set():
                 if self.checkpoint.offset >= self.checkpoint.bytes_total:

@@ -1,0 +1,71 @@
+"""How a parsed block proves that every byte is a row, a reject or a blank line.
+
+The cheap proof counts lines (every line ending ends a row or is inside a value); whenever it
+cannot hold, the record scan decides. A block proven by the count never runs the scan
+(`ParsedBlock.records` stays unset), and either way the bytes add up to the block's length.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from collectjob_worker.chunking import Block, count_lines
+from collectjob_worker.csvparse import BlockParser, ParsedBlock
+from collectjob_worker.dialect import Dialect
+
+
+def _parse(data: bytes, header: tuple[str, ...] = ("a", "b")) -> tuple[ParsedBlock, int, int]:
+    """Parse `data` as a block starting on line 2 (after a header) and account for it."""
+    parsed = BlockParser(list(header), Dialect()).parse(Block(data, 0, 2, count_lines(data)))
+    accepted, rejected = parsed.accounted(len(data), [])
+    return parsed, accepted, rejected
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'1,"two\nlines"\n3,"and\r\nthree\rlines"\n',
+        b'"x\n\ny",1\n2,3',  # a blank line inside a value is not a blank line
+        b"1,2\n3,4\n",
+    ],
+)
+def test_values_spanning_lines_are_proven_by_counting_lines(data: bytes) -> None:
+    parsed, accepted, rejected = _parse(data)
+    assert parsed.clean and parsed.rows_cover_lines
+    assert parsed.records is None, "the count alone proved the block; the scan ran"
+    assert (accepted, rejected) == (len(data), 0)
+
+
+def test_a_blank_line_between_multiline_records_is_found_and_accounted() -> None:
+    data = b'1,"two\nlines"\n\n3,4\n'
+    parsed, accepted, rejected = _parse(data)
+    assert parsed.rows == 2
+    assert not parsed.rows_cover_lines and not parsed.clean
+    assert (accepted, rejected) == (len(data), 0)
+
+
+def test_a_rejected_multiline_record_falls_back_to_the_scan() -> None:
+    data = b'1,"two\nlines"\n"three\nlines",4,5\n6,7\n'
+    parsed, accepted, rejected = _parse(data)
+    assert parsed.rows == 2
+    [reject] = parsed.rejects
+    assert (reject.line, reject.reason) == (4, "expected 2 fields, found 3")
+    assert (accepted, rejected) == (len(data) - reject.size, reject.size)
+
+
+def test_a_cr_and_lf_split_between_two_values_undercounts_and_the_scan_decides() -> None:
+    # In the column's buffer the values "x\r" and "\ny" touch and read as one CRLF.
+    data = b'"x\r",1\n"\ny",2\n'
+    parsed, accepted, rejected = _parse(data)
+    assert parsed.rows == 2 and not parsed.rows_cover_lines
+    assert parsed.table is not None and parsed.table.column("a").to_pylist() == ["x\r", "\ny"]
+    assert (accepted, rejected) == (len(data), 0)
+
+
+def test_a_single_column_keeps_blank_lines_as_empty_values() -> None:
+    data = b'"a\nb"\n\nc\n'
+    parsed, accepted, rejected = _parse(data, header=("only",))
+    assert parsed.table is not None
+    assert parsed.table.column("only").to_pylist() == ["a\nb", "", "c"]
+    assert parsed.rows_cover_lines
+    assert (accepted, rejected) == (len(data), 0)
