@@ -81,7 +81,13 @@ from collectjob_worker.metrics import WorkerMetrics
 from collectjob_worker.processors.runner import ProcessorRunner, kept_rows
 from collectjob_worker.sinks import SinkStore
 from collectjob_worker.sources import Source
-from collectjob_worker.stages import BlockOutput, ChunkDone, ChunkStart, PipelinedChunks
+from collectjob_worker.stages import (
+    BlockOutput,
+    ChunkDone,
+    ChunkStart,
+    PipelinedChunks,
+    blocks_in_flight,
+)
 from collectjob_worker.throttle import Throttle
 from collectjob_worker.transform import Transform
 
@@ -367,7 +373,7 @@ class Pipeline:
             new_part=lambda: self._part(self._schema),
             next_window=self._next_window,
             on_rows=self._first_rows,
-            block_bytes=self.job.source.block_bytes,
+            in_flight=blocks_in_flight(self.job.sink_format, self.job.source.block_bytes),
         ) as chunks:
             while not self.stop.is_set():
                 if self.checkpoint.offset >= self.checkpoint.bytes_total:

@@ -17,9 +17,8 @@ Three stages run at once, each on its own thread(s), and hand over in source ord
   entries and checkpoints are written by the caller only, one chunk after the other. A chunk
   read or parsed ahead and then abandoned (a stop, an error) leaves no trace.
 
-Memory is bounded by the chunk size, whatever the file's size: at most `BYTES_IN_FLIGHT` of
-blocks (and at least `MIN_BLOCKS_IN_FLIGHT` blocks) are ahead of the encoder (a parsed one
-holds its output, no longer its bytes), at most
+Memory is bounded by the chunk size, whatever the file's size: a few blocks are ahead of the
+encoder (`blocks_in_flight`; a parsed one holds its output, no longer its bytes), at most
 two parts exist at once (the one being committed and the one being encoded) and together they
 hold at most two chunks' worth of source bytes (`_wait_for_room`); the committer lets go of a
 part as soon as it is written, and the reader blocks until there is room. Tables are
@@ -48,12 +47,20 @@ from collectjob_worker.chunking import Block
 from collectjob_worker.csvparse import Reject
 from collectjob_worker.formats import CsvPart, JsonlPart, ParquetPart, PartWriter
 
-BYTES_IN_FLIGHT = ParquetPart.ROW_GROUP_BYTES
-"""Blocks the parsers may work ahead of the encoder: a row group's worth, so that they go on
-while the encoder flushes one. With four 1 MiB blocks (local files) they stood idle through
-every flush: the bench's csv -> parquet took 0.96-0.98 s with four, 0.76-0.81 s with 16."""
 MIN_BLOCKS_IN_FLIGHT = 4
 PARTS_IN_MEMORY = 2
+
+
+def blocks_in_flight(sink_format: str, block_bytes: int) -> int:
+    """How many blocks the parsers may work ahead of the encoder.
+
+    A Parquet part is encoded a row group at a time, which takes a while: the parsers get a
+    row group's worth of blocks, so that they go on meanwhile. With four 1 MiB blocks (local
+    files) they stood idle through every flush: the bench's csv -> parquet took 0.96-0.98 s
+    with four, 0.76-0.81 s with 16. CSV and JSON Lines parts only append what a parser made,
+    and for JSON Lines, twice the size of its source, more blocks ahead only cost memory."""
+    ahead = ParquetPart.ROW_GROUP_BYTES if sink_format == "parquet" else 0
+    return max(MIN_BLOCKS_IN_FLIGHT, ahead // max(block_bytes, 1))
 
 
 class TableSink(Protocol):
@@ -179,7 +186,7 @@ class PipelinedChunks:
         next_window: Callable[[int, float], int],
         on_rows: Callable[[], None] = lambda: None,
         threads: int | None = None,
-        block_bytes: int = 1 << 20,
+        in_flight: int = MIN_BLOCKS_IN_FLIGHT,
     ) -> None:
         self._start, self._size = start, size
         self._blocks, self._parse, self._new_part = blocks, parse, new_part
@@ -189,9 +196,7 @@ class PipelinedChunks:
         )
         self._chunks: queue.SimpleQueue[_Chunk | None] = queue.SimpleQueue()
         self._done: queue.SimpleQueue[ChunkDone | BaseException] = queue.SimpleQueue()
-        self._slots = threading.Semaphore(
-            max(MIN_BLOCKS_IN_FLIGHT, BYTES_IN_FLIGHT // max(block_bytes, 1))
-        )
+        self._slots = threading.Semaphore(in_flight)
         self._parts = threading.Semaphore(PARTS_IN_MEMORY)
         self._room = threading.Condition()
         self._waiting: collections.deque[int] = collections.deque()

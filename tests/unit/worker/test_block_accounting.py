@@ -14,9 +14,14 @@ from collectjob_worker.csvparse import BlockParser, ParsedBlock
 from collectjob_worker.dialect import Dialect
 
 
+def _block(data: bytes) -> Block:
+    """`data` as a block starting on line 2, after a header."""
+    return Block(data, 0, 2, count_lines(data))
+
+
 def _parse(data: bytes, header: tuple[str, ...] = ("a", "b")) -> tuple[ParsedBlock, int, int]:
-    """Parse `data` as a block starting on line 2 (after a header) and account for it."""
-    parsed = BlockParser(list(header), Dialect()).parse(Block(data, 0, 2, count_lines(data)))
+    """Parse `data` as a block and account for it."""
+    parsed = BlockParser(list(header), Dialect()).parse(_block(data))
     accepted, rejected = parsed.accounted(len(data), [])
     return parsed, accepted, rejected
 
@@ -69,3 +74,17 @@ def test_a_single_column_keeps_blank_lines_as_empty_values() -> None:
     assert parsed.table.column("only").to_pylist() == ["a\nb", "", "c"]
     assert parsed.rows_cover_lines
     assert (accepted, rejected) == (len(data), 0)
+
+
+def test_a_copy_converts_every_column_once_values_span_lines() -> None:
+    """A byte-exact copy converts only the first column, until one block shows that values
+    span lines: that block is proven by the scan, the next ones by the line count."""
+    parser = BlockParser(["a", "b"], Dialect())
+    data = b'1,"two\nlines"\n3,4\n'
+    first = parser.parse(_block(data), values=False)
+    assert first.accounted(len(data), []) == (len(data), 0)
+    assert first.records is not None, "one column cannot cover the lines; the scan decides"
+    second = parser.parse(_block(data), values=False)
+    assert second.accounted(len(data), []) == (len(data), 0)
+    assert second.records is None and second.rows_cover_lines
+    assert second.table is None, "values were not asked for"
