@@ -123,6 +123,17 @@ class Column(Closed):
     def arrow_type(self) -> pa.DataType:
         return _ARROW_TYPES[self.type]
 
+    @property
+    def passes_through(self) -> bool:
+        """A string column with no check: its values are the output as they stand. (Finding
+        the empty ones for nothing cost a tenth of the bench's typed transform.)"""
+        return self.type == "string" and not (
+            self.required
+            or self.max_length is not None
+            or self.allowed is not None
+            or self.pattern is not None
+        )
+
     def failures(self, values: pa.Array, present: np.ndarray) -> list[tuple[np.ndarray, str]]:
         """Rows failing each check, in check order, with the reason (without the value)."""
         found: list[tuple[np.ndarray, str]] = []
@@ -198,6 +209,9 @@ class Transform(Closed):
         outputs = []
         for column in self.columns:
             values = table.column(column.source).combine_chunks()
+            if column.passes_through:
+                outputs.append(values)
+                continue
             present = _mask(pc.greater(pc.binary_length(values), 0))
             converted, wrong_type = column.convert(values, present)
             checks = column.failures(values, present)
