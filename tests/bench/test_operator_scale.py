@@ -25,14 +25,17 @@ Suspended with its checkpoint committed; kubectl's own time (it patches one name
 another, at its client's default rate limit of 5 requests a second after a burst of 10: 18 s
 for 100 names on an idle cluster) and the time from its last patch are reported too. The same
 jobs are then resumed and suspended again by `kubectl collectjob suspend -l ... --wait`
-(8 patches in flight), timed until it returns with every job Suspended. Written to
-.bench/operator_mass_suspend.json.
+(8 patches in flight), timed until it returns with every job Suspended. For both, a watch
+also times each job on its own, from the moment its patch is seen to the moment it is seen
+Suspended (p50, p99, max): what the operator and the worker take, apart from how long the
+client takes to send the patches. Written to .bench/operator_mass_suspend.json.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -40,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client
+from kubernetes import client, watch
 
 from collectjob_api.checkpoint import Checkpoint
 from collectjob_api.contract import CHECKPOINT_KEY, MIN_CHUNK_BYTES
@@ -180,6 +183,63 @@ class Jobs:
             self.rbac.list_namespaced_role_binding,
         )
         return sum(len(list_(self.namespace, label_selector=JOB_LABEL).items) for list_ in kinds)
+
+
+class SuspendTimes:
+    """Watches the jobs a label selector picks, and notes for each when its `spec.suspend:
+    true` was first seen, then when it was first seen Suspended after that. Start it before
+    the patches; it stops at `close` (the watch times out every few seconds to look)."""
+
+    def __init__(self, jobs: Jobs, selector: str) -> None:
+        self.jobs, self.selector = jobs, selector
+        self.patched: dict[str, float] = {}
+        self.suspended: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._watching = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> SuspendTimes:
+        self._thread.start()
+        assert self._watching.wait(30), "the watch did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        custom = self.jobs.custom
+        while not self._stop.is_set():
+            stream = watch.Watch().stream(
+                custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                self.jobs.namespace,
+                PLURAL,
+                label_selector=self.selector,
+                timeout_seconds=3,
+            )
+            self._watching.set()
+            for event in stream:
+                self._note(event["object"], time.perf_counter())
+                if self._stop.is_set():
+                    return
+
+    def _note(self, job: dict[str, Any], now: float) -> None:
+        name = job["metadata"]["name"]
+        if job["spec"].get("suspend"):
+            self.patched.setdefault(name, now)
+        phase = (job.get("status") or {}).get("phase")
+        if phase == "Suspended" and name in self.patched:
+            self.suspended.setdefault(name, now)
+
+    def latencies(self, names: list[str]) -> dict[str, float]:
+        """Each job's patch -> Suspended, p50, p99 and max (every job must have both)."""
+        assert set(names) <= set(self.suspended), (
+            f"not seen Suspended: {set(names) - set(self.suspended)}"
+        )
+        each = [self.suspended[n] - self.patched[n] for n in names]
+        return {"p50": percentile(each, 0.5), "p99": percentile(each, 0.99), "max": max(each)}
 
 
 def resume_latency(patch: Callable[[], None], seen: dict[str, Callable[[], bool]]) -> dict:
@@ -387,26 +447,33 @@ def test_mass_suspend_of_running_jobs(cluster, operator, namespace, tmp_path, da
     )
     rss, _ = proc_usage(operator.pid)
 
-    started = time.perf_counter()
-    selected = cluster.kubectl(
-        "get", "cjob", "-n", namespace, "-l", f"{FLEET_LABEL}=mass", "-o", "name"
-    ).stdout.split()
-    assert len(selected) == MASS_JOBS
-    patch = json.dumps({"spec": {"suspend": True}})
-    # One command, as a person types it; kubectl patches the names one after another.
-    cluster.kubectl(
-        "patch", "-n", namespace, *selected, "--type", "merge", "-p", patch, timeout=900
-    )
-    kubectl_done = time.perf_counter() - started
+    fleet = f"{FLEET_LABEL}=mass"
+    with SuspendTimes(jobs, fleet) as by_kubectl:
+        started = time.perf_counter()
+        selected = cluster.kubectl(
+            "get", "cjob", "-n", namespace, "-l", fleet, "-o", "name"
+        ).stdout.split()
+        assert len(selected) == MASS_JOBS
+        patch = json.dumps({"spec": {"suspend": True}})
+        # One command, as a person types it; kubectl patches the names one after another.
+        cluster.kubectl(
+            "patch", "-n", namespace, *selected, "--type", "merge", "-p", patch, timeout=900
+        )
+        kubectl_done = time.perf_counter() - started
 
-    def all_scaled_down() -> bool:
-        items = jobs.apps.list_namespaced_deployment(namespace, label_selector=JOB_LABEL).items
-        return len(items) == MASS_JOBS and all(d.spec.replicas == 0 for d in items)
+        def all_scaled_down() -> bool:
+            items = jobs.apps.list_namespaced_deployment(namespace, label_selector=JOB_LABEL).items
+            return len(items) == MASS_JOBS and all(d.spec.replicas == 0 for d in items)
 
-    scaled = since(started, all_scaled_down, 300, "every worker scaled to 0", 0.05)
-    suspended = since(
-        started, lambda: jobs.phases().count("Suspended") == MASS_JOBS, 300, "all Suspended", 0.1
-    )
+        scaled = since(started, all_scaled_down, 300, "every worker scaled to 0", 0.05)
+        suspended = since(
+            started,
+            lambda: jobs.phases().count("Suspended") == MASS_JOBS,
+            300,
+            "all Suspended",
+            0.1,
+        )
+        since(time.perf_counter(), lambda: len(by_kubectl.suspended) == MASS_JOBS, 30, "watch")
     for name in names:  # Suspended means the worker committed its checkpoint and is gone
         assert not jobs.pods(name), name
 
@@ -423,19 +490,13 @@ def test_mass_suspend_of_running_jobs(cluster, operator, namespace, tmp_path, da
         "resumed",
         2,
     )
-    started = time.perf_counter()
-    by_plugin = plugin(
-        cluster,
-        namespace,
-        "suspend",
-        "-l",
-        f"{FLEET_LABEL}=mass",
-        "--wait",
-        "--timeout",
-        "600",
-        timeout=700,
-    )
-    plugin_suspended = time.perf_counter() - started
+    with SuspendTimes(jobs, fleet) as by_plugin_watch:
+        started = time.perf_counter()
+        by_plugin = plugin(
+            cluster, namespace, "suspend", "-l", fleet, "--wait", "--timeout", "600", timeout=700
+        )
+        plugin_suspended = time.perf_counter() - started
+        since(time.perf_counter(), lambda: len(by_plugin_watch.suspended) == MASS_JOBS, 30, "watch")
     assert by_plugin.returncode == 0, by_plugin.stdout + by_plugin.stderr
     assert jobs.phases().count("Suspended") == MASS_JOBS
     result = {
@@ -445,6 +506,8 @@ def test_mass_suspend_of_running_jobs(cluster, operator, namespace, tmp_path, da
         "patch_to_all_suspended_s": suspended,
         "last_patch_to_all_suspended_s": suspended - kubectl_done,
         "plugin_suspend_wait_s": plugin_suspended,
+        "kubectl_each_patch_to_suspended_s": by_kubectl.latencies(names),
+        "plugin_each_patch_to_suspended_s": by_plugin_watch.latencies(names),
         "operator_rss_mb": rss,
     }
     report("operator_mass_suspend", result)
