@@ -76,15 +76,26 @@ def test_a_single_column_keeps_blank_lines_as_empty_values() -> None:
     assert (accepted, rejected) == (len(data), 0)
 
 
-def test_a_copy_converts_every_column_once_values_span_lines() -> None:
-    """A byte-exact copy converts only the first column, until one block shows that values
-    span lines: that block is proven by the scan, the next ones by the line count."""
-    parser = BlockParser(["a", "b"], Dialect())
-    data = b'1,"two\nlines"\n3,4\n'
-    first = parser.parse(_block(data), values=False)
-    assert first.accounted(len(data), []) == (len(data), 0)
-    assert first.records is not None, "one column cannot cover the lines; the scan decides"
-    second = parser.parse(_block(data), values=False)
-    assert second.accounted(len(data), []) == (len(data), 0)
-    assert second.records is None and second.rows_cover_lines
-    assert second.table is None, "values were not asked for"
+def test_a_copy_learns_which_columns_span_lines() -> None:
+    """A byte-exact copy converts only the first column, and the columns it has seen span
+    lines. A block with line endings elsewhere is proven by the scan, the next one converts
+    every column to learn which, and from then on the count proves the blocks."""
+    parser = BlockParser(["a", "b", "c"], Dialect())
+
+    def copy(data: bytes) -> ParsedBlock:
+        parsed = parser.parse(_block(data), values=False)
+        assert parsed.table is None, "values were not asked for"
+        assert parsed.accounted(len(data), []) == (len(data), 0)
+        return parsed
+
+    in_b = b'1,"two\nlines",x\n3,4,y\n'
+    assert copy(in_b).records is not None, "the first column cannot cover the lines"
+    assert parser._copy_columns is None, "the next block converts every column"
+    assert copy(in_b).records is None
+    assert parser._copy_columns == ["c0", "c1"]
+    assert copy(in_b).records is None, "the count proves it with the columns learnt"
+
+    in_c = b'1,2,"three\nlines"\n'
+    assert copy(in_c).records is not None, "a line ending in column c: the scan decides"
+    assert copy(in_c).records is None
+    assert parser._copy_columns == ["c0", "c1", "c2"]
