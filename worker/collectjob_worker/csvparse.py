@@ -14,7 +14,7 @@ Conservation. Every byte of a block belongs to an accepted row, a reject or a bl
 (counted as accepted: it separates rows and carries no value). `ParsedBlock.accounted` proves
 it for each block, in one of two ways:
 - by counting lines: every line ending of the block is inside one of pyarrow's values or ends
-  one of its rows (`_rows_cover_lines`). A row skipped or rejected, or a blank line, leaves a
+  one of its rows (`_spanning_columns`). A row skipped or rejected, or a blank line, leaves a
   line ending over, so the count then fails, and the proof falls back to
 - matching pyarrow's rows and invalid rows to the records of an independent boundary scan.
 A block that cannot be matched is an error (Unaccounted), never a success. The count costs a
@@ -332,9 +332,10 @@ class BlockParser:
                 quoted_strings_can_be_null=False,
             ),
         )
-        covered = newlines is not None and _rows_cover_lines(table, data, newlines)
+        spanning = None if newlines is None else _spanning_columns(table, data, newlines)
+        covered = spanning is not None
         if not values:
-            self._learn(table, covered)
+            self._learn(table, spanning)
         # Whether the block holds blank lines, which a byte-exact copy must not carry over.
         # (With one column a blank line is an empty value, which a copy must spell out as "".)
         # Lines all covered by rows leave no room for one; otherwise the scan knows.
@@ -364,15 +365,12 @@ class BlockParser:
             return None
         return [n for i, n in enumerate(self._names) if i == 0 or n in self._spanning]
 
-    def _learn(self, table: pa.Table, covered: bool) -> None:
+    def _learn(self, table: pa.Table, spanning: set[str] | None) -> None:
+        """After a copy's block: `spanning` is what `_spanning_columns` found in `table`."""
         if table.num_columns < len(self._names):
-            self._learning = self._learning or not covered
-        elif covered:
-            self._spanning |= {
-                name
-                for name, column in zip(table.column_names, table.columns, strict=True)
-                if any(_line_ends_in(array) for array in column.chunks)
-            }
+            self._learning = self._learning or spanning is None
+        elif spanning is not None:
+            self._spanning |= spanning
             self._learning = False
 
     def _locate(self, parsed: ParsedBlock, records: _Records, invalid: list[_Invalid]) -> None:
@@ -408,8 +406,9 @@ class _Invalid:
     text: str
 
 
-def _rows_cover_lines(table: pa.Table, data: bytes, newlines: int) -> bool:
-    """Whether each of the block's lines ends a row of `table` or is inside one of its values.
+def _spanning_columns(table: pa.Table, data: bytes, newlines: int) -> set[str] | None:
+    """The columns of `table` whose values hold line endings, if each of the block's lines
+    ends a row or is inside one of its values; None if a line is left over.
 
     Each row takes one line ending of its own (the last row may end with the data instead)
     plus those inside its values; a blank line pyarrow skipped, or an invalid row, takes some
@@ -418,19 +417,19 @@ def _rows_cover_lines(table: pa.Table, data: bytes, newlines: int) -> bool:
     side by side may join a CR and an LF into one CRLF: that undercounts, which can only fail
     the equality, never make it hold by accident."""
     lines = newlines + (not data.endswith((b"\n", b"\r")))
-    rows = table.num_rows
-    if rows >= lines:
-        return rows == lines
-    for column in table.columns:
-        for array in column.chunks:
-            rows += _line_ends_in(array)
-            if rows > lines:
-                return False
-    return rows == lines
+    if table.num_rows >= lines:
+        return set() if table.num_rows == lines else None
+    in_values = {
+        name: sum(_line_ends_in(array) for array in column.chunks)
+        for name, column in zip(table.column_names, table.columns, strict=True)
+    }
+    if table.num_rows + sum(in_values.values()) != lines:
+        return None
+    return {name for name, count in in_values.items() if count}
 
 
 def _line_ends_in(array: pa.Array) -> int:
-    """Line endings in the values of a string array (see `_rows_cover_lines` for a CRLF split
+    """Line endings in the values of a string array (see `_spanning_columns` for a CRLF split
     between two values)."""
     _, offsets, data = array.buffers()
     if data is None or not len(array):
