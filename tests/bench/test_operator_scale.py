@@ -188,7 +188,8 @@ class Jobs:
 class SuspendTimes:
     """Watches the jobs a label selector picks, and notes for each when its `spec.suspend:
     true` was first seen, then when it was first seen Suspended after that. Start it before
-    the patches; it stops at `close` (the watch times out every few seconds to look)."""
+    the patches, as a `with` block; it stops when the block ends (its watch times out every
+    few seconds to look). A new watch replays every job as it stands: the first times stay."""
 
     def __init__(self, jobs: Jobs, selector: str) -> None:
         self.jobs, self.selector = jobs, selector
@@ -219,9 +220,9 @@ class SuspendTimes:
                 label_selector=self.selector,
                 timeout_seconds=3,
             )
-            self._watching.set()
-            for event in stream:
+            for event in stream:  # the request is sent here: a stream is lazy
                 self._note(event["object"], time.perf_counter())
+                self._watching.set()  # after the first event: the jobs exist, so one comes
                 if self._stop.is_set():
                     return
 
