@@ -10,13 +10,16 @@ export KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
 
 .PHONY: venv binaries prometheus container-tools image browser cluster cluster-down demo test lint unit bench fuzz clean
 
+# Installed packages are compiled ahead: where PYTHONDONTWRITEBYTECODE is set (it is on these
+# machines) every process would compile the Kubernetes client from source at each start, and
+# a `kubectl collectjob get` took 2.1 s instead of 1.0 s.
 venv: $(STAMP)
 $(STAMP): pyproject.toml requirements.lock examples/processor/pyproject.toml tests/support/pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "python3 (3.11+) is missing: apt-get install python3 python3-venv"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 	$(VENV)/bin/uv pip sync -q --python $(PY) requirements.lock
-	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e . -e examples/processor -e tests/support
+	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps --compile-bytecode -e . -e examples/processor -e tests/support
 	touch $@
 
 binaries:
