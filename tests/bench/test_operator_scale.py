@@ -33,6 +33,7 @@ client takes to send the patches. Written to .bench/operator_mass_suspend.json.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -188,45 +189,67 @@ class Jobs:
 class SuspendTimes:
     """Watches the jobs a label selector picks, and notes for each when its `spec.suspend:
     true` was first seen, then when it was first seen Suspended after that. Start it before
-    the patches, as a `with` block; it stops when the block ends (its watch times out every
-    few seconds to look). A new watch replays every job as it stands: the first times stay."""
+    the patches, as a `with` block; it stops when the block ends (its watches time out every
+    few seconds to look). A new watch replays every object as it stands: the first times stay.
+
+    It also watches the jobs' worker Deployments and their ReplicaSets, and notes when each
+    was first seen asking for 0 replicas: the steps of a suspend are then the operator's
+    (patch -> Deployment at 0), the Deployment controller's (-> ReplicaSet at 0), and the
+    rest (ReplicaSet controller, node, worker's last commit, the operator's status). Start it
+    while the workers run, so that a 0 seen is this suspend's."""
 
     def __init__(self, jobs: Jobs, selector: str) -> None:
         self.jobs, self.selector = jobs, selector
         self.patched: dict[str, float] = {}
         self.suspended: dict[str, float] = {}
+        self.at_zero: dict[str, dict[str, float]] = {"Deployment": {}, "ReplicaSet": {}}
         self._stop = threading.Event()
         self._watching = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        custom, apps, ns = jobs.custom, jobs.apps, jobs.namespace
+        sources = [
+            (
+                functools.partial(custom.list_namespaced_custom_object, GROUP, VERSION, ns, PLURAL),
+                selector,
+                self._note,
+            ),
+            (
+                functools.partial(apps.list_namespaced_deployment, ns),
+                JOB_LABEL,
+                functools.partial(self._note_zero, "Deployment"),
+            ),
+            (
+                functools.partial(apps.list_namespaced_replica_set, ns),
+                JOB_LABEL,
+                functools.partial(self._note_zero, "ReplicaSet"),
+            ),
+        ]
+        self._threads = [
+            threading.Thread(target=self._run, args=source, daemon=True) for source in sources
+        ]
 
     def __enter__(self) -> SuspendTimes:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         assert self._watching.wait(30), "the watch did not start"
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(timeout=30)
+        for thread in self._threads:
+            thread.join(timeout=30)
 
-    def _run(self) -> None:
-        custom = self.jobs.custom
+    def _run(
+        self, list_: Callable[..., Any], selector: str, note: Callable[[Any, float], None]
+    ) -> None:
         while not self._stop.is_set():
-            stream = watch.Watch().stream(
-                custom.list_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                self.jobs.namespace,
-                PLURAL,
-                label_selector=self.selector,
-                timeout_seconds=3,
-            )
+            stream = watch.Watch().stream(list_, label_selector=selector, timeout_seconds=3)
             for event in stream:  # the request is sent here: a stream is lazy
-                self._note(event["object"], time.perf_counter())
-                self._watching.set()  # after the first event: the jobs exist, so one comes
+                note(event["object"], time.perf_counter())
                 if self._stop.is_set():
                     return
 
     def _note(self, job: dict[str, Any], now: float) -> None:
+        self._watching.set()  # at the first job's event: the jobs exist, so one comes
         name = job["metadata"]["name"]
         if job["spec"].get("suspend"):
             self.patched.setdefault(name, now)
@@ -234,13 +257,35 @@ class SuspendTimes:
         if phase == "Suspended" and name in self.patched:
             self.suspended.setdefault(name, now)
 
-    def latencies(self, names: list[str]) -> dict[str, float]:
-        """Each job's patch -> Suspended, p50, p99 and max (every job must have both)."""
+    def _note_zero(self, kind: str, child: Any, now: float) -> None:
+        job = (child.metadata.labels or {}).get(JOB_LABEL)
+        if job is not None and child.spec.replicas == 0:
+            self.at_zero[kind].setdefault(job, now)
+
+    def latencies(self, names: list[str]) -> dict[str, Any]:
+        """Each job's patch -> Suspended, p50, p99 and max (every job must have both), and
+        the same for each step of it."""
         assert set(names) <= set(self.suspended), (
             f"not seen Suspended: {set(names) - set(self.suspended)}"
         )
-        each = [self.suspended[n] - self.patched[n] for n in names]
-        return {"p50": percentile(each, 0.5), "p99": percentile(each, 0.99), "max": max(each)}
+        deployment, replicaset = self.at_zero["Deployment"], self.at_zero["ReplicaSet"]
+        assert set(names) <= set(deployment) & set(replicaset), "a worker not seen at 0"
+        steps = {
+            "total": (self.patched, self.suspended),
+            "operator_patch_to_deployment_0": (self.patched, deployment),
+            "deployment_controller_to_replicaset_0": (deployment, replicaset),
+            "rest_to_suspended": (replicaset, self.suspended),
+        }
+        result: dict[str, Any] = {}
+        for step, (begin, end) in steps.items():
+            # Three watches: one may deliver a moment after the next step's; never below 0.
+            each = [max(0.0, end[n] - begin[n]) for n in names]
+            result[step] = {
+                "p50": percentile(each, 0.5),
+                "p99": percentile(each, 0.99),
+                "max": max(each),
+            }
+        return result
 
 
 def resume_latency(patch: Callable[[], None], seen: dict[str, Callable[[], bool]]) -> dict:
