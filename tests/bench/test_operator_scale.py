@@ -28,7 +28,9 @@ jobs are then resumed and suspended again by `kubectl collectjob suspend -l ... 
 (8 patches in flight), timed until it returns with every job Suspended. For both, a watch
 also times each job on its own, from the moment its patch is seen to the moment it is seen
 Suspended (p50, p99, max): what the operator and the worker take, apart from how long the
-client takes to send the patches. Written to .bench/operator_mass_suspend.json.
+client takes to send the patches; and each step of that: the operator's (-> Deployment at 0),
+the Deployment controller's (-> ReplicaSet at 0) and the rest (-> Suspended). Written to
+.bench/operator_mass_suspend.json.
 """
 
 from __future__ import annotations
