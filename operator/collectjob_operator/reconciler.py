@@ -366,9 +366,18 @@ class Reconciler:
                 name_taken="; ".join(children.taken),
             )
             decision = decide(job.spec, job.generation, job.status, world)
+        # The worker Deployment and the job's status are independent writes of one decision:
+        # sent at once, a pass waits for one round trip instead of two. Both end before the
+        # pass does (a failure is raised only then), so no write outlives its pass.
+        writes = [self._apply_status(job, memory, decision, world)]
         if not children.deployment_foreign:
-            await self._apply_workload(job, memory, decision, children.deployment, world, wanted)
-        await self._apply_status(job, memory, decision, world)
+            writes.append(
+                self._apply_workload(job, memory, decision, children.deployment, world, wanted)
+            )
+        results = await asyncio.gather(*writes, return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            raise failures[0]
         if decision.requeue_after is not None:
             self._schedule(ref, decision.requeue_after)
 
