@@ -366,10 +366,12 @@ class BlockParser:
         return [n for i, n in enumerate(self._names) if i == 0 or n in self._spanning]
 
     def _learn(self, table: pa.Table, spanning: set[str] | None) -> None:
-        """After a copy's block: `spanning` is what `_spanning_columns` found in `table`."""
-        if table.num_columns < len(self._names):
-            self._learning = self._learning or spanning is None
-        elif spanning is not None:
+        """After a copy's block: `spanning` is what `_spanning_columns` found in `table`.
+        Lines left over call for every column next time; only a block with every column
+        converted and its lines covered tells which columns span lines."""
+        if spanning is None:
+            self._learning = True
+        elif table.num_columns == len(self._names):
             self._spanning |= spanning
             self._learning = False
 
