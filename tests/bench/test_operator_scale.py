@@ -204,7 +204,8 @@ class SuspendTimes:
         self.jobs, self.selector = jobs, selector
         self.patched: dict[str, float] = {}
         self.suspended: dict[str, float] = {}
-        self.at_zero: dict[str, dict[str, float]] = {"Deployment": {}, "ReplicaSet": {}}
+        self.deployment_at_0: dict[str, float] = {}
+        self.replicaset_at_0: dict[str, float] = {}
         self._stop = threading.Event()
         self._watching = threading.Event()
         custom, apps, ns = jobs.custom, jobs.apps, jobs.namespace
@@ -217,12 +218,12 @@ class SuspendTimes:
             (
                 functools.partial(apps.list_namespaced_deployment, ns),
                 JOB_LABEL,
-                functools.partial(self._note_zero, "Deployment"),
+                functools.partial(self._note_zero, self.deployment_at_0),
             ),
             (
                 functools.partial(apps.list_namespaced_replica_set, ns),
                 JOB_LABEL,
-                functools.partial(self._note_zero, "ReplicaSet"),
+                functools.partial(self._note_zero, self.replicaset_at_0),
             ),
         ]
         self._threads = [
@@ -259,10 +260,11 @@ class SuspendTimes:
         if phase == "Suspended" and name in self.patched:
             self.suspended.setdefault(name, now)
 
-    def _note_zero(self, kind: str, child: Any, now: float) -> None:
+    @staticmethod
+    def _note_zero(seen: dict[str, float], child: Any, now: float) -> None:
         job = (child.metadata.labels or {}).get(JOB_LABEL)
         if job is not None and child.spec.replicas == 0:
-            self.at_zero[kind].setdefault(job, now)
+            seen.setdefault(job, now)
 
     def latencies(self, names: list[str]) -> dict[str, Any]:
         """Each job's patch -> Suspended, p50, p99 and max (every job must have both), and
@@ -270,7 +272,7 @@ class SuspendTimes:
         assert set(names) <= set(self.suspended), (
             f"not seen Suspended: {set(names) - set(self.suspended)}"
         )
-        deployment, replicaset = self.at_zero["Deployment"], self.at_zero["ReplicaSet"]
+        deployment, replicaset = self.deployment_at_0, self.replicaset_at_0
         assert set(names) <= set(deployment) & set(replicaset), "a worker not seen at 0"
         steps = {
             "total": (self.patched, self.suspended),
