@@ -65,6 +65,7 @@ from collectjob_worker.errors import PermanentError
 
 TYPES = ("string", "integer", "number", "boolean", "datetime")
 _NUMBER = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+_NUMBER_CHARACTERS = "0123456789+-.eE"
 _ISO_DATETIME = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
     r"([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?)?"
@@ -72,6 +73,7 @@ _ISO_DATETIME = (
 )
 _ZONED = r"(Z|[+-][0-9]{2}:?[0-9]{2})$"
 _DATE_LENGTH = len("2024-01-31")
+_UTC = pa.timestamp("us", tz="UTC")
 _TRUE = ["true", "1", "yes"]
 _FALSE = ["false", "0", "no"]
 _ARROW_TYPES = {
@@ -79,7 +81,7 @@ _ARROW_TYPES = {
     "integer": pa.int64(),
     "number": pa.float64(),
     "boolean": pa.bool_(),
-    "datetime": pa.timestamp("us", tz="UTC"),
+    "datetime": _UTC,
 }
 
 
@@ -236,14 +238,22 @@ def _shorten(value: str, limit: int = 80) -> str:
     return value if len(value) <= limit else value[:limit] + "..."
 
 
-def _cast_each(values: pa.Array, candidates: np.ndarray, target: pa.DataType) -> pa.Array:
-    """Cast the candidate rows, nulls elsewhere; values that fail to cast become null too."""
+def _cast_each(
+    values: pa.Array,
+    candidates: np.ndarray,
+    target: pa.DataType,
+    cast: Callable[[pa.Array, pa.DataType], pa.Array] | None = None,
+) -> pa.Array:
+    """Cast the candidate rows, nulls elsewhere. By default values that fail to cast become
+    null too; with `cast=pc.cast` such a value raises ArrowInvalid instead (a fast path that
+    gives up)."""
+    cast = cast or _cast_or_null
     if not candidates.any():
         return pa.nulls(len(values), target)
     if candidates.all():
-        return _cast_or_null(values, target)
+        return cast(values, target)
     masked = pc.if_else(pa.array(candidates), values, pa.scalar(None, pa.string()))
-    return _cast_or_null(masked, target)
+    return cast(masked, target)
 
 
 def _cast_or_null(values: pa.Array, target: pa.DataType) -> pa.Array:
@@ -272,21 +282,27 @@ def _integer_shape(values: pa.Array) -> pa.Array:
     return pc.and_(pc.ascii_is_decimal(digits), pc.less_equal(signs, 1))
 
 
-def _number_shape(values: pa.Array) -> pa.Array:
-    return pc.match_substring_regex(values, _NUMBER)
+def _integer(column: Column, values: pa.Array, present: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+    shaped = present & _mask(_integer_shape(values))
+    if _mask(pc.starts_with(values, "+")).any():
+        values = pc.replace_substring_regex(values, r"^\+", "")
+    result = _cast_each(values, shaped, pa.int64())
+    return result, present & _mask(pc.is_null(result))
 
 
-def _numeric(shape: Callable[[pa.Array], pa.Array], target: pa.DataType) -> Converter:
-    def convert(
-        column: Column, values: pa.Array, present: np.ndarray
-    ) -> tuple[pa.Array, np.ndarray]:
-        shaped = present & _mask(shape(values))
-        if _mask(pc.starts_with(values, "+")).any():
-            values = pc.replace_substring_regex(values, r"^\+", "")
-        result = _cast_each(values, shaped, target)
-        return result, present & _mask(pc.is_null(result))
-
-    return convert
+def _number(column: Column, values: pa.Array, present: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+    """Among strings made only of `_NUMBER_CHARACTERS`, Arrow's float parser accepts exactly
+    those of the `_NUMBER` shape (a unit test pins it). So a character check and one cast do
+    the regex's work in a third of its time. When such a value is still no number ("1-2"),
+    that cast fails as a whole and the regex judges each value, as it always did."""
+    others = pc.ascii_trim(values, _NUMBER_CHARACTERS)
+    plain = present & _mask(pc.equal(pc.binary_length(others), 0))
+    try:
+        result = _cast_each(values, plain, pa.float64(), cast=pc.cast)
+    except pa.ArrowInvalid:
+        shaped = present & _mask(pc.match_substring_regex(values, _NUMBER))
+        result = _cast_each(values, shaped, pa.float64())
+    return result, present & _mask(pc.is_null(result))
 
 
 def _boolean(column: Column, values: pa.Array, present: np.ndarray) -> tuple[pa.Array, np.ndarray]:
@@ -298,29 +314,46 @@ def _boolean(column: Column, values: pa.Array, present: np.ndarray) -> tuple[pa.
 
 
 def _datetime(column: Column, values: pa.Array, present: np.ndarray) -> tuple[pa.Array, np.ndarray]:
-    utc = pa.timestamp("us", tz="UTC")
     if column.format is not None:
         masked = pc.if_else(pa.array(present), values, pa.scalar(None, pa.string()))
         naive = pc.strptime(masked, format=column.format, unit="us", error_is_null=True)
-        result = pc.cast(naive, utc)
+        result = pc.cast(naive, _UTC)
     else:
-        shaped = present & _mask(pc.match_substring_regex(values, _ISO_DATETIME))
-        # A value of the ISO shape that is no longer than a date is a date alone: no zone.
-        longer = shaped & _mask(pc.greater(pc.binary_length(values), _DATE_LENGTH))
-        zoned = _mask(pc.match_substring_regex(values, _ZONED)) if longer.any() else longer
-        as_naive = pc.cast(_cast_each(values, shaped & ~zoned, pa.timestamp("us")), utc)
-        if (shaped & zoned).any():
-            as_zoned = _cast_each(values, shaped & zoned, utc)
-            result = pc.if_else(pa.array(zoned), as_zoned, as_naive)
-        else:
-            result = as_naive
+        dates = _dates_alone(values, present)
+        result = _iso_datetimes(values, present) if dates is None else dates
     return result, present & _mask(pc.is_null(result))
+
+
+def _dates_alone(values: pa.Array, present: np.ndarray) -> pa.Array | None:
+    """A column of dates without times, the common case, in one cast and no regex: of the
+    strings as long as `2024-01-31`, Arrow's ISO 8601 parser accepts exactly the date shape
+    (a unit test pins it), and a date alone has no zone. None when some present value has
+    another length or does not cast (30 February): `_iso_datetimes` then judges each."""
+    sized = _mask(pc.equal(pc.binary_length(values), _DATE_LENGTH))
+    if not (sized | ~present).all():
+        return None
+    try:
+        return pc.cast(_cast_each(values, present, pa.timestamp("us"), cast=pc.cast), _UTC)
+    except pa.ArrowInvalid:
+        return None
+
+
+def _iso_datetimes(values: pa.Array, present: np.ndarray) -> pa.Array:
+    shaped = present & _mask(pc.match_substring_regex(values, _ISO_DATETIME))
+    # A value of the ISO shape that is no longer than a date is a date alone: no zone.
+    longer = shaped & _mask(pc.greater(pc.binary_length(values), _DATE_LENGTH))
+    zoned = _mask(pc.match_substring_regex(values, _ZONED)) if longer.any() else longer
+    as_naive = pc.cast(_cast_each(values, shaped & ~zoned, pa.timestamp("us")), _UTC)
+    if (shaped & zoned).any():
+        as_zoned = _cast_each(values, shaped & zoned, _UTC)
+        return pc.if_else(pa.array(zoned), as_zoned, as_naive)
+    return as_naive
 
 
 Converter = Callable[[Column, pa.Array, np.ndarray], tuple[pa.Array, np.ndarray]]
 _CONVERTERS: dict[str, Converter] = {
-    "integer": _numeric(_integer_shape, pa.int64()),
-    "number": _numeric(_number_shape, pa.float64()),
+    "integer": _integer,
+    "number": _number,
     "boolean": _boolean,
     "datetime": _datetime,
 }

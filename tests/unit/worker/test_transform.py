@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import random
+import re
 
 import pyarrow as pa
 import pytest
@@ -105,6 +107,65 @@ def test_number() -> None:
     rows, rejects = _apply([{"name": "x", "type": "number"}], x=values)
     assert [r["x"] for r in rows] == [1.5, -2.0, 1000.0, 0.5, 1.0]
     assert [i for i, _ in rejects] == [5, 6, 7, 8]
+
+
+def _random_strings(alphabet: str, lengths: range, count: int, seed: int) -> list[str]:
+    rnd = random.Random(seed)
+    return ["".join(rnd.choices(alphabet, k=rnd.choice(lengths))) for _ in range(count)]
+
+
+def _accepted_alone(column: dict, values: list[str]) -> list[object]:
+    """Each value converted in a table of its own (None when rejected), so a value the
+    one-cast fast path would wrongly accept cannot hide behind a neighbour that fails it."""
+    converted = []
+    for value in values:
+        rows, _ = _apply([column], v=[value])
+        converted.append(rows[0]["v"] if rows else None)
+    return converted
+
+
+def test_number_accepts_exactly_what_python_float_reads_among_number_characters() -> None:
+    tricky = ["1-2", "+-1", "--1", "1e", "e1", ".", "-.", "1.2.3", "1e+", "+.5", "5.e3", "E5"]
+    values = tricky + _random_strings("0123456789+-.eE", range(1, 7), 600, seed=12)
+
+    def expected(value: str) -> float | None:
+        try:
+            return float(value)
+        except ValueError:
+            return None
+
+    assert _accepted_alone({"name": "v", "type": "number"}, values) == [expected(v) for v in values]
+
+
+def test_a_non_number_of_number_characters_rejects_only_its_own_row() -> None:
+    rows, rejects = _apply([{"name": "x", "type": "number"}], x=["1.5", "1-2", "", "2e1", "+-1"])
+    assert [r["x"] for r in rows] == [1.5, None, 20.0]
+    assert [i for i, _ in rejects] == [1, 4]
+
+
+def test_dates_alone_accept_exactly_iso_calendar_dates() -> None:
+    variants = _random_strings("0123456789-T:Z+ ./", range(10, 11), 300, seed=5)
+    mutated = ["2024-01-31"[:i] + c + "2024-01-31"[i + 1 :] for i in range(10) for c in "0-T/ "]
+    values = ["2024-02-30", "2024-13-01", "2024-1-031", *variants, *mutated]
+
+    def expected(value: str) -> dt.datetime | None:
+        if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+            return None
+        try:
+            day = dt.date.fromisoformat(value)
+        except ValueError:
+            return None
+        return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+
+    assert _accepted_alone({"name": "v", "type": "datetime"}, values) == [
+        expected(v) for v in values
+    ]
+
+
+def test_a_bad_date_rejects_only_its_own_row_among_dates_alone() -> None:
+    rows, rejects = _apply([{"name": "d", "type": "datetime"}], d=["2024-01-31", "2024-02-30", ""])
+    assert [r["d"] for r in rows] == [dt.datetime(2024, 1, 31, tzinfo=dt.UTC), None]
+    assert [i for i, _ in rejects] == [1]
 
 
 def test_boolean() -> None:
