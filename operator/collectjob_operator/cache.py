@@ -39,8 +39,12 @@ CHILD_KINDS = (
     ChildKind("Role", "rbac.authorization.k8s.io", "v1", "roles"),
     ChildKind("RoleBinding", "rbac.authorization.k8s.io", "v1", "rolebindings"),
     ChildKind("Deployment", "apps", "v1", "deployments"),
+    ChildKind("ReplicaSet", "apps", "v1", "replicasets"),
     ChildKind("Pod", "", "v1", "pods"),
 )
+"""Each watched with the children's label selector. ReplicaSets are not the operator's (the
+deployment controller makes them from the worker Deployment, whose pod labels they carry):
+they are only read, to see a scale-down complete sooner (scale.py)."""
 
 Indices = Mapping[str, Mapping[JobRef, Iterable[Obj]]]
 """Kind -> kopf index: the job (a child's label, a job's own name) -> the copies."""
@@ -75,6 +79,9 @@ class WatchCache:
     def get(self, kind: str, ref: JobRef, name: str) -> Obj | None:
         """The cached child of `kind` called `name` that is labelled with `ref`'s job."""
         return next((o for o in self._objects(kind, ref) if o["metadata"]["name"] == name), None)
+
+    def replicasets(self, ref: JobRef) -> list[Obj]:
+        return list(self._objects("ReplicaSet", ref))
 
     def worker_pods(self, ref: JobRef) -> list[Obj]:
         return [

@@ -4,7 +4,8 @@ A CollectJob's create, every spec change and the operator's own restart (the ini
 listing) all lead to the same idempotent reconcile. Changes of the objects a job owns (its
 Deployment, pods, checkpoint ConfigMap, ServiceAccount, Role and RoleBinding) lead there
 too, which is how progress, a pod that finished terminating, or a child deleted or edited
-by hand are noticed. The same watches fill the indexes the reconciler reads children from.
+by hand are noticed; so does its worker ReplicaSet reaching zero. The same watches fill the
+indexes the reconciler reads children from.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from collectjob_operator.guard import AdmissionGuard
 from collectjob_operator.job import JobRef
 from collectjob_operator.kube import Kube
 from collectjob_operator.reconciler import DEFAULT_WORKERS, Priority, Reconciler, api_threads
+from collectjob_operator.scale import at_zero
 
 LIVENESS_STALL = 180.0
 """Seconds with work queued and no reconcile finished before /healthz turns red: three
@@ -140,7 +142,14 @@ async def checkpoint_changed(
     memo.reconciler.trigger_progress(_ref(namespace, labels[LABEL_JOB]))
 
 
+def replicaset_at_zero(body: Mapping[str, Any], **_: Any) -> bool:
+    """Only a worker ReplicaSet reaching zero can change a decision (a scale-down is
+    complete: scale.py); its other events would only cost reconciles."""
+    return at_zero(dict(body))
+
+
 @kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS)
+@kopf.on.event("apps", "v1", "replicasets", labels=CHILD_LABELS, when=replicaset_at_zero)
 @kopf.on.event("", "v1", "pods", labels=CHILD_LABELS)
 @kopf.on.event("", "v1", "serviceaccounts", labels=CHILD_LABELS)
 @kopf.on.event("rbac.authorization.k8s.io", "v1", "roles", labels=CHILD_LABELS)

@@ -38,6 +38,7 @@ from collectjob_operator.kube import (
     Obj,
     check_ownership,
 )
+from collectjob_operator.scale import scaled_down
 from collectjob_operator.status import JobStatus, Phase
 from collectjob_operator.throughput import Throughput
 
@@ -362,7 +363,7 @@ class Reconciler:
             children = replace(observed, taken=[*observed.taken, *taken])
             world = replace(
                 world,
-                deployment_scaled_down=_scaled_down(children.deployment),
+                deployment_scaled_down=self._scaled_down(job, children),
                 name_taken="; ".join(children.taken),
             )
             decision = decide(job.spec, job.generation, job.status, world)
@@ -465,9 +466,12 @@ class Reconciler:
             checkpoint_problem=problem,
             checkpoint_configmap=checkpoint_configmap_name(job.name),
             eta=eta,
-            deployment_scaled_down=_scaled_down(children.deployment),
+            deployment_scaled_down=self._scaled_down(job, children),
             name_taken="; ".join(children.taken),
         )
+
+    def _scaled_down(self, job: CollectJob, children: _Children) -> bool:
+        return scaled_down(children.deployment, self._cache.replicasets(job.ref))
 
     async def _apply_workload(
         self,
@@ -581,23 +585,6 @@ def _differs(actual: Obj, desired: Obj) -> bool:
         return True
     fields = set(desired) - {"apiVersion", "kind", "metadata"}
     return any(actual.get(key) != desired[key] for key in fields)
-
-
-def _scaled_down(deployment: Obj | None) -> bool:
-    """The Deployment asks for no pods, its controller has acted on that and counts none.
-
-    A Deployment that does not exist (the API said so: it is looked up when not cached)
-    runs nothing either; a job created suspended gets one only when it first runs.
-    """
-    if deployment is None:
-        return True
-    meta, spec = deployment["metadata"], deployment.get("spec") or {}
-    status = deployment.get("status") or {}
-    return (
-        spec.get("replicas") == 0
-        and int(status.get("observedGeneration", 0)) >= int(meta.get("generation", 0))
-        and not status.get("replicas")
-    )
 
 
 def _pod_view(pod: Obj) -> PodView:

@@ -111,7 +111,8 @@ class FakeKube:
 
     def indices(self) -> dict[str, Any]:
         """The objects as kopf's indexes would hold them (the job, labelled children)."""
-        children = ("ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Deployment", "Pod")
+        children = ("ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Deployment")
+        children += ("ReplicaSet", "Pod")
         return {"CollectJob": _JobIndex(self), **{kind: _Index(self, kind) for kind in children}}
 
     def add_pod(self, name: str, phase: str = "Running") -> None:

@@ -160,6 +160,39 @@ def test_suspend_before_the_first_pod_exists_waits_for_the_scale_down(fake_kube)
     assert kube.job["status"]["phase"] == "Suspended"
 
 
+def test_a_replicaset_at_zero_completes_a_suspend_before_the_deployment_status_does(fake_kube):
+    """Under a mass suspend the Deployment's last status write waits in its controller's
+    queue for seconds; its ReplicaSet says the pod is gone one write earlier."""
+    kube = fake_kube()
+    reconciler = reconcile(kube)
+    kube.add_pod("orders-worker-1")
+    kube.job["spec"]["suspend"] = True
+    reconcile(kube, reconciler)
+    kube.deployment()["metadata"]["uid"] = "deployment-uid"
+    kube.roll_out()  # has seen replicas: 0, still counts the pod
+    kube.objects.pop(("Pod", "team-a", "orders-worker-1"))
+    owner = {"kind": "Deployment", "uid": "deployment-uid", "controller": True}
+    kube._store(
+        {
+            "kind": "ReplicaSet",
+            "metadata": {
+                "name": "orders-worker-5d8f",
+                "namespace": "team-a",
+                "labels": {"collect.dev/job": "orders"},
+                "ownerReferences": [owner],
+            },
+            "spec": {"replicas": 0},
+            "status": {"observedGeneration": 1, "replicas": 1},
+        }
+    )
+    reconcile(kube, reconciler)
+    assert kube.job["status"]["phase"] == "Suspending"
+    kube.objects[("ReplicaSet", "team-a", "orders-worker-5d8f")]["status"]["replicas"] = 0
+    reconcile(kube, reconciler)
+    assert kube.deployment()["status"]["replicas"] == 1
+    assert kube.job["status"]["phase"] == "Suspended"
+
+
 def test_children_left_by_a_deleted_job_of_the_same_name_are_not_taken_over(fake_kube):
     kube = fake_kube()
     old_owner = OLD_OWNER
