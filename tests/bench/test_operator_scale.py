@@ -29,7 +29,8 @@ jobs are then resumed and suspended again by `kubectl collectjob suspend -l ... 
 also times each job on its own, from the moment its patch is seen to the moment it is seen
 Suspended (p50, p99, max): what the operator and the worker take, apart from how long the
 client takes to send the patches; and each step of that: the operator's (-> Deployment at 0),
-the Deployment controller's (-> ReplicaSet at 0) and the rest (-> Suspended). Written to
+the Deployment controller's (-> ReplicaSet at 0) and the rest (-> Suspended). The operator's
+RSS, and its CPU seconds in each of the two suspends, are reported too. Written to
 .bench/operator_mass_suspend.json.
 """
 
@@ -495,7 +496,7 @@ def test_mass_suspend_of_running_jobs(cluster, operator, namespace, tmp_path, da
         f"{MASS_JOBS} workers running",
         2,
     )
-    rss, _ = proc_usage(operator.pid)
+    rss, cpu_running = proc_usage(operator.pid)
 
     fleet = f"{FLEET_LABEL}=mass"
     with SuspendTimes(jobs, fleet) as by_kubectl:
@@ -524,6 +525,7 @@ def test_mass_suspend_of_running_jobs(cluster, operator, namespace, tmp_path, da
             0.1,
         )
         since(time.perf_counter(), lambda: len(by_kubectl.suspended) == MASS_JOBS, 30, "watch")
+    _, cpu_suspended_by_kubectl = proc_usage(operator.pid)
     for name in names:  # Suspended means the worker committed its checkpoint and is gone
         assert not jobs.pods(name), name
 
@@ -540,6 +542,7 @@ def test_mass_suspend_of_running_jobs(cluster, operator, namespace, tmp_path, da
         "resumed",
         2,
     )
+    _, cpu_resumed = proc_usage(operator.pid)
     with SuspendTimes(jobs, fleet) as by_plugin_watch:
         started = time.perf_counter()
         by_plugin = plugin(
@@ -547,6 +550,7 @@ def test_mass_suspend_of_running_jobs(cluster, operator, namespace, tmp_path, da
         )
         plugin_suspended = time.perf_counter() - started
         since(time.perf_counter(), lambda: len(by_plugin_watch.suspended) == MASS_JOBS, 30, "watch")
+    _, cpu_suspended_by_plugin = proc_usage(operator.pid)
     assert by_plugin.returncode == 0, by_plugin.stdout + by_plugin.stderr
     assert jobs.phases().count("Suspended") == MASS_JOBS
     result = {
@@ -559,6 +563,8 @@ def test_mass_suspend_of_running_jobs(cluster, operator, namespace, tmp_path, da
         "kubectl_each_patch_to_suspended_s": by_kubectl.latencies(names),
         "plugin_each_patch_to_suspended_s": by_plugin_watch.latencies(names),
         "operator_rss_mb": rss,
+        "operator_cpu_s_in_suspend_by_kubectl": cpu_suspended_by_kubectl - cpu_running,
+        "operator_cpu_s_in_suspend_by_plugin": cpu_suspended_by_plugin - cpu_resumed,
     }
     report("operator_mass_suspend", result)
     print("\n" + json.dumps(result, indent=2))
