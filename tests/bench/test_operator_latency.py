@@ -16,17 +16,13 @@ from typing import Any
 
 from kubernetes import client
 
+from bench.percentiles import percentile
 from localcluster.paths import REPO_ROOT as ROOT
 
 ROUNDS = 20
 REPLICAS_TARGET = 0.2
 SUSPENDED_TARGET = 2.0
 POLL_INTERVAL = 0.005
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def test_suspend_latency(cluster, operator, collectjob, apps_api, wait_for):

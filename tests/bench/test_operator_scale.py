@@ -49,6 +49,7 @@ from typing import Any
 import pytest
 from kubernetes import client, watch
 
+from bench.percentiles import percentile
 from collectjob_api.checkpoint import Checkpoint
 from collectjob_api.contract import CHECKPOINT_KEY, MIN_CHUNK_BYTES
 from container_pods import IMAGE
@@ -71,11 +72,6 @@ IDLE_WORKER = {
 }
 """A running worker that reads 1 KiB/s (never done within the benchmark) and asks for no
 CPU: the default requests (250m) fit only 8 workers on the 2-core local node."""
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def since(
