@@ -38,3 +38,17 @@ def test_a_silent_watch_is_dropped_after_the_client_timeout():
     settings.configure(configured)
     assert configured.watching.server_timeout < configured.watching.client_timeout
     assert configured.networking.request_timeout is not None
+
+
+def test_kopf_builds_no_essence_because_no_handler_compares_one():
+    """NoEssence is right only while every handler is an event handler or an index: a
+    create/update/resume handler or a daemon would need kopf's change detection back."""
+    import collectjob_operator.handlers  # noqa: F401  (registers the handlers)
+
+    registry = kopf.get_default_registry()
+    assert registry._watching.get_all_handlers(), "the event handlers are registered"
+    assert not registry._changing.get_all_handlers()
+    assert not registry._spawning.get_all_handlers()
+    configured = kopf.OperatorSettings()
+    settings.configure(configured)
+    assert isinstance(configured.persistence.diffbase_storage, settings.NoEssence)
