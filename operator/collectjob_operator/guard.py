@@ -40,17 +40,30 @@ class AdmissionGuard:
         self._policy_bound = policy_bound
         self._clock = clock
         self._seen_at: float | None = None
+        self._reading: asyncio.Future[bool] | None = None
 
     async def installed(self) -> bool:
-        """Whether the policy and its binding are installed (cached for CHECK_INTERVAL)."""
+        """Whether the policy and its binding are installed (cached for CHECK_INTERVAL).
+
+        Reconciles asking at once share one read: when the cache expires in a burst, every
+        reconcile worker would otherwise read the same two objects. The read is shielded,
+        so a reconcile cancelled at its deadline does not cancel it for the others.
+        """
         now = self._clock()
         if self._seen_at is not None and now - self._seen_at < CHECK_INTERVAL:
             return True
+        if self._reading is None:
+            self._reading = asyncio.ensure_future(self._read(now))
+        return await asyncio.shield(self._reading)
+
+    async def _read(self, now: float) -> bool:
         try:
             bound = await asyncio.to_thread(self._policy_bound, ADMISSION_POLICY)
         except Exception as e:  # an unreadable policy guards nothing: hold, and say why
             log.warning("cannot read ValidatingAdmissionPolicy %s: %s", ADMISSION_POLICY, e)
             bound = False
+        finally:
+            self._reading = None
         self._seen_at = now if bound else None
         return bound
 

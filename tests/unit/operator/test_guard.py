@@ -43,6 +43,19 @@ def test_a_seen_policy_is_trusted_for_a_while_a_missing_one_is_read_every_time()
     assert len(policy.reads) == 3
 
 
+def test_reconciles_asking_at_once_share_one_read():
+    policy = Policy(bound=False)
+    admission = guard.AdmissionGuard(policy)
+
+    async def burst() -> list[bool]:
+        return await asyncio.gather(*(admission.installed() for _ in range(8)))
+
+    assert asyncio.run(burst()) == [False] * 8
+    assert policy.reads == [guard.ADMISSION_POLICY]
+    assert not installed(admission), "a missing policy is read again by the next reconcile"
+    assert len(policy.reads) == 2
+
+
 def test_an_unreadable_policy_counts_as_missing():
     def broken(name: str) -> bool:
         raise TimeoutError("read timed out")
