@@ -57,8 +57,8 @@ class World:
     """Completion estimate from recent throughput, computed by the caller."""
     deployment_scaled_down: bool = False
     """The worker Deployment asks for zero replicas, its controller has seen that spec
-    (observedGeneration) and reports no replicas. Without it an empty pod list may only
-    mean the ReplicaSet has not created the pod yet."""
+    (observedGeneration), and it or its ReplicaSets report no replicas (scale.py). Without
+    it an empty pod list may only mean the ReplicaSet has not created the pod yet."""
     name_taken: str = ""
     """Which objects hold a child's name without having been created by this job. They
     are never adopted: the job fails with reason NameTaken instead."""
