@@ -156,7 +156,8 @@ class Column(Closed):
         """The output column, and the rows whose present value is not of the declared type."""
         if self.type == "string":
             return values, np.zeros(len(values), bool)
-        return _CONVERTERS[self.type](self, values, present)
+        result = _CONVERTERS[self.type](self, values, present)
+        return result, present & _mask(pc.is_null(result))
 
 
 COLUMN_KEYS = keys(Column)
@@ -282,15 +283,14 @@ def _integer_shape(values: pa.Array) -> pa.Array:
     return pc.and_(pc.ascii_is_decimal(digits), pc.less_equal(signs, 1))
 
 
-def _integer(column: Column, values: pa.Array, present: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+def _integer(column: Column, values: pa.Array, present: np.ndarray) -> pa.Array:
     shaped = present & _mask(_integer_shape(values))
     if _mask(pc.starts_with(values, "+")).any():
         values = pc.replace_substring_regex(values, r"^\+", "")
-    result = _cast_each(values, shaped, pa.int64())
-    return result, present & _mask(pc.is_null(result))
+    return _cast_each(values, shaped, pa.int64())
 
 
-def _number(column: Column, values: pa.Array, present: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+def _number(column: Column, values: pa.Array, present: np.ndarray) -> pa.Array:
     """Among strings made only of `_NUMBER_CHARACTERS`, Arrow's float parser accepts exactly
     those of the `_NUMBER` shape (a unit test pins it). So a character check and one cast do
     the regex's work in a third of its time. When such a value is still no number ("1-2"),
@@ -298,30 +298,27 @@ def _number(column: Column, values: pa.Array, present: np.ndarray) -> tuple[pa.A
     others = pc.ascii_trim(values, _NUMBER_CHARACTERS)
     plain = present & _mask(pc.equal(pc.binary_length(others), 0))
     try:
-        result = _cast_each(values, plain, pa.float64(), cast=pc.cast)
+        return _cast_each(values, plain, pa.float64(), cast=pc.cast)
     except pa.ArrowInvalid:
         shaped = present & _mask(pc.match_substring_regex(values, _NUMBER))
-        result = _cast_each(values, shaped, pa.float64())
-    return result, present & _mask(pc.is_null(result))
+        return _cast_each(values, shaped, pa.float64())
 
 
-def _boolean(column: Column, values: pa.Array, present: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+def _boolean(column: Column, values: pa.Array, present: np.ndarray) -> pa.Array:
     lowered = pc.utf8_lower(values)
     true = _mask(pc.is_in(lowered, value_set=pa.array(_TRUE)))
     false = _mask(pc.is_in(lowered, value_set=pa.array(_FALSE)))
     known = present & (true | false)
-    return pa.array(true, mask=~known), present & ~known
+    return pa.array(true, mask=~known)
 
 
-def _datetime(column: Column, values: pa.Array, present: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+def _datetime(column: Column, values: pa.Array, present: np.ndarray) -> pa.Array:
     if column.format is not None:
         masked = pc.if_else(pa.array(present), values, pa.scalar(None, pa.string()))
         naive = pc.strptime(masked, format=column.format, unit="us", error_is_null=True)
-        result = pc.cast(naive, _UTC)
-    else:
-        dates = _dates_alone(values, present)
-        result = _iso_datetimes(values, present) if dates is None else dates
-    return result, present & _mask(pc.is_null(result))
+        return pc.cast(naive, _UTC)
+    dates = _dates_alone(values, present)
+    return _iso_datetimes(values, present) if dates is None else dates
 
 
 def _dates_alone(values: pa.Array, present: np.ndarray) -> pa.Array | None:
@@ -350,7 +347,9 @@ def _iso_datetimes(values: pa.Array, present: np.ndarray) -> pa.Array:
     return as_naive
 
 
-Converter = Callable[[Column, pa.Array, np.ndarray], tuple[pa.Array, np.ndarray]]
+Converter = Callable[[Column, pa.Array, np.ndarray], pa.Array]
+"""A typed column from its string values: null where a value is empty or not of the type
+(Column.convert tells the two apart with the `present` mask)."""
 _CONVERTERS: dict[str, Converter] = {
     "integer": _integer,
     "number": _number,
