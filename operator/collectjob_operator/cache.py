@@ -22,6 +22,7 @@ from collectjob_api.contract import KIND, LABEL_COMPONENT, WORKER_COMPONENT
 from collectjob_operator.job import JobRef
 
 Obj = dict[str, Any]
+"""A Kubernetes object as the API and the watches hand it over: parsed JSON."""
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from kubernetes import client
 
 from collectjob_api.contract import GROUP, KIND, PLURAL, VERSION
 from collectjob_api.redact import safe_message
+from collectjob_operator.cache import Obj
 from collectjob_operator.events import Event
 from collectjob_operator.job import API_VERSION, JobRef
 
@@ -24,7 +25,6 @@ FIELD_MANAGER = "collectjob-operator"
 REQUEST_TIMEOUT = (5.0, 20.0)
 """(connect, read) seconds for every API call: a half-open connection fails the call, and
 the reconcile that made it is retried with backoff, instead of hanging for good."""
-Obj = dict[str, Any]
 
 
 class LeftoverError(RuntimeError):

@@ -8,9 +8,8 @@ predicates judge the second half from the Deployment and ReplicaSets as watched.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
-Obj = dict[str, Any]
+from collectjob_operator.cache import Obj
 
 
 def _asked_zero_and_seen(workload: Obj) -> bool:
