@@ -102,6 +102,8 @@ COALESCE_GROWTH = 8
 a poor guess, and an oversized chunk would make a suspend wait."""
 INITIAL_CHUNK_BYTES = 1 << 20
 MIN_CHUNK_BYTES = 64 << 10
+TAPER_STEPS = 8
+"""The last chunks of a source shrink to `chunk_bytes / TAPER_STEPS` at the least (`tapered`)."""
 
 
 class Outcome(enum.Enum):
@@ -172,6 +174,17 @@ def next_chunk_size(
         return wanted
     quickest = MAX_COALESCED_BYTES if seconds <= 0 else current * min_commit_seconds / seconds
     return max(wanted, min(int(quickest), current * COALESCE_GROWTH, MAX_COALESCED_BYTES))
+
+
+def tapered(window: int, remaining: int, limit: int) -> int:
+    """`window`, cut to half of the `remaining` source bytes near the end of the source, but
+    never below `limit // TAPER_STEPS`.
+
+    The last chunk's part is encoded and written after the parsers have run out of work, so
+    every other core is idle for as long as that takes: the smaller the last chunk, the
+    shorter that tail. Halving what remains keeps the chunks before it large; the floor adds
+    at most log2(TAPER_STEPS) commits to a job, whatever the coalescing says."""
+    return min(window, max(remaining // 2, limit // TAPER_STEPS, MIN_CHUNK_BYTES))
 
 
 _FENCES = np.zeros(256, bool)
@@ -302,7 +315,7 @@ class Pipeline:
         if job.transform is not None:
             self._schema = job.transform.schema
         else:
-            self._schema = pa.schema([(name, pa.string()) for name in taken.header])
+            self._schema = self._parser.schema
 
     def _blocks(self, offset: int, line: int, window: int) -> Iterator[Block]:
         """The chunk's blocks, checked to follow each other without a gap (conservation)."""
@@ -315,6 +328,7 @@ class Pipeline:
             block_bytes=self.job.source.block_bytes,
             quoting=Quoting(self.job.dialect.delimiter_byte, self.job.dialect.quote_byte),
             max_record=self.job.max_record_bytes,
+            reread=self.job.source.rereads_cheaply,
         )
         end = offset
         for block in blocks:
@@ -350,16 +364,19 @@ class Pipeline:
         if isinstance(part, _Processed):
             part = part.into(self._part(self._output_schema))
         seconds = time.monotonic() - started
-        done.next_window = self._next_window(cp.next_chunk_bytes, seconds)
+        done.next_window = self._next_window(cp.next_chunk_bytes, seconds, done.end)
         done.data = part.finish()
         self._commit_chunk(done, started)
 
-    def _next_window(self, window: int, seconds: float) -> int:
-        """A throttled job is not coalesced: its pacing already keeps commits to at most one
-        a second, and its chunks must stay within the throttle's chunk limit."""
+    def _next_window(self, window: int, seconds: float, end: int) -> int:
+        """The window of the chunk after the one ending at `end`. A throttled job is not
+        coalesced: its pacing already keeps commits to at most one a second, and its chunks
+        must stay within the throttle's chunk limit."""
         if self.job.throttle is not None:
-            return next_chunk_size(window, seconds, self._limit, min_commit_seconds=0)
-        return next_chunk_size(window, seconds, self._limit, self.job.min_commit_seconds)
+            wanted = next_chunk_size(window, seconds, self._limit, min_commit_seconds=0)
+        else:
+            wanted = next_chunk_size(window, seconds, self._limit, self.job.min_commit_seconds)
+        return tapered(wanted, self.checkpoint.bytes_total - end, self._limit)
 
     def _run_pipelined(self) -> Outcome:
         """The pipelined executor: the next chunks are read, parsed (on several threads) and

@@ -183,7 +183,7 @@ class PipelinedChunks:
         blocks: Callable[[int, int, int], Iterator[Block]],
         parse: Callable[[Block], BlockOutput],
         new_part: Callable[[], PartWriter],
-        next_window: Callable[[int, float], int],
+        next_window: Callable[[int, float, int], int],
         on_rows: Callable[[], None] = lambda: None,
         threads: int | None = None,
         in_flight: int = MIN_BLOCKS_IN_FLIGHT,
@@ -251,9 +251,10 @@ class PipelinedChunks:
             self._room.notify()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _window_after(self, window: int) -> int:
+    def _window_after(self, window: int, end: int) -> int:
+        """The window of the chunk after the one of `window` bytes that ends at `end`."""
         rate = self._rate
-        return self._next_window(window, window / rate if rate else 0.0)
+        return self._next_window(window, window / rate if rate else 0.0, end)
 
     def _read(self) -> None:
         at = self._start
@@ -269,7 +270,7 @@ class PipelinedChunks:
                         return
                     end, end_line = block.end, block.end_line
                     chunk.items.put(_Parsing(self._pool.submit(self._parse, block), end, end_line))
-                after = self._window_after(at.window)
+                after = self._window_after(at.window, end)
                 chunk.items.put(_End(end, end_line, after))
                 chunk = None
                 at = ChunkStart(at.index + 1, end, end_line, after)

@@ -188,7 +188,11 @@ class Transform(Closed):
 
     @property
     def schema(self) -> pa.Schema:
-        return pa.schema([(c.name, c.arrow_type) for c in self.columns])
+        """A string column is never null, as the parser makes none (see BlockParser.schema);
+        a typed one is null where its value is empty."""
+        return pa.schema(
+            [pa.field(c.name, c.arrow_type, nullable=c.type != "string") for c in self.columns]
+        )
 
     def check_header(self, header: list[str]) -> None:
         counts = Counter(header)

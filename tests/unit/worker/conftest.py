@@ -296,6 +296,7 @@ class RecordingSource:
         self.inner = inner
         self.url = inner.url
         self.block_bytes = inner.block_bytes
+        self.rereads_cheaply = inner.rereads_cheaply
         self.reads: list[tuple[int, int]] = []
 
     def stat(self) -> SourceStat:

@@ -41,7 +41,9 @@ def _records(data: bytes) -> list[list[str]]:
     return list(csv.reader(io.StringIO(data.decode(), newline="")))
 
 
-def _chunked(data: bytes, window: int, block_bytes: int) -> tuple[list[list[str]], list[int]]:
+def _chunked(
+    data: bytes, window: int, block_bytes: int, reread: bool = False
+) -> tuple[list[list[str]], list[int]]:
     def read(offset: int, n: int) -> bytes:
         return data[offset : offset + n]
 
@@ -58,6 +60,7 @@ def _chunked(data: bytes, window: int, block_bytes: int) -> tuple[list[list[str]
                 size=len(data),
                 block_bytes=block_bytes,
                 quoting=Quoting(),
+                reread=reread,
             )
         )
         assert blocks and blocks[0].offset == offset
@@ -84,6 +87,33 @@ def test_cuts_never_split_a_record(seed: int) -> None:
     assert rows == _records(data)
     rows_again, ends_again = _chunked(data, window, rng.choice([2, 17, 333, 1 << 16]))
     assert rows_again == rows and ends == ends_again, "the cut must not depend on the read size"
+    rows_reread, ends_reread = _chunked(data, window, rng.choice([2, 17, 333, 1 << 16]), True)
+    assert rows_reread == rows and ends_reread == ends, "nor on reading records again"
+
+
+def test_a_source_that_rereads_cheaply_gives_blocks_as_read_not_copied() -> None:
+    data = b"".join(b'%d,"a\nb",c\n' % i for i in range(200))
+    returned: list[bytes] = []
+
+    def read(offset: int, n: int) -> bytes:
+        returned.append(bytes(data[offset : offset + n]))
+        return returned[-1]
+
+    blocks = list(
+        iter_chunk(
+            read,
+            offset=0,
+            line=1,
+            window=len(data),
+            size=len(data),
+            block_bytes=100,
+            quoting=Quoting(),
+            reread=True,
+        )
+    )
+    assert b"".join(b.data for b in blocks) == data
+    assert len(blocks) > 10
+    assert all(any(b.data is r for r in returned) for b in blocks)
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -20,9 +20,11 @@ from collectjob_worker.pipeline import (
     MAX_COALESCED_BYTES,
     MIN_CHUNK_BYTES,
     MIN_COMMIT_SECONDS,
+    TAPER_STEPS,
     Outcome,
     Pipeline,
     next_chunk_size,
+    tapered,
 )
 
 
@@ -247,6 +249,53 @@ def test_finalize_is_repeatable_after_a_crash(jobs, outputs, rows_csv) -> None:
     assert not (jobs.tmp / "sink" / "_ledger").exists()
     assert jobs.run(jobs.job(source, chunk_bytes=1024)).checkpoint.done
     _assert_exactly_once(outputs, jobs, data)
+
+
+def test_the_last_chunks_of_a_source_shrink_to_a_floor() -> None:
+    limit = 64 << 20
+    assert tapered(limit, 1 << 30, limit) == limit, "far from the end: as wanted"
+    assert tapered(limit, 100 << 20, limit) == 50 << 20, "half of what remains"
+    assert tapered(limit, 10 << 20, limit) == limit // TAPER_STEPS, "never below the floor"
+    assert tapered(1 << 20, 10 << 20, limit) == 1 << 20, "never above what was wanted"
+
+
+def test_each_chunk_is_at_most_half_of_what_remained_or_the_floor(jobs, rows_csv) -> None:
+    data = rows_csv(40_000)
+    limit = 1 << 18
+    assert len(data) > 4 * limit
+    jobs.run(jobs.job(jobs.write(data), chunk_bytes=limit))
+    chunks = json.loads((jobs.tmp / "sink" / "_manifest.json").read_text())["chunks"]
+    assert len(chunks) > 4
+    for chunk in chunks[1:]:
+        start, end = chunk["source_start"], chunk["source_end"]
+        floor = max(limit // TAPER_STEPS, MIN_CHUNK_BYTES)
+        assert end - start <= max((len(data) - start) // 2, floor), chunk
+
+
+def test_parquet_columns_are_required_where_no_value_can_be_null(jobs) -> None:
+    """The parser makes no null, so an untyped column is required; so is a string column of
+    a transform, while a typed one is null where its value is empty."""
+    import pyarrow.parquet as pq
+
+    source = jobs.write(b"a,b,n\nx,,1\ny,z,\n")
+    jobs.run(jobs.job(source, fmt="parquet", sink=jobs.tmp / "plain"))
+    plain = pq.read_table(jobs.tmp / "plain" / "part-000000.parquet")
+    assert [f.nullable for f in plain.schema] == [False, False, False]
+    assert plain.to_pydict() == {"a": ["x", "y"], "b": ["", "z"], "n": ["1", ""]}
+    columns = [{"name": "a"}, {"name": "b", "maxLength": 3}, {"name": "n", "type": "integer"}]
+    typed_sink = jobs.tmp / "typed"
+    jobs.run(
+        jobs.job(
+            source,
+            fmt="parquet",
+            transform={"columns": columns},
+            sink=typed_sink,
+            store=FileCheckpointStore(jobs.tmp / "typed.json"),
+        )
+    )
+    typed = pq.read_table(typed_sink / "part-000000.parquet")
+    assert [f.nullable for f in typed.schema] == [False, False, True]
+    assert typed.to_pydict() == {"a": ["x", "y"], "b": ["", "z"], "n": [1, None]}
 
 
 def test_chunk_size_adapts_towards_one_second_within_bounds() -> None:

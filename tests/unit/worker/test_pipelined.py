@@ -179,7 +179,7 @@ def test_a_part_waiting_to_be_committed_holds_back_the_next_one_beyond_two_chunk
         blocks=blocks,
         parse=parse,
         new_part=new_part,
-        next_window=lambda current, seconds: window,
+        next_window=lambda current, seconds, end: window,
     )
     chunks._room = _NotingCondition(waited)  # white box: the only sign that the encoder waits
     with chunks:
