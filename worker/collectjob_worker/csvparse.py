@@ -251,6 +251,7 @@ class BlockParser:
                 values,
                 functools.cache(functools.partial(self._scan, block)),
                 block.newlines,
+                block.crs,
             )
         except (pa.ArrowInvalid, UnicodeDecodeError) as e:
             # pyarrow also fails (without saying UTF) when an invalid row it reports to the
@@ -299,6 +300,7 @@ class BlockParser:
         values: bool,
         scan: Callable[[], _Records],
         newlines: int | None,
+        crs: bool = True,
     ) -> ParsedBlock:
         """`scan()` returns the block's records; it may be called more than once (it is cached
         or cheap), and only when records span lines or some are not rows."""
@@ -338,7 +340,7 @@ class BlockParser:
                 check_utf8=not (self.dialect.is_utf8 and data.isascii()),
             ),
         )
-        spanning = None if newlines is None else _spanning_columns(table, data, newlines)
+        spanning = None if newlines is None else _spanning_columns(table, data, newlines, crs)
         covered = spanning is not None
         if not values:
             self._learn(table, spanning)
@@ -414,7 +416,7 @@ class _Invalid:
     text: str
 
 
-def _spanning_columns(table: pa.Table, data: bytes, newlines: int) -> set[str] | None:
+def _spanning_columns(table: pa.Table, data: bytes, newlines: int, crs: bool) -> set[str] | None:
     """The columns of `table` whose values hold line endings, if each of the block's lines
     ends a row or is inside one of its values; None if a line is left over.
 
@@ -423,11 +425,11 @@ def _spanning_columns(table: pa.Table, data: bytes, newlines: int) -> set[str] |
     and leaves no row. So rows + line endings in values equal the block's lines exactly when
     no line was skipped. The values are counted in each column's data buffer, where two values
     side by side may join a CR and an LF into one CRLF: that undercounts, which can only fail
-    the equality, never make it hold by accident."""
+    the equality, never make it hold by accident. Without a CR in `data` (`crs`), only LFs
+    are counted."""
     lines = newlines + (not data.endswith((b"\n", b"\r")))
     if table.num_rows >= lines:
         return set() if table.num_rows == lines else None
-    crs = b"\r" in data
     in_values = {
         name: sum(_line_ends_in(array, crs) for array in column.chunks)
         for name, column in zip(table.column_names, table.columns, strict=True)
