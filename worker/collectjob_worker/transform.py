@@ -32,6 +32,7 @@ patterns are RE2 (linear time, no backtracking), and there is no eval and no que
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -186,10 +187,11 @@ class Transform(Closed):
     def from_dict(cls, raw: Any) -> Transform:
         return parse(cls, raw, TransformError, under("transform"))
 
-    @property
+    @functools.cached_property
     def schema(self) -> pa.Schema:
         """A string column is never null, as the parser makes none (see BlockParser.schema);
-        a typed one is null where its value is empty."""
+        a typed one is null where its value is empty. Built once: every block's table takes
+        it."""
         return pa.schema(
             [pa.field(c.name, c.arrow_type, nullable=c.type != "string") for c in self.columns]
         )
@@ -219,7 +221,7 @@ class Transform(Closed):
             if column.passes_through:
                 outputs.append(values)
                 continue
-            present = _mask(pc.greater(pc.binary_length(values), 0))
+            present = _lengths(values) > 0
             converted, wrong_type = column.convert(values, present)
             checks = column.failures(values, present)
             checks.append((wrong_type, f"is not a valid {column.type}"))
@@ -236,7 +238,19 @@ class Transform(Closed):
 
 
 def _mask(result: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    return np.asarray(result.fill_null(False).to_numpy(zero_copy_only=False), bool)
+    """A boolean result as a numpy mask, null counting as False."""
+    if result.null_count:
+        result = result.fill_null(False)
+    return np.asarray(result.to_numpy(zero_copy_only=False), bool)
+
+
+def _lengths(values: pa.Array) -> np.ndarray:
+    """The byte length of each value of a string array without nulls (the parser makes
+    none), read off its offsets: no Arrow kernel and no boolean array to unpack."""
+    offsets = np.frombuffer(
+        values.buffers()[1], np.int32, count=len(values) + 1, offset=4 * values.offset
+    )
+    return np.diff(offsets)
 
 
 def _shorten(value: str, limit: int = 80) -> str:
@@ -330,7 +344,7 @@ def _dates_alone(values: pa.Array, present: np.ndarray) -> pa.Array | None:
     strings as long as `2024-01-31`, Arrow's ISO 8601 parser accepts exactly the date shape
     (a unit test pins it), and a date alone has no zone. None when some present value has
     another length or does not cast (30 February): `_iso_datetimes` then judges each."""
-    sized = _mask(pc.equal(pc.binary_length(values), _DATE_LENGTH))
+    sized = _lengths(values) == _DATE_LENGTH
     if not (sized | ~present).all():
         return None
     try:
@@ -342,7 +356,7 @@ def _dates_alone(values: pa.Array, present: np.ndarray) -> pa.Array | None:
 def _iso_datetimes(values: pa.Array, present: np.ndarray) -> pa.Array:
     shaped = present & _mask(pc.match_substring_regex(values, _ISO_DATETIME))
     # A value of the ISO shape that is no longer than a date is a date alone: no zone.
-    longer = shaped & _mask(pc.greater(pc.binary_length(values), _DATE_LENGTH))
+    longer = shaped & (_lengths(values) > _DATE_LENGTH)
     zoned = _mask(pc.match_substring_regex(values, _ZONED)) if longer.any() else longer
     as_naive = pc.cast(_cast_each(values, shaped & ~zoned, pa.timestamp("us")), _UTC)
     if (shaped & zoned).any():
