@@ -217,7 +217,7 @@ class Transform(Closed):
         reasons: dict[int, str] = {}
         outputs = []
         for column in self.columns:
-            values = table.column(column.source).combine_chunks()
+            values = _whole(table.column(column.source))
             if column.passes_through:
                 outputs.append(values)
                 continue
@@ -235,6 +235,12 @@ class Transform(Closed):
         if bad.any():
             result = result.filter(pa.array(~bad))
         return result, sorted(reasons.items())
+
+
+def _whole(column: pa.ChunkedArray) -> pa.Array:
+    """The column as one array: its only chunk as it is (a parsed block has one), since
+    `combine_chunks` copies even that, holding the GIL."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 def _mask(result: pa.Array | pa.ChunkedArray) -> np.ndarray:
