@@ -158,6 +158,8 @@ class Column(Closed):
         if self.type == "string":
             return values, np.zeros(len(values), bool)
         result = _CONVERTERS[self.type](self, values, present)
+        if not result.null_count:
+            return result, np.zeros(len(values), bool)
         return result, present & _mask(pc.is_null(result))
 
 
@@ -299,16 +301,16 @@ def _cast_or_null(values: pa.Array, target: pa.DataType) -> pa.Array:
         )
 
 
-def _integer_shape(values: pa.Array) -> pa.Array:
+def _integer_shape(values: pa.Array) -> np.ndarray:
     """Whether each value is `[+-]?[0-9]+`: at most one sign, then ASCII digits (a quarter of
     the time of that regex; the shape matters because the cast also reads hex, `0x10`)."""
     digits = pc.ascii_ltrim(values, "+-")
-    signs = pc.subtract(pc.binary_length(values), pc.binary_length(digits))
-    return pc.and_(pc.ascii_is_decimal(digits), pc.less_equal(signs, 1))
+    signs = _lengths(values) - _lengths(digits)
+    return _mask(pc.ascii_is_decimal(digits)) & (signs <= 1)
 
 
 def _integer(column: Column, values: pa.Array, present: np.ndarray) -> pa.Array:
-    shaped = present & _mask(_integer_shape(values))
+    shaped = present & _integer_shape(values)
     if _mask(pc.starts_with(values, "+")).any():
         values = pc.replace_substring_regex(values, r"^\+", "")
     return _cast_each(values, shaped, pa.int64())
@@ -320,7 +322,7 @@ def _number(column: Column, values: pa.Array, present: np.ndarray) -> pa.Array:
     the regex's work in a third of its time. When such a value is still no number ("1-2"),
     that cast fails as a whole and the regex judges each value, as it always did."""
     others = pc.ascii_trim(values, _NUMBER_CHARACTERS)
-    plain = present & _mask(pc.equal(pc.binary_length(others), 0))
+    plain = present & (_lengths(others) == 0)
     try:
         return _cast_each(values, plain, pa.float64(), cast=pc.cast)
     except pa.ArrowInvalid:
