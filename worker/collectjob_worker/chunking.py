@@ -45,6 +45,8 @@ CR = 0x0D
 Buf = bytes | bytearray
 _LOOKBACK_RUNS = 64
 _LOOKBACK_NEWLINES = 64
+_TAIL_BYTES = 64 << 10
+"""How much of a read `iter_chunk(reread=True)` looks at first to find its last boundary."""
 
 
 @dataclass(frozen=True)
@@ -55,18 +57,25 @@ class Quoting:
     quote: int = ord('"')
 
 
-def _state_by_lookback(buf: Buf, start: int, pos: int, q: Quoting) -> bool | None:
-    """Whether `pos` is inside quotes, walking back to the last reset; None if that is too far."""
+def _state_by_lookback(
+    buf: Buf, start: int, pos: int, q: Quoting, anchored: bool = True
+) -> bool | None:
+    """Whether `pos` is inside quotes, walking back to the last reset; None if that is too far.
+
+    `anchored`: a record starts at `start`. If not, only a reset tells the state, since what
+    came before `start` is unknown: reaching `start` without one gives None."""
     quote = bytes((q.quote,))
     toggles = 0
     i = pos
     for _ in range(_LOOKBACK_RUNS):
         j = buf.rfind(quote, start, i)
         if j < 0:
-            return bool(toggles & 1)
+            return bool(toggles & 1) if anchored else None
         k = j
         while k > start and buf[k - 1] == q.quote:
             k -= 1
+        if k == start and not anchored:
+            return None
         if (j - k + 1) & 1:
             if k == start or buf[k - 1] in (q.delimiter, LF, CR):
                 toggles += 1
@@ -203,13 +212,21 @@ def _next_line_end(buf: Buf, lo: int, final: bool) -> int:
     return lf
 
 
-def _follow(buf: Buf, start: int, q: Quoting, p: int, step: Callable[[int], int]) -> int | None:
+def _follow(
+    buf: Buf,
+    start: int,
+    q: Quoting,
+    p: int,
+    step: Callable[[int], int],
+    anchored: bool = True,
+) -> int | None:
     """From the line ending at `p`, stepping to the next candidate with `step`, the boundary
-    after the first one outside quotes; -1 if there is none, None if that takes too long."""
+    after the first one outside quotes; -1 if there is none, None if that takes too long (or,
+    not `anchored`, needs what came before `start`)."""
     for _ in range(_LOOKBACK_NEWLINES):
         if p < 0:
             return -1
-        state = _state_by_lookback(buf, start, p, q)
+        state = _state_by_lookback(buf, start, p, q, anchored)
         if state is None:
             return None
         if not state:
@@ -231,6 +248,20 @@ def last_boundary(buf: Buf, start: int, end: int, q: Quoting, final: bool = True
         return found
     every = boundaries(buf, start, end, q, final)
     return int(every[-1]) if every.size else -1
+
+
+def tail_boundary(tail: Buf, q: Quoting) -> int | None:
+    """Position just after the last record-ending line ending in `tail`, bytes that do not
+    start on a record boundary and that more bytes follow; None when the look back from its
+    end needs what came before `tail`. When found, it is the position `last_boundary` finds
+    in any buffer that ends with `tail` and starts on a record boundary: a reset decides the
+    state whatever came before it."""
+
+    def prev(hi: int) -> int:
+        return _prev_line_end(tail, 0, hi, False)
+
+    found = _follow(tail, 0, q, prev(len(tail)), prev, anchored=False)
+    return found if found is not None and found > 0 else None
 
 
 def first_boundary(buf: Buf, start: int, after: int, q: Quoting, final: bool = True) -> int:
@@ -367,7 +398,10 @@ def iter_chunk(
     file), a block's records are read again instead of copied out of the buffer, and the
     unfinished record after them is read again with the next block instead of carried over.
     A read fills fresh memory without holding the GIL; the two copies it saves held it, for
-    a quarter of the worker's wall time on the bench file (their pages are fresh too).
+    a quarter of the worker's wall time on the bench file (their pages are fresh too). Where
+    the last `_TAIL_BYTES` of a read tell where its last record ends (`tail_boundary`), only
+    they are read first, and the block's records once; otherwise the whole read, as above.
+    Either way a block ends at the same boundary.
     """
     window_end = min(offset + max(window, 1), size)
     buf: Buf = b""
@@ -377,6 +411,16 @@ def iter_chunk(
     while True:
         limit = size if extending else window_end
         n = min(block_bytes, limit - read_pos, max_record + 1 - len(buf))
+        if reread and not buf and not extending and n > _TAIL_BYTES and read_pos + n < size:
+            tail_start = read_pos + n - _TAIL_BYTES
+            found = tail_boundary(_read_exactly(read, tail_start, _TAIL_BYTES), quoting)
+            if found is not None:
+                block = _block(_read_exactly(read, pos, tail_start + found - pos), pos, line)
+                yield block
+                emitted = True
+                pos, line = block.end, block.end_line
+                read_pos = pos
+                continue
         if n > 0:
             data = read(read_pos, n)
             if not data:

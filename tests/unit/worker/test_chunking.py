@@ -16,6 +16,7 @@ from collectjob_worker.chunking import (
     in_quotes,
     iter_chunk,
     last_boundary,
+    tail_boundary,
 )
 
 TRICKY = ["", " ", "a,b", 'x"y', "l1\nl2", "cr\r\nlf", '"', '""', "007", "NA", "  pad  ", "é,\n"]
@@ -89,6 +90,56 @@ def test_cuts_never_split_a_record(seed: int) -> None:
     assert rows_again == rows and ends == ends_again, "the cut must not depend on the read size"
     rows_reread, ends_reread = _chunked(data, window, rng.choice([2, 17, 333, 1 << 16]), True)
     assert rows_reread == rows and ends_reread == ends, "nor on reading records again"
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_block_ends_where_it_would_without_looking_at_the_tail_first(
+    monkeypatch, seed: int
+) -> None:
+    """`iter_chunk(reread=True)` first looks for a read's last boundary in its tail alone; the
+    blocks must be the same as when it reads the whole of each read."""
+    from collectjob_worker import chunking
+
+    rng = random.Random(300 + seed)
+    maker = rng.choice(["lf", "crlf", "cr", "stray"])
+    if maker == "stray":
+        data = _stray_quote_csv(rng, 300)
+    else:
+        data = _rfc_csv(rng, 300, {"lf": "\n", "crlf": "\r\n", "cr": "\r"}[maker])
+    window, block_bytes = rng.choice([64, 500, 4096, len(data)]), rng.choice([40, 333, 2000])
+
+    def blocks() -> list[tuple[bytes, int, int]]:
+        found, offset, line = [], 0, 1
+        while offset < len(data):
+            chunk = list(
+                iter_chunk(
+                    lambda o, n: data[o : o + n],
+                    offset=offset,
+                    line=line,
+                    window=window,
+                    size=len(data),
+                    block_bytes=block_bytes,
+                    quoting=Quoting(),
+                    reread=True,
+                )
+            )
+            found += [(b.data, b.offset, b.line) for b in chunk]
+            offset, line = chunk[-1].end, chunk[-1].end_line
+        return found
+
+    monkeypatch.setattr(chunking, "_TAIL_BYTES", len(data) + 1)
+    whole = blocks()
+    for tail in (1, 3, 16, 64):
+        monkeypatch.setattr(chunking, "_TAIL_BYTES", tail)
+        assert blocks() == whole, f"tail of {tail} bytes"
+    assert b"".join(b for b, _, _ in whole) == data
+
+
+def test_a_tail_without_a_reset_tells_nothing() -> None:
+    q = Quoting()
+    assert tail_boundary(b'x\n"a,b\nc",d\ne', q) == len(b'x\n"a,b\nc",d\n')
+    assert tail_boundary(b'a\n"b\nc\n', q) is None, "no reset: the quote may open or close"
+    assert tail_boundary(b"abc", q) is None, "no line ending at all"
 
 
 def test_a_source_that_rereads_cheaply_gives_blocks_as_read_not_copied() -> None:
