@@ -10,6 +10,7 @@ import random
 import pytest
 
 from collectjob_worker.chunking import (
+    Block,
     Quoting,
     boundaries,
     count_lines,
@@ -42,19 +43,14 @@ def _records(data: bytes) -> list[list[str]]:
     return list(csv.reader(io.StringIO(data.decode(), newline="")))
 
 
-def _chunked(
-    data: bytes, window: int, block_bytes: int, reread: bool = False
-) -> tuple[list[list[str]], list[int]]:
-    def read(offset: int, n: int) -> bytes:
-        return data[offset : offset + n]
-
-    rows: list[list[str]] = []
-    ends: list[int] = []
+def _chunks(data: bytes, window: int, block_bytes: int, reread: bool) -> list[list[Block]]:
+    """The whole of `data` cut into chunks, each chunk's blocks as iter_chunk yields them."""
+    chunks: list[list[Block]] = []
     offset, line = 0, 1
     while offset < len(data):
         blocks = list(
             iter_chunk(
-                read,
+                lambda o, n: data[o : o + n],
                 offset=offset,
                 line=line,
                 window=window,
@@ -65,13 +61,23 @@ def _chunked(
             )
         )
         assert blocks and blocks[0].offset == offset
+        chunks.append(blocks)
+        offset, line = blocks[-1].end, blocks[-1].end_line
+    return chunks
+
+
+def _chunked(
+    data: bytes, window: int, block_bytes: int, reread: bool = False
+) -> tuple[list[list[str]], list[int]]:
+    rows: list[list[str]] = []
+    ends: list[int] = []
+    for blocks in _chunks(data, window, block_bytes, reread):
         for prev, nxt in itertools.pairwise(blocks):
             assert prev.end == nxt.offset and prev.end_line == nxt.line
         for block in blocks:
             assert count_lines(data[: block.offset]) + 1 == block.line
             rows.extend(_records(block.data))
-        offset, line = blocks[-1].end, blocks[-1].end_line
-        ends.append(offset)
+        ends.append(blocks[-1].end)
     return rows, ends
 
 
@@ -109,23 +115,8 @@ def test_a_block_ends_where_it_would_without_looking_at_the_tail_first(
     window, block_bytes = rng.choice([64, 500, 4096, len(data)]), rng.choice([40, 333, 2000])
 
     def blocks() -> list[tuple[bytes, int, int]]:
-        found, offset, line = [], 0, 1
-        while offset < len(data):
-            chunk = list(
-                iter_chunk(
-                    lambda o, n: data[o : o + n],
-                    offset=offset,
-                    line=line,
-                    window=window,
-                    size=len(data),
-                    block_bytes=block_bytes,
-                    quoting=Quoting(),
-                    reread=True,
-                )
-            )
-            found += [(b.data, b.offset, b.line) for b in chunk]
-            offset, line = chunk[-1].end, chunk[-1].end_line
-        return found
+        chunks = _chunks(data, window, block_bytes, reread=True)
+        return [(b.data, b.offset, b.line) for blocks in chunks for b in blocks]
 
     monkeypatch.setattr(chunking, "_TAIL_BYTES", len(data) + 1)
     whole = blocks()
