@@ -242,14 +242,18 @@ class BlockParser:
             reason = "unterminated quoted field: the file ends inside a quoted value"
             reject = Reject(block.line, reason, records.text(0), len(block.data))
             return self._empty(block.line, [reject])
-        if not values and self.dialect.is_utf8 and not _is_utf8(block.data):
-            return self._parse_undecodable(block, values)
+        valid_utf8 = self.dialect.is_utf8 and block.data.isascii()
+        if not values and self.dialect.is_utf8 and not valid_utf8:
+            if not _is_utf8(block.data):
+                return self._parse_undecodable(block, values)
+            valid_utf8 = True
         try:
             return self._parse_records(
                 block.line,
                 block.data,
                 values,
                 functools.cache(functools.partial(self._scan, block)),
+                valid_utf8,
                 block.newlines,
                 block.crs,
             )
@@ -288,7 +292,9 @@ class BlockParser:
             empty = self._empty(block.line, rejects)
             empty.records, empty.row_records = kept, np.zeros(0, np.int64)
             return empty
-        parsed = self._parse_records(block.line, kept.data, values, lambda: kept, None)
+        parsed = self._parse_records(
+            block.line, kept.data, values, lambda: kept, self.dialect.is_utf8, None
+        )
         parsed.rejects = sorted(rejects + parsed.rejects, key=lambda r: r.line)
         parsed.clean = False
         return parsed
@@ -299,11 +305,14 @@ class BlockParser:
         data: bytes,
         values: bool,
         scan: Callable[[], _Records],
+        valid_utf8: bool,
         newlines: int | None,
         crs: bool = True,
     ) -> ParsedBlock:
         """`scan()` returns the block's records; it may be called more than once (it is cached
-        or cheap), and only when records span lines or some are not rows."""
+        or cheap), and only when records span lines or some are not rows. `valid_utf8`: the
+        caller knows `data` to be UTF-8 (ASCII, or decoded), so pyarrow need not check it
+        again, which costs 15% of the parse."""
         invalid: list[_Invalid] = []
 
         def on_invalid(row: pacsv.InvalidRow) -> str:
@@ -336,8 +345,7 @@ class BlockParser:
                 null_values=[],
                 strings_can_be_null=False,
                 quoted_strings_can_be_null=False,
-                # ASCII is valid UTF-8: checking it again costs 15% of the parse.
-                check_utf8=not (self.dialect.is_utf8 and data.isascii()),
+                check_utf8=not valid_utf8,
             ),
         )
         spanning = None if newlines is None else _spanning_columns(table, data, newlines, crs)
