@@ -280,9 +280,11 @@ def first_boundary(buf: Buf, start: int, after: int, q: Quoting, final: bool = T
     return int(every[0]) if every.size else -1
 
 
-def count_lines(data: Buf) -> int:
-    """Lines as Python's csv module counts them: LF, CRLF and a lone CR each end one."""
-    return count_line_ends(np.frombuffer(data, np.uint8), crs=b"\r" in data)
+def count_lines(data: Buf, crs: bool | None = None) -> int:
+    """Lines as Python's csv module counts them: LF, CRLF and a lone CR each end one. `crs`:
+    whether `data` holds a CR, if the caller already knows."""
+    crs = b"\r" in data if crs is None else crs
+    return count_line_ends(np.frombuffer(data, np.uint8), crs)
 
 
 _COUNT_SLICE = 1 << 18
@@ -334,8 +336,7 @@ class Block:
 
 def _block(data: bytes, offset: int, line: int, unterminated: bool = False) -> Block:
     crs = b"\r" in data
-    newlines = count_line_ends(np.frombuffer(data, np.uint8), crs)
-    return Block(data, offset, line, newlines, unterminated, crs)
+    return Block(data, offset, line, count_lines(data, crs), unterminated, crs)
 
 
 class RecordTooLong(PermanentError):

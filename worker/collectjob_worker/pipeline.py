@@ -178,7 +178,7 @@ def next_chunk_size(
 
 def tapered(window: int, remaining: int, limit: int) -> int:
     """`window`, cut to half of the `remaining` source bytes near the end of the source, but
-    never below `limit // TAPER_STEPS`.
+    never below `limit // TAPER_STEPS` nor MIN_CHUNK_BYTES.
 
     The last chunk's part is encoded and written after the parsers have run out of work, so
     every other core is idle for as long as that takes: the smaller the last chunk, the
