@@ -67,6 +67,8 @@ NEVER_STARTED = ("created", "configured", "initialized")
 NOT_YET_RUNNING = ("", *NEVER_STARTED)
 """States a stop waits out ("": podman run has not created the container yet)."""
 STOP_POLL_SECONDS = 0.05
+RUNC_INIT_COMM = "runc:["
+"""How runc names its own init process (`runc:[2:INIT]`) until it execs the entrypoint."""
 
 
 class ImageMissing(Exception):
@@ -353,8 +355,9 @@ class PodmanContainer:
     def _wait_out_creation(self, deadline: float) -> None:
         while not self._full_id and self.popen.poll() is None and time.monotonic() < deadline:
             container_id, state = self._inspect()
-            if state.get("Status", "") not in NOT_YET_RUNNING:
-                self._init = _pidfd(int(state.get("Pid") or 0))
+            pid = int(state.get("Pid") or 0)
+            if state.get("Status", "") not in NOT_YET_RUNNING and not runc_still_in_init(pid):
+                self._init = _pidfd(pid)
                 self._full_id = container_id
                 return
             time.sleep(STOP_POLL_SECONDS)
@@ -467,6 +470,23 @@ class PodmanRuntime:
                 timeout=grace + RUN_TIMEOUT,
             )
         return names
+
+
+def runc_still_in_init(pid: int) -> bool:
+    """Whether `pid` is still runc's own init, not yet the container's entrypoint.
+
+    podman reports a container running once `runc start` has released the init, a moment
+    before that init (named `runc:[2:INIT]`, a Go program catching every signal) execs the
+    entrypoint. A SIGTERM sent in that moment is taken by runc and lost: a worker deleted
+    right after its start ran its whole job until the SIGKILL at the end of its grace period
+    (tests/cluster/test_operator_recovery.py, under load). So the container counts as started
+    only after the exec. A pid that is gone (0, or exited) is not in init."""
+    if pid <= 0:
+        return False
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().startswith(RUNC_INIT_COMM)
+    except OSError:
+        return False
 
 
 def _pidfd(pid: int) -> int | None:

@@ -68,7 +68,9 @@ def test_deployment_deleted_by_hand_is_recreated(operator, collectjob, wait_for)
 
 def test_replicas_changed_by_hand_are_restored(operator, collectjob, wait_for):
     job = collectjob(rows=LONG_ROWS, throttle=THROTTLE)
-    wait_for(job.running_pod, timeout=90, message="a running worker pod")
+    # Mid-run: the hand-made pods start while the worker works, and the suspension then
+    # deletes a pod whose container has only just started (its SIGTERM must not be lost).
+    wait_for(lambda: job.status().get("rowsProcessed", 0) > 0, timeout=90, message="rows processed")
     job.kubectl("scale", f"deployment/{job.name}-worker", "--replicas=3")
     wait_for(lambda: job.replicas() == 1, timeout=30, message="replicas back to 1")
     job.patch({"suspend": True})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from localcluster.podcontainer import (
     container_user,
     memory_bytes,
     run_argv,
+    runc_still_in_init,
 )
 from localcluster.podspec import Pod, SecurityContext
 
@@ -121,3 +124,23 @@ def test_memory_limits_in_bytes_and_kubelet_style_names() -> None:
     assert memory_bytes({"memory": "500M"}) == 500_000_000
     assert memory_bytes({"cpu": "1"}) is None
     assert container_name("ns", "pod", "0b6c3c1e-0000", "main", 2) == "k8s_main_pod_ns_0b6c3c1e_2"
+
+
+def test_a_process_named_as_runcs_init_has_not_reached_the_entrypoint_yet() -> None:
+    """A signal sent to runc's init before it execs the entrypoint is lost: the node waits."""
+    rename = (
+        "import sys, time; open('/proc/self/comm', 'w').write(sys.argv[1]); print(); time.sleep(30)"
+    )
+    for comm, in_init in (("runc:[2:INIT]", True), ("tini", False)):
+        with subprocess.Popen(
+            [sys.executable, "-c", rename, comm], stdout=subprocess.PIPE
+        ) as child:
+            assert child.stdout is not None
+            child.stdout.readline()  # renamed
+            try:
+                assert runc_still_in_init(child.pid) is in_init, comm
+            finally:
+                child.kill()
+            child.wait()
+            assert runc_still_in_init(child.pid) is False, "a pid that is gone is not in init"
+    assert runc_still_in_init(0) is False
