@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,13 @@ from collectjob_worker.errors import SourceChanged
 from collectjob_worker.formats import JsonlPart
 from collectjob_worker.metrics import WorkerMetrics
 from collectjob_worker.pipeline import MIN_CHUNK_BYTES, Outcome, Pipeline
-from collectjob_worker.stages import BlockOutput, ChunkStart, PipelinedChunks
+from collectjob_worker.stages import (
+    MAX_NICENESS,
+    PARSER_NICENESS,
+    BlockOutput,
+    ChunkStart,
+    PipelinedChunks,
+)
 
 TRANSFORM = {
     "columns": [
@@ -197,3 +204,36 @@ def test_a_part_waiting_to_be_committed_holds_back_the_next_one_beyond_two_chunk
         (2000, 3000, 10),
     ]
     assert [sum(map(len, d.data)) for d in done] == [3 * window] * 3
+
+
+def test_parsers_run_at_a_lower_priority_than_the_encoder_and_the_committer() -> None:
+    """The parsers yield the CPU to the critical path (stages.yield_to_the_critical_path)."""
+
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    seen: dict[str, int] = {}
+
+    def blocks(offset: int, line: int, size: int) -> Iterator[Block]:
+        yield Block(b"x\n", offset, line, 1)
+
+    def parse(block: Block) -> BlockOutput:
+        seen["parser"] = niceness()
+        return BlockOutput(1, [], len(block.data), 0, raw=block.data)
+
+    def new_part() -> JsonlPart:
+        seen["encoder"] = niceness()
+        return JsonlPart(pa.schema([]))
+
+    with PipelinedChunks(
+        start=ChunkStart(0, 0, 1, 2),
+        size=2,
+        blocks=blocks,
+        parse=parse,
+        new_part=new_part,
+        next_window=lambda current, seconds, end: current,
+    ) as chunks:
+        chunks.committed(chunks.next())
+    committer = niceness()
+    assert seen["encoder"] == committer
+    assert seen["parser"] == min(MAX_NICENESS, committer + PARSER_NICENESS)
