@@ -310,6 +310,12 @@ def _integer_shape(values: pa.Array) -> np.ndarray:
 
 
 def _integer(column: Column, values: pa.Array, present: np.ndarray) -> pa.Array:
+    digits = _mask(pc.ascii_is_decimal(values))
+    if (digits | ~present).all():
+        # Plain ASCII digits wherever there is a value, the common case: no sign to strip
+        # and no other shape to check, so the cast alone decides (the bench's ids: 30 ms
+        # instead of 56).
+        return _cast_each(values, present, pa.int64())
     shaped = present & _integer_shape(values)
     if _mask(pc.starts_with(values, "+")).any():
         values = pc.replace_substring_regex(values, r"^\+", "")

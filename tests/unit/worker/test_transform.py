@@ -102,6 +102,14 @@ def test_integer() -> None:
     assert rejects[0][1] == "column 'n': value '9223372036854775808' is not a valid integer"
 
 
+def test_integer_of_plain_digits_alone_rejects_only_what_does_not_fit() -> None:
+    """Without a sign anywhere, one cast decides (transform._integer's fast path)."""
+    values = ["007", "9223372036854775808", "", "42", "0"]
+    rows, rejects = _apply([{"name": "n", "type": "integer"}], n=values)
+    assert [r["n"] for r in rows] == [7, None, 42, 0]
+    assert rejects == [(1, "column 'n': value '9223372036854775808' is not a valid integer")]
+
+
 def test_number() -> None:
     values = ["1.5", "-2", "1e3", ".5", "+1.", "inf", "nan", "1,5", "abc"]
     rows, rejects = _apply([{"name": "x", "type": "number"}], x=values)
