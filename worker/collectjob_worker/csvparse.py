@@ -41,6 +41,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from collectjob_worker.arrowstrings import value_bytes
 from collectjob_worker.chunking import (
     CR,
     LF,
@@ -450,12 +451,7 @@ def _spanning_columns(table: pa.Table, data: bytes, newlines: int, crs: bool) ->
 def _line_ends_in(array: pa.Array, crs: bool) -> int:
     """Line endings in the values of a string array, parsed from bytes that hold a CR if
     `crs` (see `_spanning_columns` for a CRLF split between two values)."""
-    _, offsets, data = array.buffers()
-    if data is None or not len(array):
-        return 0
-    bounds = np.frombuffer(offsets, np.int32, count=len(array) + 1, offset=4 * array.offset)
-    first, last = int(bounds[0]), int(bounds[-1])
-    return count_line_ends(np.frombuffer(data, np.uint8, count=last - first, offset=first), crs)
+    return count_line_ends(value_bytes(array), crs)
 
 
 def _has_blank_line(data: bytes) -> bool:

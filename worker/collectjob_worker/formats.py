@@ -21,6 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from collectjob_worker.arrowstrings import value_buffer, value_bytes
+
 FORMATS = ("csv", "parquet", "jsonl")
 REJECT_SCHEMA = pa.schema([("line", pa.int64()), ("reason", pa.string()), ("record", pa.string())])
 
@@ -168,7 +170,7 @@ def jsonl_lines(table: pa.Table) -> bytes | pa.Buffer:
         closing = text.after
     parts.append(closing + "}\n")
     lines = pc.binary_join_element_wise(*parts, "")
-    return _value_buffer(lines)
+    return value_buffer(lines)
 
 
 _SHORT_ESCAPES = {
@@ -223,7 +225,7 @@ def _is_text(kind: pa.DataType) -> bool:
 def _escaped(values: pa.Array) -> pa.Array:
     """Escaped for JSON, without the quotes; one pass over the bytes finds which characters
     need escaping (usually none or a few), and only those are replaced, the backslash first."""
-    data = _value_bytes(values)
+    data = value_bytes(values)
     escaped = data < 0x20
     escaped |= data == ord('"')
     escaped |= data == ord("\\")
@@ -232,20 +234,6 @@ def _escaped(values: pa.Array) -> pa.Array:
     for char in sorted(map(chr, np.unique(data[escaped])), key=lambda c: c != "\\"):
         values = pc.replace_substring(values, char, _JSON_ESCAPES[char])
     return values
-
-
-def _value_buffer(strings: pa.Array) -> pa.Buffer:
-    """The bytes of a string array's values, back to back (a slice, not a copy)."""
-    offsets = np.frombuffer(strings.buffers()[1], np.int32, len(strings) + 1, strings.offset * 4)
-    data = strings.buffers()[2]
-    if data is None:
-        return pa.py_buffer(b"")
-    return data.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
-
-
-def _value_bytes(strings: pa.Array) -> np.ndarray:
-    """The bytes of a string array's values, back to back (a view, not a copy)."""
-    return np.frombuffer(_value_buffer(strings), np.uint8)
 
 
 PartWriter = CsvPart | ParquetPart | JsonlPart

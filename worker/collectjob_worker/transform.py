@@ -62,6 +62,7 @@ from collectjob_api.models import (
     refuse,
     under,
 )
+from collectjob_worker.arrowstrings import lengths
 from collectjob_worker.errors import PermanentError
 
 TYPES = ("string", "integer", "number", "boolean", "datetime")
@@ -223,7 +224,7 @@ class Transform(Closed):
             if column.passes_through:
                 outputs.append(values)
                 continue
-            present = _lengths(values) > 0
+            present = lengths(values) > 0
             converted, wrong_type = column.convert(values, present)
             checks = column.failures(values, present)
             checks.append((wrong_type, f"is not a valid {column.type}"))
@@ -250,15 +251,6 @@ def _mask(result: pa.Array | pa.ChunkedArray) -> np.ndarray:
     if result.null_count:
         result = result.fill_null(False)
     return np.asarray(result.to_numpy(zero_copy_only=False), bool)
-
-
-def _lengths(values: pa.Array) -> np.ndarray:
-    """The byte length of each value of a string array without nulls (the parser makes
-    none), read off its offsets: no Arrow kernel and no boolean array to unpack."""
-    offsets = np.frombuffer(
-        values.buffers()[1], np.int32, count=len(values) + 1, offset=4 * values.offset
-    )
-    return np.diff(offsets)
 
 
 def _shorten(value: str, limit: int = 80) -> str:
@@ -305,7 +297,7 @@ def _integer_shape(values: pa.Array) -> np.ndarray:
     """Whether each value is `[+-]?[0-9]+`: at most one sign, then ASCII digits (a quarter of
     the time of that regex; the shape matters because the cast also reads hex, `0x10`)."""
     digits = pc.ascii_ltrim(values, "+-")
-    signs = _lengths(values) - _lengths(digits)
+    signs = lengths(values) - lengths(digits)
     return _mask(pc.ascii_is_decimal(digits)) & (signs <= 1)
 
 
@@ -328,7 +320,7 @@ def _number(column: Column, values: pa.Array, present: np.ndarray) -> pa.Array:
     the regex's work in a third of its time. When such a value is still no number ("1-2"),
     that cast fails as a whole and the regex judges each value, as it always did."""
     others = pc.ascii_trim(values, _NUMBER_CHARACTERS)
-    plain = present & (_lengths(others) == 0)
+    plain = present & (lengths(others) == 0)
     try:
         return _cast_each(values, plain, pa.float64(), cast=pc.cast)
     except pa.ArrowInvalid:
@@ -358,7 +350,7 @@ def _dates_alone(values: pa.Array, present: np.ndarray) -> pa.Array | None:
     strings as long as `2024-01-31`, Arrow's ISO 8601 parser accepts exactly the date shape
     (a unit test pins it), and a date alone has no zone. None when some present value has
     another length or does not cast (30 February): `_iso_datetimes` then judges each."""
-    sized = _lengths(values) == _DATE_LENGTH
+    sized = lengths(values) == _DATE_LENGTH
     if not (sized | ~present).all():
         return None
     try:
@@ -370,7 +362,7 @@ def _dates_alone(values: pa.Array, present: np.ndarray) -> pa.Array | None:
 def _iso_datetimes(values: pa.Array, present: np.ndarray) -> pa.Array:
     shaped = present & _mask(pc.match_substring_regex(values, _ISO_DATETIME))
     # A value of the ISO shape that is no longer than a date is a date alone: no zone.
-    longer = shaped & (_lengths(values) > _DATE_LENGTH)
+    longer = shaped & (lengths(values) > _DATE_LENGTH)
     zoned = _mask(pc.match_substring_regex(values, _ZONED)) if longer.any() else longer
     as_naive = pc.cast(_cast_each(values, shaped & ~zoned, pa.timestamp("us")), _UTC)
     if (shaped & zoned).any():
