@@ -245,7 +245,7 @@ class BlockParser:
             return self._empty(block.line, [reject])
         valid_utf8 = self.dialect.is_utf8 and block.data.isascii()
         if not values and self.dialect.is_utf8 and not valid_utf8:
-            if not _is_utf8(block.data):
+            if not _decodes(block.data):
                 return self._parse_undecodable(block, values)
             valid_utf8 = True
         try:
@@ -460,8 +460,11 @@ def _has_blank_line(data: bytes) -> bool:
 
 
 def _is_utf8(data: bytes) -> bool:
-    if data.isascii():
-        return True
+    return data.isascii() or _decodes(data)
+
+
+def _decodes(data: bytes) -> bool:
+    """Whether `data` is valid UTF-8 (for bytes already known not to be ASCII alone)."""
     try:
         data.decode("utf-8")
     except UnicodeDecodeError:
