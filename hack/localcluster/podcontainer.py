@@ -67,6 +67,7 @@ NEVER_STARTED = ("created", "configured", "initialized")
 NOT_YET_RUNNING = ("", *NEVER_STARTED)
 """States a stop waits out ("": podman run has not created the container yet)."""
 STOP_POLL_SECONDS = 0.05
+EXEC_POLL_SECONDS = 0.005
 RUNC_INIT_COMM = "runc:["
 """How runc names its own init process (`runc:[2:INIT]`) until it execs the entrypoint."""
 
@@ -355,8 +356,10 @@ class PodmanContainer:
     def _wait_out_creation(self, deadline: float) -> None:
         while not self._full_id and self.popen.poll() is None and time.monotonic() < deadline:
             container_id, state = self._inspect()
-            pid = int(state.get("Pid") or 0)
-            if state.get("Status", "") not in NOT_YET_RUNNING and not runc_still_in_init(pid):
+            if state.get("Status", "") not in NOT_YET_RUNNING:
+                pid = int(state.get("Pid") or 0)
+                while runc_still_in_init(pid) and time.monotonic() < deadline:
+                    time.sleep(EXEC_POLL_SECONDS)  # the exec is a matter of milliseconds
                 self._init = _pidfd(pid)
                 self._full_id = container_id
                 return
