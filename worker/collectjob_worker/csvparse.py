@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -229,8 +229,9 @@ class BlockParser:
         """The parser never makes a null (`strings_can_be_null=False`), so every column is
         required: Parquet then writes no definition levels (11% less encoding on the bench
         file)."""
-        self._spanning: set[str] = set()
-        """Columns whose values were seen to span lines: a copy converts them too."""
+        self._spanning: frozenset[str] = frozenset()
+        """Columns whose values were seen to span lines: a copy converts them too, and the
+        line count looks in them first."""
         self._learning = False
         """A copy's block had lines its converted columns did not cover: the next converts
         every column, to learn which span lines. Several parser threads may set and read
@@ -349,10 +350,16 @@ class BlockParser:
                 check_utf8=not valid_utf8,
             ),
         )
-        spanning = None if newlines is None else _spanning_columns(table, data, newlines, crs)
+        spanning = (
+            None
+            if newlines is None
+            else _spanning_columns(table, data, newlines, crs, first=self._spanning)
+        )
         covered = spanning is not None
         if not values:
             self._learn(table, spanning)
+        elif spanning:
+            self._spanning = self._spanning | spanning
         # Whether the block holds blank lines, which a byte-exact copy must not carry over.
         # (With one column a blank line is an empty value, which a copy must spell out as "".)
         # Lines all covered by rows leave no room for one; otherwise the scan knows.
@@ -389,7 +396,7 @@ class BlockParser:
         if spanning is None:
             self._learning = True
         elif table.num_columns == len(self._names):
-            self._spanning |= spanning
+            self._spanning = self._spanning | spanning
             self._learning = False
 
     def _locate(self, parsed: ParsedBlock, records: _Records, invalid: list[_Invalid]) -> None:
@@ -425,7 +432,9 @@ class _Invalid:
     text: str
 
 
-def _spanning_columns(table: pa.Table, data: bytes, newlines: int, crs: bool) -> set[str] | None:
+def _spanning_columns(
+    table: pa.Table, data: bytes, newlines: int, crs: bool, first: Collection[str] = ()
+) -> set[str] | None:
     """The columns of `table` whose values hold line endings, if each of the block's lines
     ends a row or is inside one of its values; None if a line is left over.
 
@@ -435,17 +444,26 @@ def _spanning_columns(table: pa.Table, data: bytes, newlines: int, crs: bool) ->
     no line was skipped. The values are counted in each column's data buffer, where two values
     side by side may join a CR and an LF into one CRLF: that undercounts, which can only fail
     the equality, never make it hold by accident. Without a CR in `data` (`crs`), only LFs
-    are counted."""
+    are counted.
+
+    The columns in `first` (those seen to span lines before) are counted first, and the count
+    stops once it reaches the block's lines: a value's line endings are line endings of the
+    block, distinct from each other and from those that end rows, so the columns not yet
+    counted cannot hold any. On the bench file two columns of seven hold line endings (40% of
+    the values' bytes); counting them alone took the count from 0.060 s of CPU to 0.035 s."""
     lines = newlines + (not data.endswith((b"\n", b"\r")))
     if table.num_rows >= lines:
         return set() if table.num_rows == lines else None
-    in_values = {
-        name: sum(_line_ends_in(array, crs) for array in column.chunks)
-        for name, column in zip(table.column_names, table.columns, strict=True)
-    }
-    if table.num_rows + sum(in_values.values()) != lines:
-        return None
-    return {name for name, count in in_values.items() if count}
+    left = lines - table.num_rows
+    spanning = set()
+    for name in sorted(table.column_names, key=lambda name: name not in first):
+        if left <= 0:
+            break
+        count = sum(_line_ends_in(array, crs) for array in table.column(name).chunks)
+        if count:
+            spanning.add(name)
+            left -= count
+    return spanning if left == 0 else None
 
 
 def _line_ends_in(array: pa.Array, crs: bool) -> int:

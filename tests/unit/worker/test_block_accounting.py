@@ -7,8 +7,11 @@ cannot hold, the record scan decides. A block proven by the count never runs the
 
 from __future__ import annotations
 
+import pyarrow as pa
+import pyarrow.csv as pacsv
 import pytest
 
+from collectjob_worker import csvparse
 from collectjob_worker.chunking import Block, count_lines
 from collectjob_worker.csvparse import BlockParser, ParsedBlock
 from collectjob_worker.dialect import Dialect
@@ -99,3 +102,44 @@ def test_a_copy_learns_which_columns_span_lines() -> None:
     assert copy(in_c).records is not None, "a line ending in column c: the scan decides"
     assert copy(in_c).records is None
     assert parser._copy_columns == ["c0", "c1", "c2"]
+
+
+def test_the_count_looks_first_in_the_columns_seen_to_span_lines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once the line endings found cover the block's lines, the other columns cannot hold
+    any (a value's line endings are the block's own), so they are not counted."""
+    parser = BlockParser(["a", "b", "c"], Dialect())
+    data = b'1,"two\nlines",x\n3,"four\nlines",y\n'
+    assert parser.parse(_block(data)).rows_cover_lines
+    counted: list[int] = []
+    real = csvparse._line_ends_in
+
+    def spy(array: pa.Array, crs: bool) -> int:
+        counted.append(len(array))
+        return real(array, crs)
+
+    monkeypatch.setattr(csvparse, "_line_ends_in", spy)
+    parsed = parser.parse(_block(data))
+    assert parsed.rows_cover_lines and parsed.records is None
+    assert len(counted) == 1, "only column b, learnt from the first block, was counted"
+    assert parsed.accounted(len(data), []) == (len(data), 0)
+
+
+@pytest.mark.parametrize("first", [(), ("c0",), ("c1",), ("c0", "c1")])
+def test_a_skipped_line_fails_the_count_whichever_columns_come_first(
+    first: tuple[str, ...],
+) -> None:
+    data = b'1,"two\nlines"\n\n3,4\n'
+    table = pacsv.read_csv(
+        pa.BufferReader(data),
+        read_options=pacsv.ReadOptions(column_names=["c0", "c1"]),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(column_types={"c0": pa.string(), "c1": pa.string()}),
+    )
+    assert table.num_rows == 2, "pyarrow skipped the blank line"
+    assert csvparse._spanning_columns(table, data, count_lines(data), True, first) is None
+    without_blank = data.replace(b"\n\n", b"\n")
+    assert csvparse._spanning_columns(
+        table, without_blank, count_lines(without_blank), True, first
+    ) == {"c1"}
