@@ -162,6 +162,10 @@ class SinkOptions(Pruned):
 
     compression: Annotated[str, one_of(COMPRESSIONS)] = DEFAULT_COMPRESSION
     """Parquet parts only: snappy (fast, the default) or zstd (about 2.7x smaller)."""
+    statistics: bool = True
+    """Parquet parts only: min/max statistics per column chunk and page, which readers use to
+    skip row groups a filter rules out. Off saves their cost (a tenth of the worker's CPU on
+    the bench) for parts that are only ever read whole."""
 
 
 @dataclass(frozen=True, config=CAMEL_CASE)

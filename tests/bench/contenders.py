@@ -2,11 +2,13 @@
 
     python tests/bench/contenders.py CONTENDER JOB SOURCE OUT [CHUNK_BYTES]
 
-CONTENDER is worker, duckdb, polars or cp; JOB is csv, parquet, jsonl or typed (parquet with
-the typed transform of TYPED_COLUMNS). Prints one JSON line: `seconds` (the job alone, after
-imports), `baseline_kib` (RSS after imports, before the job), `peak_kib` (VmHWM, the
-process's peak RSS), `rows` written when the contender reports it, and for the worker its
-`chunks` (= checkpoints committed) and `checkpoint_seconds` (time spent committing them).
+CONTENDER is worker, duckdb, polars or cp; JOB is csv, parquet, jsonl, typed (parquet with
+the typed transform of TYPED_COLUMNS) or parquet-nostats (parquet without min/max statistics,
+which the worker's sink options and polars can both turn off). Prints one JSON line:
+`seconds` (the job alone, after imports), `baseline_kib` (RSS after imports, before the job),
+`peak_kib` (VmHWM, the process's peak RSS), `rows` written when the contender reports it, and
+for the worker its `chunks` (= checkpoints committed) and `checkpoint_seconds` (time spent
+committing them).
 
 Every engine keeps every value a string (DuckDB `all_varchar`, polars `infer_schema=False`,
 the worker without a transform), so all of them do the same lossless job; for `typed` the
@@ -43,6 +45,7 @@ def _kib(field: str) -> int:
 
 
 def _worker(job: str, source: str, out: str, chunk_bytes: int) -> dict[str, float]:
+    from collectjob_api.contract import SinkOptions
     from collectjob_worker.checkpoint_store import FileCheckpointStore
     from collectjob_worker.dialect import Dialect
     from collectjob_worker.metrics import WorkerMetrics
@@ -56,7 +59,8 @@ def _worker(job: str, source: str, out: str, chunk_bytes: int) -> dict[str, floa
     run = Job(
         source=open_source(source),
         sink=open_sink(out, owner=store.owner_id()),
-        sink_format="parquet" if job == "typed" else job,
+        sink_format="csv" if job == "csv" else "jsonl" if job == "jsonl" else "parquet",
+        sink_options=SinkOptions(statistics=job != "parquet-nostats"),
         dialect=Dialect(),
         transform=transform,
         store=store,
@@ -98,8 +102,8 @@ def _polars(job: str, source: str, out: str) -> dict[str, float]:
             pl.col("amount").cast(pl.Float64, strict=False),
             pl.col("date").str.to_datetime(strict=False, time_zone="UTC"),
         )
-    if job in ("parquet", "typed"):
-        frame.sink_parquet(out)
+    if job in ("parquet", "typed", "parquet-nostats"):
+        frame.sink_parquet(out, statistics=job != "parquet-nostats")
     elif job == "csv":
         frame.sink_csv(out)
     else:

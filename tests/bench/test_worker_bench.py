@@ -15,7 +15,9 @@ doubled quotes and embedded newlines), cached under .bench/, all in one run:
   and csv->parquet with a typed transform of 4 columns, by the worker, DuckDB (`COPY ... TO`)
   and polars (`scan_csv().sink_*`), every value kept as a string by all, each contender in its
   own interpreter (tests/bench/contenders.py) so its peak RSS is its own; `cp` is the floor.
-  The contenders take turns, REPEATS rounds, and the medians are compared: ratios from one run.
+  For information, csv->parquet without min/max statistics, by the worker
+  (`sink.options.statistics: false`) and polars (`statistics=False`). The contenders take
+  turns, REPEATS rounds, and the medians are compared: ratios from one run.
 
 `BENCH_ROWS` sets a smaller row count for a quick try (e.g. `BENCH_ROWS=200000 make bench`),
 `BENCH_REPEATS` the number of rounds.
@@ -289,6 +291,7 @@ PEER_JOBS = {
     "parquet": ("duckdb", "polars"),
     "jsonl": ("duckdb", "polars"),
     "typed": ("duckdb", "polars"),
+    "parquet-nostats": ("polars",),
 }
 CHUNK_BYTES = 64 << 20
 
@@ -329,7 +332,7 @@ def test_worker_against_duckdb_and_polars(source: Path) -> None:
         f"medians of {REPEATS} interleaved rounds, one run; chunkBytes {CHUNK_BYTES >> 20} MiB"
     )
     print(
-        f"{'job':<9}{'contender':<9}{'seconds':>9}{'MB/s':>8}{'peak RSS MiB':>14}{'worker/it':>11}"
+        f"{'job':<16}{'contender':<9}{'seconds':>9}{'MB/s':>8}{'peak RSS MiB':>14}{'worker/it':>11}"
     )
     for job, peers in PEER_JOBS.items():
         worker = seconds[("worker", job)]
@@ -337,11 +340,11 @@ def test_worker_against_duckdb_and_polars(source: Path) -> None:
             took = seconds[(name, job)]
             ratio = "" if name == "worker" else f"{took / worker:>10.2f}x"
             print(
-                f"{job:<9}{name:<9}{took:>9.2f}{size_mb / took:>8.0f}"
+                f"{job:<16}{name:<9}{took:>9.2f}{size_mb / took:>8.0f}"
                 f"{peak[(name, job)]:>14.0f}{ratio:>11}"
             )
     floor = seconds[("cp", "csv")]
-    print(f"{'csv':<9}{'cp':<9}{floor:>9.2f}{size_mb / floor:>8.0f}{peak[('cp', 'csv')]:>14.0f}")
+    print(f"{'csv':<16}{'cp':<9}{floor:>9.2f}{size_mb / floor:>8.0f}{peak[('cp', 'csv')]:>14.0f}")
     print()
     targets = [
         ("csv->parquet worker/polars", "parquet", "polars", 1.0),
@@ -352,6 +355,8 @@ def test_worker_against_duckdb_and_polars(source: Path) -> None:
     for label, job, peer, target in targets:
         ratio = seconds[(peer, job)] / seconds[("worker", job)]
         print(f"{label:<44}{ratio:>8.2f}x  target >= {target}x {_mark(ratio >= target)}")
+    nostats = seconds[("polars", "parquet-nostats")] / seconds[("worker", "parquet-nostats")]
+    print(f"{'csv->parquet, no statistics, worker/polars':<44}{nostats:>8.2f}x  (info)")
     typed = seconds[("worker", "typed")] / seconds[("worker", "parquet")]
     print(
         f"{'typed / untyped parquet (worker)':<44}{typed:>8.2f}x"

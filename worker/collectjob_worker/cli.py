@@ -41,6 +41,7 @@ from collectjob_api.contract import (
     EXIT_OK,
     EXIT_PERMANENT_ERROR,
     ProcessConfig,
+    SinkOptions,
     WorkerIdentity,
 )
 from collectjob_api.models import parse
@@ -80,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
     local.add_argument("--sink-format", choices=FORMATS, default="csv")
     local.add_argument(
         "--compression", choices=COMPRESSIONS, default=DEFAULT_COMPRESSION, help="parquet"
+    )
+    local.add_argument(
+        "--statistics",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="parquet min/max statistics (default: on)",
     )
     local.add_argument("--schema", type=Path, help="transform, JSON or YAML (see transform.py)")
     local.add_argument("--chunk-bytes", type=_positive, default=DEFAULT_CHUNK_BYTES)
@@ -250,7 +257,7 @@ def local(args: argparse.Namespace) -> int:
             holder=f"{socket.gethostname()}:{os.getpid()}",
             chunk_bytes=args.chunk_bytes,
             processor=_local_processor(args, metrics),
-            compression=args.compression,
+            sink_options=SinkOptions(args.compression, statistics=args.statistics),
             max_record_bytes=args.max_record_bytes,
             min_commit_seconds=args.min_commit_seconds,
         )
@@ -339,7 +346,7 @@ def run() -> int:
             holder=identity.pod,
             chunk_bytes=config.chunk_bytes,
             processor=_cluster_processor(identity, metrics),
-            compression=config.sink.options.compression,
+            sink_options=config.sink.options,
             max_record_bytes=max_record,
             throttle=Throttle.of(config.throttle_bytes_per_second),
         )

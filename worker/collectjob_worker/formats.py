@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from collectjob_api.contract import SinkOptions
 from collectjob_worker.arrowstrings import value_buffer, value_bytes
 
 FORMATS = ("csv", "parquet", "jsonl")
@@ -63,13 +64,18 @@ class ParquetPart:
     a row group, so the writer never falls back. Which columns repeat is judged on the first
     SAMPLE_ROWS rows of the part, so a redone chunk is encoded the same way. zstd made the
     same part 3.2 MB for 0.13-0.15 s: smaller, a little slower, so it is opt-in.
+
+    Min/max statistics are written unless the sink turns them off: readers skip row groups
+    with them. They are a tenth of the worker's CPU on the bench (perf: 13% of the job's
+    samples in the writer's min/max and its memcmp calls; 0.38 s of encoding for the whole
+    file with them, 0.28 s without), so a sink whose parts are only read whole may save it.
     """
 
     ROW_GROUP_BYTES = 16 << 20
     SAMPLE_ROWS = 8192
 
-    def __init__(self, schema: pa.Schema, compression: str) -> None:
-        self._schema, self._compression = schema, compression
+    def __init__(self, schema: pa.Schema, options: SinkOptions) -> None:
+        self._schema, self._options = schema, options
         self._out = pa.BufferOutputStream()
         """Arrow's own stream: the writer appends each page to it without taking the GIL,
         which writing into an io.BytesIO held for 15% of the worker's GIL time."""
@@ -99,8 +105,9 @@ class ParquetPart:
             self._writer = pq.ParquetWriter(
                 self._out,
                 self._schema,
-                compression=self._compression,
+                compression=self._options.compression,
                 use_dictionary=_repeating(table),
+                write_statistics=self._options.statistics,
             )
         if table.num_rows:
             self._writer.write_table(table, row_group_size=table.num_rows)
@@ -239,11 +246,11 @@ def _escaped(values: pa.Array) -> pa.Array:
 PartWriter = CsvPart | ParquetPart | JsonlPart
 
 
-def part_writer(fmt: str, schema: pa.Schema, compression: str) -> PartWriter:
+def part_writer(fmt: str, schema: pa.Schema, options: SinkOptions) -> PartWriter:
     if fmt == "csv":
         return CsvPart(schema)
     if fmt == "parquet":
-        return ParquetPart(schema, compression)
+        return ParquetPart(schema, options)
     if fmt == "jsonl":
         return JsonlPart(schema)
     raise ValueError(f"sink format {fmt!r} is not one of {', '.join(FORMATS)}")

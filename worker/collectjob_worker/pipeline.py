@@ -47,13 +47,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
 
 from collectjob_api.checkpoint import Checkpoint, Retrying
-from collectjob_api.contract import DEFAULT_MAX_RECORD_BYTES
+from collectjob_api.contract import DEFAULT_MAX_RECORD_BYTES, SinkOptions
 from collectjob_api.rfc3339 import now_text
 from collectjob_worker.checkpoint_store import CheckpointStore
 from collectjob_worker.chunking import Block, Quoting, iter_chunk
@@ -124,7 +124,7 @@ class Job:
     holder: str
     chunk_bytes: int
     processor: ProcessorRunner | None = None
-    compression: str = "snappy"
+    sink_options: SinkOptions = field(default_factory=SinkOptions)
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
     min_commit_seconds: float = MIN_COMMIT_SECONDS
     """Least work per commit; `local --min-commit-seconds` lowers it (tests need many chunks)."""
@@ -341,7 +341,7 @@ class Pipeline:
             yield block
 
     def _part(self, schema: pa.Schema) -> PartWriter:
-        return part_writer(self.job.sink_format, schema, self.job.compression)
+        return part_writer(self.job.sink_format, schema, self.job.sink_options)
 
     def _first_rows(self) -> None:
         if self.first_row_seconds is None:

@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 
+import pyarrow.parquet as pq
 import pytest
 
 from collectjob_api.contract import (
@@ -290,3 +291,13 @@ def test_the_issue_reports_as_a_user_meets_them(worker_cli, tmp_path) -> None:
     assert "names a column more than once ('a' at columns 1, 2)" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "sink" / "_SUCCESS").exists()
+
+
+def test_local_writes_parquet_without_statistics_when_asked(worker_cli, tmp_path) -> None:
+    (tmp_path / "source.csv").write_bytes(b"a,b\n1,2\n3,4\n")
+    result = worker_cli.run(*_args(tmp_path, 1024, "--sink-format", "parquet", "--no-statistics"))
+    assert result.returncode == EXIT_OK, result.stderr
+    [part] = sorted((tmp_path / "sink").glob("part-*.parquet"))
+    group = pq.ParquetFile(part).metadata.row_group(0)
+    assert [group.column(i).is_stats_set for i in range(2)] == [False, False]
+    assert pq.read_table(part).to_pylist() == [{"a": "1", "b": "2"}, {"a": "3", "b": "4"}]

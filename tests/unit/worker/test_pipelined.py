@@ -138,13 +138,36 @@ def test_zstd_is_chosen_through_the_sink_options(jobs, outputs, rows_csv) -> Non
             {"source": sink, "sink": sink | {"options": {"compression": "lzo"}}}
         )
     data = rows_csv(500)
-    job = dataclasses.replace(jobs.job(jobs.write(data), fmt="parquet"), compression="zstd")
+    job = dataclasses.replace(
+        jobs.job(jobs.write(data), fmt="parquet"), sink_options=config.sink.options
+    )
     jobs.run(job)
     part = pq.ParquetFile(jobs.tmp / "sink" / "part-000000.parquet")
     codecs = {part.metadata.row_group(0).column(i).compression for i in range(4)}
     assert codecs == {"ZSTD"}
     expected = outputs.expected(data)
     assert outputs.values(jobs.tmp / "sink", "parquet", expected.header) == expected.rows
+
+
+@pytest.mark.parametrize("statistics", [True, False])
+def test_parquet_statistics_are_written_unless_the_sink_options_turn_them_off(
+    jobs, outputs, rows_csv, statistics
+) -> None:
+    sink = {"url": "file:///out", "format": "parquet", "options": {"statistics": statistics}}
+    spec = CollectJobSpec.from_dict({"source": {"url": "file:///in.csv"}, "sink": sink})
+    options = WorkerConfig.from_json(spec.worker_config().to_json()).sink.options
+    assert (options.statistics, options.compression) == (statistics, "snappy")
+    data = rows_csv(500)
+    job = dataclasses.replace(jobs.job(jobs.write(data), fmt="parquet"), sink_options=options)
+    jobs.run(job)
+    group = pq.ParquetFile(jobs.tmp / "sink" / "part-000000.parquet").metadata.row_group(0)
+    columns = [group.column(i) for i in range(group.num_columns)]
+    assert all(column.is_stats_set == statistics for column in columns)
+    expected = outputs.expected(data)
+    assert outputs.values(jobs.tmp / "sink", "parquet", expected.header) == expected.rows
+    if statistics:
+        first = [row[0] for row in expected.rows]
+        assert (columns[0].statistics.min, columns[0].statistics.max) == (min(first), max(first))
 
 
 class _NotingCondition(threading.Condition):
