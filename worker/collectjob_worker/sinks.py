@@ -1,9 +1,10 @@
 """Sinks: a directory, local (file:// or a plain path) or in an object store (s3://).
 
 Every object is written whole and atomically, so a reader or a crash never sees half a part:
-locally a temporary file in the same directory, fsynced, then renamed over the target; in
-S3 a single PUT. The sink only stores bytes; what goes where is the manifest module's business,
-and whose the directory is, the ownership module's (`open_sink` returns an owned sink).
+locally a temporary file in the same directory, written around the page cache where the file
+system allows it (directwrite.py), fsynced, then renamed over the target; in S3 a single PUT.
+The sink only stores bytes; what goes where is the manifest module's business, and whose the
+directory is, the ownership module's (`open_sink` returns an owned sink).
 
 Listing is never recursive: `list(directory)` names what is directly in one directory, so
 cleaning up can never reach into a tree the worker did not lay out. URLs are kept redacted
@@ -22,6 +23,7 @@ from typing import Any, Protocol
 
 from collectjob_api.redact import redact_text, redact_url
 from collectjob_worker import s3
+from collectjob_worker.directwrite import DirectWriter
 from collectjob_worker.errors import PermanentError, SinkError
 from collectjob_worker.ownership import OwnedSink
 from collectjob_worker.retry import DEFAULT_BACKOFF, Backoff, retry
@@ -73,6 +75,7 @@ class FileSink:
     def __init__(self, url: str) -> None:
         self.url = redact_url(url.rstrip("/"))
         self.root = local_path(url)
+        self._writer = DirectWriter()
 
     def _fail(self, action: str, name: str, e: OSError) -> SinkError:
         return SinkError(f"cannot {action} {self.url}/{name}: {e.strerror or e}")
@@ -85,10 +88,7 @@ class FileSink:
         temp = target.with_name(temporary_name(target.name, uuid.uuid4().hex[:8]))
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            with open(temp, "wb") as f:
-                f.writelines(data)
-                f.flush()
-                os.fsync(f.fileno())
+            self._writer.write(temp, data)
             if exclusive:
                 try:
                     os.link(temp, target)
