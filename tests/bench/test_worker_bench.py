@@ -309,6 +309,14 @@ def _contender(name: str, job: str, source: Path) -> dict[str, float]:
     return measured
 
 
+def _spread(runs: dict[tuple[str, str], list[dict[str, float]]], job: str, peer: str) -> str:
+    """The lowest and highest worker/peer ratio of a single round (the two ran one after the
+    other), to tell a ratio's distance from its target from the machine's noise."""
+    pairs = zip(runs[(peer, job)], runs[("worker", job)], strict=True)
+    ratios = [them["seconds"] / us["seconds"] for them, us in pairs]
+    return f"{min(ratios):.2f}-{max(ratios):.2f}x"
+
+
 def _median(runs: list[dict[str, float]], key: str) -> float:
     return statistics.median(run[key] for run in runs)
 
@@ -338,10 +346,10 @@ def test_worker_against_duckdb_and_polars(source: Path) -> None:
         worker = seconds[("worker", job)]
         for name in ("worker", *peers):
             took = seconds[(name, job)]
-            ratio = "" if name == "worker" else f"{took / worker:>10.2f}x"
+            versus = "" if name == "worker" else f"{took / worker:>10.2f}x"
             print(
                 f"{job:<16}{name:<9}{took:>9.2f}{size_mb / took:>8.0f}"
-                f"{peak[(name, job)]:>14.0f}{ratio:>11}"
+                f"{peak[(name, job)]:>14.0f}{versus:>11}"
             )
     floor = seconds[("cp", "csv")]
     print(f"{'csv':<16}{'cp':<9}{floor:>9.2f}{size_mb / floor:>8.0f}{peak[('cp', 'csv')]:>14.0f}")
@@ -354,9 +362,15 @@ def test_worker_against_duckdb_and_polars(source: Path) -> None:
     ]
     for label, job, peer, target in targets:
         ratio = seconds[(peer, job)] / seconds[("worker", job)]
-        print(f"{label:<44}{ratio:>8.2f}x  target >= {target}x {_mark(ratio >= target)}")
+        print(
+            f"{label:<44}{ratio:>8.2f}x  target >= {target}x {_mark(ratio >= target)}"
+            f"  (rounds {_spread(runs, job, peer)})"
+        )
     nostats = seconds[("polars", "parquet-nostats")] / seconds[("worker", "parquet-nostats")]
-    print(f"{'csv->parquet, no statistics, worker/polars':<44}{nostats:>8.2f}x  (info)")
+    print(
+        f"{'csv->parquet, no statistics, worker/polars':<44}{nostats:>8.2f}x  (info)"
+        f"  (rounds {_spread(runs, 'parquet-nostats', 'polars')})"
+    )
     typed = seconds[("worker", "typed")] / seconds[("worker", "parquet")]
     print(
         f"{'typed / untyped parquet (worker)':<44}{typed:>8.2f}x"
