@@ -356,10 +356,7 @@ class BlockParser:
             else _spanning_columns(table, data, newlines, crs, first=self._spanning)
         )
         covered = spanning is not None
-        if not values:
-            self._learn(table, spanning)
-        elif spanning:
-            self._spanning = self._spanning | spanning
+        self._learn(table, spanning)
         # Whether the block holds blank lines, which a byte-exact copy must not carry over.
         # (With one column a blank line is an empty value, which a copy must spell out as "".)
         # Lines all covered by rows leave no room for one; otherwise the scan knows.
@@ -390,9 +387,10 @@ class BlockParser:
         return [n for i, n in enumerate(self._names) if i == 0 or n in self._spanning]
 
     def _learn(self, table: pa.Table, spanning: set[str] | None) -> None:
-        """After a copy's block: `spanning` is what `_spanning_columns` found in `table`.
-        Lines left over call for every column next time; only a block with every column
-        converted and its lines covered tells which columns span lines."""
+        """After any block: `spanning` is what `_spanning_columns` found in `table`. Lines
+        left over call for every column in a copy's next block; only a block with every
+        column converted and its lines covered tells which columns span lines, which a copy
+        then converts and the line count looks in first."""
         if spanning is None:
             self._learning = True
         elif table.num_columns == len(self._names):
