@@ -44,9 +44,9 @@ class DirectWriter:
         """Create (or truncate) `path` holding `pieces` one after the other, and fsync it."""
         views = [memoryview(piece).cast("B") for piece in pieces]
         direct = bool(_O_DIRECT) and sum(map(len, views)) >= DIRECT_MIN_BYTES
-        fd = _open(path, direct)
+        fd, direct = _open(path, direct)
         try:
-            if fcntl.fcntl(fd, fcntl.F_GETFL) & _O_DIRECT:
+            if direct:
                 with self._lock:
                     self._write_staged(fd, views)
             else:
@@ -78,15 +78,17 @@ class DirectWriter:
             _write_all(fd, stage[whole:filled])
 
 
-def _open(path: Path, direct: bool) -> int:
+def _open(path: Path, direct: bool) -> tuple[int, bool]:
+    """A descriptor writing `path`, and whether it bypasses the page cache: only if `direct`
+    is asked for and the file system takes it."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
     if direct:
         try:
-            return os.open(path, flags | _O_DIRECT, 0o666)
+            return os.open(path, flags | _O_DIRECT, 0o666), True
         except OSError as e:
             if e.errno != errno.EINVAL:
                 raise
-    return os.open(path, flags, 0o666)
+    return os.open(path, flags, 0o666), False
 
 
 def _write_all(fd: int, view: memoryview) -> None:
