@@ -59,7 +59,7 @@ def _worker(job: str, source: str, out: str, chunk_bytes: int) -> dict[str, floa
     run = Job(
         source=open_source(source),
         sink=open_sink(out, owner=store.owner_id()),
-        sink_format="csv" if job == "csv" else "jsonl" if job == "jsonl" else "parquet",
+        sink_format={"typed": "parquet", "parquet-nostats": "parquet"}.get(job, job),
         sink_options=SinkOptions(statistics=job != "parquet-nostats"),
         dialect=Dialect(),
         transform=transform,
