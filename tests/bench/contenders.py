@@ -5,7 +5,8 @@
 CONTENDER is worker, duckdb, polars or cp; JOB is csv, parquet, jsonl, typed (parquet with
 the typed transform of TYPED_COLUMNS) or parquet-nostats (parquet without min/max statistics,
 which the worker's sink options and polars can both turn off). Prints one JSON line:
-`seconds` (the job alone, after imports), `baseline_kib` (RSS after imports, before the job),
+`seconds` (the job alone, after imports), `cpu` (CPU seconds of the job, on every thread and
+in `cp`'s process), `baseline_kib` (RSS after imports, before the job),
 `peak_kib` (VmHWM, the process's peak RSS), `rows` written when the contender reports it, and
 for the worker its `chunks` (= checkpoints committed) and `checkpoint_seconds` (time spent
 committing them).
@@ -42,6 +43,12 @@ def _kib(field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process's threads and of the children it waited for (`cp`)."""
+    usages = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(usage.ru_utime + usage.ru_stime for usage in usages)
 
 
 def _worker(job: str, source: str, out: str, chunk_bytes: int) -> dict[str, float]:
@@ -131,7 +138,7 @@ def main() -> None:
     elif contender in ("duckdb", "polars"):
         __import__(contender)
     baseline = _kib("VmRSS")
-    start, cpu = time.perf_counter(), time.process_time()
+    start, cpu = time.perf_counter(), _cpu_seconds()
     if contender == "worker":
         extra = _worker(job, source, out, chunk_bytes)
     elif contender == "duckdb":
@@ -140,7 +147,7 @@ def main() -> None:
         extra = _polars(job, source, out)
     else:
         extra = _cp(source, out)
-    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
     peak = _kib("VmHWM")
     measured = {"seconds": seconds, "cpu": cpu, "baseline_kib": baseline, "peak_kib": peak}
     print(json.dumps(measured | extra))

@@ -17,7 +17,11 @@ doubled quotes and embedded newlines), cached under .bench/, all in one run:
   own interpreter (tests/bench/contenders.py) so its peak RSS is its own; `cp` is the floor.
   For information, csv->parquet without min/max statistics, by the worker
   (`sink.options.statistics: false`) and polars (`statistics=False`). The contenders take
-  turns, REPEATS rounds, and the medians are compared: ratios from one run.
+  turns, REPEATS rounds, and the medians are compared: ratios from one run. Each contender's
+  CPU seconds (all its threads) are printed beside its time: on a machine that is shared,
+  they tell how much work each did;
+- for information, csv->parquet by the worker and polars on the source's rows SCALE times
+  over (about 1 GB; `test_worker_against_polars_at_scale`), where fixed costs weigh less.
 
 `BENCH_ROWS` sets a smaller row count for a quick try (e.g. `BENCH_ROWS=200000 make bench`),
 `BENCH_REPEATS` the number of rounds.
@@ -296,7 +300,7 @@ PEER_JOBS = {
 CHUNK_BYTES = 64 << 20
 
 
-def _contender(name: str, job: str, source: Path) -> dict[str, float]:
+def _contender(name: str, job: str, source: Path, rows: int = ROWS) -> dict[str, float]:
     out = _fresh(BENCH / f"peer-out-{name}-{job}")
     _fresh(BENCH / f"peer-out-{name}-{job}.state.json")
     command = [sys.executable, str(CONTENDERS), name, job, str(source), str(out), str(CHUNK_BYTES)]
@@ -304,7 +308,7 @@ def _contender(name: str, job: str, source: Path) -> dict[str, float]:
     assert result.returncode == 0, f"{name} {job}: {result.stderr[-2000:]}"
     measured: dict[str, float] = json.loads(result.stdout.strip().splitlines()[-1])
     if "rows" in measured:
-        assert measured["rows"] == ROWS, f"{name} {job} wrote {measured['rows']} rows"
+        assert measured["rows"] == rows, f"{name} {job} wrote {measured['rows']} rows, not {rows}"
     _fresh(out)
     return measured
 
@@ -331,6 +335,7 @@ def test_worker_against_duckdb_and_polars(source: Path) -> None:
         for name, job in plan:
             runs.setdefault((name, job), []).append(_contender(name, job, source))
     seconds = {key: _median(value, "seconds") for key, value in runs.items()}
+    cpu = {key: _median(value, "cpu") for key, value in runs.items()}
     peak = {key: max(run["peak_kib"] for run in value) / 1024 for key, value in runs.items()}
     size_mb = source.stat().st_size / 1e6
 
@@ -340,7 +345,8 @@ def test_worker_against_duckdb_and_polars(source: Path) -> None:
         f"medians of {REPEATS} interleaved rounds, one run; chunkBytes {CHUNK_BYTES >> 20} MiB"
     )
     print(
-        f"{'job':<16}{'contender':<9}{'seconds':>9}{'MB/s':>8}{'peak RSS MiB':>14}{'worker/it':>11}"
+        f"{'job':<16}{'contender':<9}{'seconds':>9}{'CPU s':>7}{'MB/s':>8}{'peak RSS MiB':>14}"
+        f"{'worker/it':>11}"
     )
     for job, peers in PEER_JOBS.items():
         worker = seconds[("worker", job)]
@@ -348,11 +354,14 @@ def test_worker_against_duckdb_and_polars(source: Path) -> None:
             took = seconds[(name, job)]
             versus = "" if name == "worker" else f"{took / worker:>10.2f}x"
             print(
-                f"{job:<16}{name:<9}{took:>9.2f}{size_mb / took:>8.0f}"
+                f"{job:<16}{name:<9}{took:>9.2f}{cpu[(name, job)]:>7.2f}{size_mb / took:>8.0f}"
                 f"{peak[(name, job)]:>14.0f}{versus:>11}"
             )
     floor = seconds[("cp", "csv")]
-    print(f"{'csv':<16}{'cp':<9}{floor:>9.2f}{size_mb / floor:>8.0f}{peak[('cp', 'csv')]:>14.0f}")
+    print(
+        f"{'csv':<16}{'cp':<9}{floor:>9.2f}{cpu[('cp', 'csv')]:>7.2f}{size_mb / floor:>8.0f}"
+        f"{peak[('cp', 'csv')]:>14.0f}"
+    )
     print()
     targets = [
         ("csv->parquet worker/polars", "parquet", "polars", 1.0),
@@ -393,4 +402,55 @@ def test_worker_against_duckdb_and_polars(source: Path) -> None:
     print(
         f"{'worker peak RSS (worst job)':<44}{worst:>8.0f} MiB"
         f"  target <= 3 x chunkBytes + baseline = {bound:.0f} MiB {_mark(worst <= bound)}"
+    )
+
+
+SCALE = 5
+
+
+def _scaled(source: Path) -> Path:
+    """The source's rows SCALE times over, under one header (about 1 GB from the default
+    file), in the page cache like the source."""
+    path = BENCH / f"worker-{ROWS}-x{SCALE}.csv"
+    tmp = _fresh(path.with_suffix(".tmp"))
+    with source.open("rb") as original, tmp.open("wb") as out:
+        header = original.readline()
+        out.write(header)
+        for _ in range(SCALE):
+            original.seek(len(header))
+            shutil.copyfileobj(original, out, 16 << 20)
+    tmp.rename(path)
+    with path.open("rb") as f:
+        while f.read(16 << 20):
+            pass
+    return path
+
+
+@pytest.mark.timeout(1800)
+def test_worker_against_polars_at_scale(source: Path) -> None:
+    """For information: csv->parquet against polars on SCALE times the rows, the size of the
+    long imports the worker is for. On the bench file both keep every core busy and the
+    worker's fixed costs weigh (the first touch of its memory, the last part encoded after the
+    parsers are done); on a longer file its per-byte rate shows."""
+    scaled = _scaled(source)
+    try:
+        runs: dict[tuple[str, str], list[dict[str, float]]] = {}
+        for _ in range(REPEATS):
+            for name in ("worker", "polars"):
+                measured = _contender(name, "parquet", scaled, rows=SCALE * ROWS)
+                runs.setdefault((name, "parquet"), []).append(measured)
+    finally:
+        scaled.unlink()
+    worker, polars = runs[("worker", "parquet")], runs[("polars", "parquet")]
+    ratio = _median(polars, "seconds") / _median(worker, "seconds")
+    print()
+    print(
+        f"csv->parquet x{SCALE} ({SCALE * ROWS:,} rows, {SCALE}x the source), medians of "
+        f"{REPEATS} interleaved rounds: worker {_median(worker, 'seconds'):.2f} s "
+        f"({_median(worker, 'cpu'):.2f} CPU s), polars {_median(polars, 'seconds'):.2f} s "
+        f"({_median(polars, 'cpu'):.2f} CPU s)"
+    )
+    print(
+        f"{'csv->parquet x' + str(SCALE) + ' worker/polars':<44}{ratio:>8.2f}x  (info)"
+        f"  (rounds {_spread(runs, 'parquet', 'polars')})"
     )
