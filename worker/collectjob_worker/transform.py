@@ -91,6 +91,42 @@ class TransformError(PermanentError):
     """The transform in the job's spec is invalid, or does not fit the source header."""
 
 
+class PatternCheck:
+    """Which values of a column match its pattern as a whole, by RE2.
+
+    RE2 costs about 40 ns a value, however short. Where values repeat (codes, countries,
+    statuses), matching each distinct value once and spreading the answers over the rows
+    costs a dictionary encoding instead, about 20 ns a short value: on the bench's `code`
+    column (1,000 distinct values in each block of 11,500 rows) 0.054 s of CPU a run against
+    0.085 s. On values that do not repeat (ids, e-mails) it costs twice the direct way.
+
+    So the check learns. A block it encoded tells how many of its values were distinct; the
+    next block is encoded too if at most REPEATING_SHARE were, else matched value by value,
+    and every PROBE_EVERY-th block is encoded again in case the values have changed. A value
+    matches or not whatever its neighbours, so the answer is the same either way and only its
+    cost depends on what was learnt: parser threads share one check without a lock."""
+
+    REPEATING_SHARE = 0.25
+    PROBE_EVERY = 64
+
+    def __init__(self, pattern: str) -> None:
+        self.regex = f"^(?:{pattern})$"
+        self._repeating = True
+        """What the last encoded block showed; the first block is encoded, to learn."""
+        self._blocks = 0
+
+    def matches(self, values: pa.Array) -> np.ndarray:
+        self._blocks += 1
+        probe = self._blocks % self.PROBE_EVERY == 0
+        if values.null_count or not (self._repeating or probe):
+            return _mask(pc.match_substring_regex(values, self.regex))
+        encoded = values.dictionary_encode()
+        distinct = encoded.dictionary
+        self._repeating = len(distinct) <= self.REPEATING_SHARE * len(values)
+        matched = _mask(pc.match_substring_regex(distinct, self.regex))
+        return matched[encoded.indices.to_numpy()]
+
+
 def _re2(pattern: str | None) -> str | None:
     if pattern is not None:
         try:
@@ -150,9 +186,17 @@ class Column(Closed):
             allowed = _mask(pc.is_in(values, value_set=pa.array(self.allowed, pa.string())))
             found.append((present & ~allowed, f"is not one of {list(self.allowed)}"))
         if self.pattern is not None:
-            matches = _mask(pc.match_substring_regex(values, f"^(?:{self.pattern})$"))
+            matches = self._pattern_check.matches(values)
             found.append((present & ~matches, f"does not match pattern {self.pattern!r}"))
         return found
+
+    @functools.cached_property
+    def _pattern_check(self) -> PatternCheck:
+        """The column's check, with what it learns about the values over a job (cached in the
+        instance's own dictionary: the spec's fields, its equality and its form are as they
+        were)."""
+        assert self.pattern is not None
+        return PatternCheck(self.pattern)
 
     def convert(self, values: pa.Array, present: np.ndarray) -> tuple[pa.Array, np.ndarray]:
         """The output column, and the rows whose present value is not of the declared type."""

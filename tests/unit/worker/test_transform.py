@@ -8,11 +8,12 @@ import random
 import re
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from collectjob_worker.checkpoint_store import FileCheckpointStore
 from collectjob_worker.errors import PermanentError
-from collectjob_worker.transform import Transform, TransformError
+from collectjob_worker.transform import PatternCheck, Transform, TransformError
 
 
 def _table(**columns: list[str]) -> pa.Table:
@@ -82,6 +83,51 @@ def test_pattern_must_match_the_whole_value() -> None:
     rows, rejects = _apply([{"name": "v", "pattern": "a|b"}], v=["a", "ab", "xa", "b"])
     assert [r["v"] for r in rows] == ["a", "b"]
     assert [i for i, _ in rejects] == [1, 2]
+
+
+def _regex_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many values each RE2 call is given, from now on."""
+    runs: list[int] = []
+    original = pc.match_substring_regex
+
+    def counted(values: pa.Array, pattern: str) -> pa.Array:
+        runs.append(len(values))
+        return original(values, pattern)
+
+    monkeypatch.setattr(pc, "match_substring_regex", counted)
+    return runs
+
+
+def test_a_pattern_check_learns_whether_values_repeat_and_answers_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = random.Random(5)
+    kinds = ["12345", "1234", "123456", "x2345", "", "é1234", "12\n45", " 12345"]
+    repeating = pa.array([rng.choice(kinds) for _ in range(400)], pa.string())
+    unique = pa.array([f"{n}" if n % 3 else f"{n}x" for n in range(10000, 10400)], pa.string())
+    check = PatternCheck("[0-9]{5}")
+
+    def expected(values: pa.Array) -> list[bool]:
+        return [re.fullmatch("[0-9]{5}", v) is not None for v in values.to_pylist()]
+
+    runs = _regex_runs(monkeypatch)
+    # Block 1 is encoded to learn; block 2 still is (the values repeated), which shows they no
+    # longer do; then values are matched one by one until the PROBE_EVERY-th block.
+    blocks = [repeating, unique] + [repeating] * (PatternCheck.PROBE_EVERY - 2) + [repeating]
+    for values in blocks:
+        assert check.matches(values).tolist() == expected(values)
+    distinct = len(set(repeating.to_pylist()))
+    one_by_one = [400] * (PatternCheck.PROBE_EVERY - 3)
+    assert runs == [distinct, 400, *one_by_one, distinct, distinct]
+
+
+def test_a_pattern_check_matches_values_with_nulls_one_by_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runs = _regex_runs(monkeypatch)
+    values = pa.array(["12345", None, "12345", "abc"] * 10, pa.string())
+    assert PatternCheck("[0-9]{5}").matches(values).tolist() == [True, False, True, False] * 10
+    assert runs == [40]
 
 
 def test_optional_empty_values_skip_checks_and_become_null_when_typed() -> None:
