@@ -143,3 +143,21 @@ def test_a_skipped_line_fails_the_count_whichever_columns_come_first(
     assert csvparse._spanning_columns(
         table, without_blank, count_lines(without_blank), True, first
     ) == {"c1"}
+
+
+@pytest.mark.parametrize(
+    ("data", "ascii"),
+    [(b"", True), (b"a,\x7f\n", True), (b"a,\x80\n", False), (b"x" * 70000 + b"\xc3\xa9", False)],
+)
+def test_only_ascii_blocks_skip_pyarrows_utf8_check(data: bytes, ascii: bool) -> None:
+    assert csvparse._ascii(data) is ascii
+
+
+def test_a_byte_that_is_not_utf8_at_a_blocks_very_end_is_rejected() -> None:
+    data = b"1,ok\n" * 1000 + b"2,caf\xc3\xa9\n3,bad\xff"
+    parsed, accepted, rejected = _parse(data)
+    assert parsed.table is not None
+    assert parsed.table.column("b").to_pylist()[-1] == "café"
+    assert [r.line for r in parsed.rejects] == [2 + 1001]
+    assert "not valid utf-8" in parsed.rejects[0].reason
+    assert rejected == len(b"3,bad\xff") and accepted + rejected == len(data)
