@@ -25,6 +25,7 @@ from collectjob_worker.stages import (
     MAX_NICENESS,
     PARSER_NICENESS,
     BlockOutput,
+    ChunkDone,
     ChunkStart,
     PipelinedChunks,
 )
@@ -227,6 +228,53 @@ def test_a_part_waiting_to_be_committed_holds_back_the_next_one_beyond_two_chunk
         (2000, 3000, 10),
     ]
     assert [sum(map(len, d.data)) for d in done] == [3 * window] * 3
+
+
+def test_a_smaller_chunk_after_a_larger_one_is_encoded_while_the_larger_part_waits() -> None:
+    """Near the end of a source chunks shrink (`tapered`). While the part of a 1000-byte chunk
+    waits for its commit, the part of the 500-byte chunk after it is encoded whole: the two
+    hold 1500 bytes, within two of the larger chunk's windows. (Two of the smaller one's,
+    1000 bytes, would have kept the encoder and the parsers waiting for the commit.)"""
+    record = b"x" * 99 + b"\n"
+
+    def blocks(offset: int, line: int, size: int) -> Iterator[Block]:
+        for at in range(offset, offset + size, len(record)):
+            yield Block(record, at, line + (at - offset) // len(record), 1)
+
+    def parse(block: Block) -> BlockOutput:
+        return BlockOutput(1, [], len(block.data), 0, raw=block.data)
+
+    either = threading.Event()
+    """Set when the encoder waits for room, or when the second part is out."""
+    chunks = PipelinedChunks(
+        start=ChunkStart(0, 0, 1, 1000),
+        size=1500,
+        blocks=blocks,
+        parse=parse,
+        new_part=lambda: JsonlPart(pa.schema([])),
+        next_window=lambda current, seconds, end: 500,
+    )
+    chunks._room = _NotingCondition(either)  # white box: the only sign that the encoder waits
+    second: list[ChunkDone] = []
+
+    def take_second() -> None:
+        second.append(chunks.next())
+        either.set()
+
+    with chunks:
+        first = chunks.next()
+        taker = threading.Thread(target=take_second, daemon=True)
+        taker.start()
+        assert either.wait(timeout=60), "neither the second part nor a wait for room came"
+        out_before_commit = bool(second)
+        chunks.committed(first)  # lets an encoder that waited go on
+        taker.join(timeout=60)
+        assert out_before_commit, "the encoder waited for room beside the larger part"
+        chunks.committed(second[0])
+    assert [(d.start, d.end, sum(map(len, d.data))) for d in (first, *second)] == [
+        (0, 1000, 1000),
+        (1000, 1500, 500),
+    ]
 
 
 def test_parsers_run_at_a_lower_priority_than_the_encoder_and_the_committer() -> None:
