@@ -33,10 +33,8 @@ deleted, so every part in a finished sink holds at least one row.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -70,13 +68,7 @@ class PartFile:
     rows: int
     size: int
     sha256: str
-
-    @classmethod
-    def of(cls, path: str, rows: int, pieces: Sequence[bytes]) -> PartFile:
-        digest = hashlib.sha256()
-        for piece in pieces:
-            digest.update(piece)
-        return cls(path, rows, sum(map(len, pieces)), digest.hexdigest())
+    """Of the file's bytes, taken by the part's writer as it built them (formats.py)."""
 
 
 @dataclass(frozen=True)

@@ -365,7 +365,7 @@ class Pipeline:
             part = part.into(self._part(self._output_schema))
         seconds = time.monotonic() - started
         done.next_window = self._next_window(cp.next_chunk_bytes, seconds, done.end)
-        done.data = part.finish()
+        done.data, done.sha256 = part.finish(), part.sha256
         self._commit_chunk(done, started)
 
     def _next_window(self, window: int, seconds: float, end: int) -> int:
@@ -486,7 +486,7 @@ class Pipeline:
         part = None
         if rows:
             sink.put(part_name(index, fmt), data)
-            part = PartFile.of(part_name(index, fmt), rows, data)
+            part = PartFile(part_name(index, fmt), rows, sum(map(len, data)), done.sha256)
         rejects_file = None
         if rejects:
             writer = self._part(REJECT_SCHEMA)
@@ -502,7 +502,8 @@ class Pipeline:
             )
             rejects_data = writer.finish()
             sink.put(rejects_name(index, fmt), rejects_data)
-            rejects_file = PartFile.of(rejects_name(index, fmt), len(rejects), rejects_data)
+            size = sum(map(len, rejects_data))
+            rejects_file = PartFile(rejects_name(index, fmt), len(rejects), size, writer.sha256)
         record = ChunkRecord(
             index,
             done.start,

@@ -145,6 +145,8 @@ class ChunkDone:
     end_line: int
     next_window: int = 0
     data: list[bytes] = field(default_factory=list)
+    sha256: str = ""
+    """Of the part's bytes, `data`."""
     rows: int = 0
     rejects: list[Reject] = field(default_factory=list)
     accepted_bytes: int = 0
@@ -347,7 +349,7 @@ class PipelinedChunks:
             done.add(output, item.end, item.end_line)
             self._on_rows()
         done.end, done.end_line, done.next_window = item.end, item.end_line, item.next_window
-        done.data = part.finish()
+        done.data, done.sha256 = part.finish(), part.sha256
         with self._room:
             self._waiting.append(_Waiting(sum(map(len, done.data)), chunk.start.window))
         return done

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import threading
 from collections.abc import Iterator
@@ -87,6 +89,25 @@ def test_pipelined_parts_are_byte_identical_to_sequential(jobs, rows_csv, fmt, t
     assert sorted(pipelined) == sorted(sequential)
     for name, data in sequential.items():
         assert pipelined[name] == data, f"{name} differs"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl"])
+@pytest.mark.parametrize("pipelined", [False, True], ids=["sequential", "pipelined"])
+def test_the_manifest_holds_each_files_own_size_and_sha256(jobs, rows_csv, fmt, pipelined):
+    """The part writers hash their bytes as they build them (formats.py); what the manifest
+    records must still be the written files' own, for parts and rejects alike."""
+    files = _run(jobs, _source(jobs, rows_csv), "hashed", fmt, TRANSFORM, pipelined=pipelined)
+    manifest = json.loads(files["_manifest.json"])
+    recorded = [
+        entry
+        for chunk in manifest["chunks"]
+        for entry in (chunk["part"], chunk["rejects"])
+        if entry is not None
+    ]
+    assert len(recorded) > 20 and any(e["path"].startswith("rejects/") for e in recorded)
+    for entry in recorded:
+        data = files[entry["path"]]
+        assert (entry["size"], entry["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
 
 
 def test_a_stop_commits_the_chunk_in_flight_and_writes_nothing_ahead(
