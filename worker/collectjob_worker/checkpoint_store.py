@@ -26,6 +26,7 @@ from collectjob_api.checkpoint import (
     CheckpointError,
 )
 from collectjob_api.contract import CHECKPOINT_KEY, KIND
+from collectjob_worker.directwrite import write_all
 from collectjob_worker.errors import CheckpointConflict, PermanentError, WorkerError
 from collectjob_worker.retry import DEFAULT_BACKOFF, Backoff, retry
 
@@ -95,17 +96,25 @@ class FileCheckpointStore:
 
     The version token is a hash of the file's content; every commit changes the content
     (offset, chunk index, holder or epoch), so a stale writer always sees a different token.
+
+    Files are read and written with the os module's calls, not `open()`'s file objects, which
+    make twice the system calls (a stat, a terminal check, seeks): each call gives the GIL
+    away and must win it back from the parser threads. Under the bench's load the 11 commits
+    of csv -> csv took 15.3 and 13.3 ms instead of 19.4 and 15.1 (medians of 9 runs, two A/Bs).
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.description = f"state file {path}"
         self._lock_path = path.with_name(path.name + ".lock")
+        self._directory_made = False
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        if not self._directory_made:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._directory_made = True
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -119,10 +128,22 @@ class FileCheckpointStore:
 
     def _read(self) -> tuple[str | None, str]:
         try:
-            text = self.path.read_text()
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return None, ""
-        return text, hashlib.sha256(text.encode()).hexdigest()[:16]
+        try:
+            pieces = []
+            while piece := os.read(fd, 1 << 16):
+                pieces.append(piece)
+        finally:
+            os.close(fd)
+        data = b"".join(pieces)
+        try:
+            return data.decode(), _version(data)
+        except UnicodeDecodeError as e:
+            raise PermanentError(
+                f"checkpoint in {self.description} cannot be read: not UTF-8 at byte {e.start}"
+            ) from e
 
     def load(self) -> Stored:
         with self._locked():
@@ -132,7 +153,7 @@ class FileCheckpointStore:
         return Stored(_parse(text, self.description), version)
 
     def save(self, checkpoint: Checkpoint, version: str) -> str:
-        text = serialize(checkpoint, self.description)
+        data = serialize(checkpoint, self.description).encode()
         with self._locked():
             current, current_version = self._read()
             if current_version != version:
@@ -142,12 +163,19 @@ class FileCheckpointStore:
                     f"({holder.holder or 'unknown'}, epoch {holder.epoch})"
                 )
             temp = self.path.with_name(f".{self.path.name}.tmp")
-            with open(temp, "w") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+            try:
+                write_all(fd, memoryview(data))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             os.replace(temp, self.path)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return _version(data)
+
+
+def _version(data: bytes) -> str:
+    """A state file's version token: a hash of its bytes (FileCheckpointStore)."""
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def _api_status(e: BaseException) -> int | None:

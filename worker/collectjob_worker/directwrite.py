@@ -51,7 +51,7 @@ class DirectWriter:
                     self._write_staged(fd, views)
             else:
                 for view in views:
-                    _write_all(fd, view)
+                    write_all(fd, view)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -68,14 +68,14 @@ class DirectWriter:
                 stage[filled : filled + n] = view[at : at + n]
                 filled, at = filled + n, at + n
                 if filled == STAGE_BYTES:
-                    _write_all(fd, stage)
+                    write_all(fd, stage)
                     filled = 0
         whole = filled - filled % ALIGN
         if whole:
-            _write_all(fd, stage[:whole])
+            write_all(fd, stage[:whole])
         if filled > whole:
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~_O_DIRECT)
-            _write_all(fd, stage[whole:filled])
+            write_all(fd, stage[whole:filled])
 
 
 def _open(path: Path, direct: bool) -> tuple[int, bool]:
@@ -91,7 +91,7 @@ def _open(path: Path, direct: bool) -> tuple[int, bool]:
     return os.open(path, flags, 0o666), False
 
 
-def _write_all(fd: int, view: memoryview) -> None:
+def write_all(fd: int, view: memoryview) -> None:
     while view:
         written = os.write(fd, view)
         if not written:

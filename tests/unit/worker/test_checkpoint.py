@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -73,6 +74,24 @@ def test_corrupt_state_file_is_a_permanent_error_naming_the_file(tmp_path) -> No
     state.write_text('{"offset": "nope"}')
     with pytest.raises(PermanentError, match=f"state file {state}.*'offset' must be"):
         FileCheckpointStore(state).load()
+
+
+def test_a_state_file_that_is_not_utf8_is_a_permanent_error_naming_the_file(tmp_path) -> None:
+    state = tmp_path / "state.json"
+    state.write_bytes(b'{"holder": "w\xff"}')
+    with pytest.raises(PermanentError, match=f"state file {state}.*not UTF-8 at byte 13"):
+        FileCheckpointStore(state).load()
+
+
+def test_a_version_is_the_hash_of_the_state_files_bytes_as_saved_or_found(tmp_path) -> None:
+    """A state file written by any earlier worker keeps its version: it is its bytes' hash."""
+    state = tmp_path / "state.json"
+    state.write_text(Checkpoint(offset=7).to_json())
+    store = FileCheckpointStore(state)
+    found = store.load()
+    assert found.version == hashlib.sha256(state.read_bytes()).hexdigest()[:16]
+    saved = store.save(Checkpoint(offset=8), found.version)
+    assert saved == hashlib.sha256(state.read_bytes()).hexdigest()[:16]
 
 
 def test_file_store_versions_change_with_every_save(tmp_path) -> None:
