@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -204,20 +204,30 @@ class _NotingCondition(threading.Condition):
         return super().wait(timeout)
 
 
+_RECORD = b"x" * 99 + b"\n"
+
+
+def _records(offset: int, line: int, size: int) -> Iterator[Block]:
+    """A chunk's blocks, one 100-byte record each."""
+    for at in range(offset, offset + size, len(_RECORD)):
+        yield Block(_RECORD, at, line + (at - offset) // len(_RECORD), 1)
+
+
+def _parts_of_size(times: int) -> Callable[[Block], BlockOutput]:
+    """A parse whose output is `times` its block's bytes, as a part's format may make it."""
+
+    def parse(block: Block) -> BlockOutput:
+        return BlockOutput(1, [], len(block.data), 0, raw=block.data * times)
+
+    return parse
+
+
 def test_a_part_waiting_to_be_committed_holds_back_the_next_one_beyond_two_chunks() -> None:
     """Parts three times their source (JSON Lines can be twice): while part 0 waits for its
     commit, part 1 may not make the two hold more than two chunks of source, so the encoder
     waits, holding the parsed block, until the commit. The chunks and their parts are the
     same as ever."""
-    window, record = 1000, b"x" * 99 + b"\n"
-
-    def blocks(offset: int, line: int, size: int) -> Iterator[Block]:
-        for at in range(offset, offset + size, len(record)):
-            yield Block(record, at, line + (at - offset) // len(record), 1)
-
-    def parse(block: Block) -> BlockOutput:
-        return BlockOutput(1, [], len(block.data), 0, raw=block.data * 3)
-
+    window = 1000
     parts: list[JsonlPart] = []
 
     def new_part() -> JsonlPart:
@@ -228,8 +238,8 @@ def test_a_part_waiting_to_be_committed_holds_back_the_next_one_beyond_two_chunk
     chunks = PipelinedChunks(
         start=ChunkStart(0, 0, 1, window),
         size=3 * window,
-        blocks=blocks,
-        parse=parse,
+        blocks=_records,
+        parse=_parts_of_size(3),
         new_part=new_part,
         next_window=lambda current, seconds, end: window,
     )
@@ -256,22 +266,13 @@ def test_a_smaller_chunk_after_a_larger_one_is_encoded_while_the_larger_part_wai
     waits for its commit, the part of the 500-byte chunk after it is encoded whole: the two
     hold 1500 bytes, within two of the larger chunk's windows. (Two of the smaller one's,
     1000 bytes, would have kept the encoder and the parsers waiting for the commit.)"""
-    record = b"x" * 99 + b"\n"
-
-    def blocks(offset: int, line: int, size: int) -> Iterator[Block]:
-        for at in range(offset, offset + size, len(record)):
-            yield Block(record, at, line + (at - offset) // len(record), 1)
-
-    def parse(block: Block) -> BlockOutput:
-        return BlockOutput(1, [], len(block.data), 0, raw=block.data)
-
     either = threading.Event()
     """Set when the encoder waits for room, or when the second part is out."""
     chunks = PipelinedChunks(
         start=ChunkStart(0, 0, 1, 1000),
         size=1500,
-        blocks=blocks,
-        parse=parse,
+        blocks=_records,
+        parse=_parts_of_size(1),
         new_part=lambda: JsonlPart(pa.schema([])),
         next_window=lambda current, seconds, end: 500,
     )
