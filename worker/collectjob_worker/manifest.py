@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -69,6 +70,11 @@ class PartFile:
     size: int
     sha256: str
     """Of the file's bytes, taken by the part's writer as it built them (formats.py)."""
+
+    @classmethod
+    def of(cls, path: str, rows: int, pieces: Sequence[bytes], sha256: str) -> PartFile:
+        """The entry of a file made of `pieces`, whose hash its writer took."""
+        return cls(path, rows, sum(map(len, pieces)), sha256)
 
 
 @dataclass(frozen=True)

@@ -486,7 +486,7 @@ class Pipeline:
         part = None
         if rows:
             sink.put(part_name(index, fmt), data)
-            part = PartFile(part_name(index, fmt), rows, sum(map(len, data)), done.sha256)
+            part = PartFile.of(part_name(index, fmt), rows, data, done.sha256)
         rejects_file = None
         if rejects:
             writer = self._part(REJECT_SCHEMA)
@@ -502,8 +502,9 @@ class Pipeline:
             )
             rejects_data = writer.finish()
             sink.put(rejects_name(index, fmt), rejects_data)
-            size = sum(map(len, rejects_data))
-            rejects_file = PartFile(rejects_name(index, fmt), len(rejects), size, writer.sha256)
+            rejects_file = PartFile.of(
+                rejects_name(index, fmt), len(rejects), rejects_data, writer.sha256
+            )
         record = ChunkRecord(
             index,
             done.start,
