@@ -83,11 +83,16 @@ def local_path(url: str) -> Path:
 class FileSource:
     """Reads with pread on one descriptor, open for the source's life: the worker process's."""
 
-    block_bytes = 1 << 20
+    block_bytes = 2 << 20
     """A block is parsed, held and encoded whole on one thread, several at once, so its size
-    multiplies into the peak RSS. On the bench file (tests/bench, 64 MiB chunks) 4 MiB blocks
-    peaked 155-245 MiB above the interpreter, 1 MiB blocks 80-145 MiB. CPU time was lower for
-    csv, parquet and jsonl, about 8% higher with a typed transform (its cost per block)."""
+    multiplies into the peak RSS; every block also costs a parse call, a handover between
+    the stages and a transform's compute calls, whatever its size. On the bench file
+    (tests/bench, 64 MiB chunks; medians of 7-11 A/B rounds) 2 MiB blocks took 5.5% less time
+    than 1 MiB ones for csv -> parquet (0.617 s against 0.653 s), 14% less with a typed
+    transform (0.698 s against 0.810 s), 6% less for csv -> csv; 3 and 4 MiB blocks gained
+    nothing more (the first block and the last part wait longer). The peak RSS rose by 5-13
+    MiB, and on the 2 GB file of the memory bench csv and parquet stayed 26 MiB or more
+    within their bound. JSON Lines take smaller blocks (`Job.block_bytes`)."""
 
     rereads_cheaply = True
 

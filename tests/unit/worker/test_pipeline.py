@@ -17,6 +17,7 @@ from collectjob_worker.metrics import WorkerMetrics
 from collectjob_worker.ownership import OwnedSink
 from collectjob_worker.pipeline import (
     COALESCE_GROWTH,
+    JSONL_LOCAL_BLOCK_BYTES,
     MAX_COALESCED_BYTES,
     MIN_CHUNK_BYTES,
     MIN_COMMIT_SECONDS,
@@ -26,6 +27,7 @@ from collectjob_worker.pipeline import (
     next_chunk_size,
     tapered,
 )
+from collectjob_worker.sources import FileSource
 
 
 def _assert_exactly_once(outputs, jobs, data: bytes) -> None:
@@ -34,6 +36,28 @@ def _assert_exactly_once(outputs, jobs, data: bytes) -> None:
     manifest = json.loads((jobs.tmp / "sink" / "_manifest.json").read_text())
     listed = sorted(c["part"]["path"] for c in manifest["chunks"] if c["part"])
     assert listed == sorted(p.name for p in (jobs.tmp / "sink").glob("part-*"))
+
+
+class _NetworkSource:
+    """Block-size attributes of a network source: one request per block."""
+
+    block_bytes = 8 << 20
+    rereads_cheaply = False
+
+
+def test_json_lines_from_a_local_file_take_smaller_blocks_and_a_network_source_keeps_its_own(
+    jobs,
+) -> None:
+    path = jobs.write(b"a\n1\n")
+    local = {fmt: jobs.job(path, fmt=fmt).block_bytes for fmt in ("csv", "parquet", "jsonl")}
+    assert local == {
+        "csv": FileSource.block_bytes,
+        "parquet": FileSource.block_bytes,
+        "jsonl": JSONL_LOCAL_BLOCK_BYTES,
+    }
+    assert FileSource.block_bytes > JSONL_LOCAL_BLOCK_BYTES
+    remote = dataclasses.replace(jobs.job(path, fmt="jsonl"), source=_NetworkSource())
+    assert remote.block_bytes == _NetworkSource.block_bytes
 
 
 def test_resume_seeks_to_the_offset_and_never_reads_the_prefix(
