@@ -6,6 +6,7 @@ import csv
 import io
 import itertools
 import random
+from collections.abc import Callable
 
 import pytest
 
@@ -43,26 +44,43 @@ def _records(data: bytes) -> list[list[str]]:
     return list(csv.reader(io.StringIO(data.decode(), newline="")))
 
 
+def _chunk(
+    read: Callable[[int, int], bytes],
+    size: int,
+    offset: int,
+    line: int,
+    window: int,
+    block_bytes: int,
+    reread: bool,
+) -> list[Block]:
+    """One chunk's blocks, as iter_chunk yields them."""
+    blocks = list(
+        iter_chunk(
+            read,
+            offset=offset,
+            line=line,
+            window=window,
+            size=size,
+            block_bytes=block_bytes,
+            quoting=Quoting(),
+            reread=reread,
+        )
+    )
+    assert blocks and blocks[0].offset == offset
+    return blocks
+
+
 def _chunks(data: bytes, window: int, block_bytes: int, reread: bool) -> list[list[Block]]:
     """The whole of `data` cut into chunks, each chunk's blocks as iter_chunk yields them."""
     chunks: list[list[Block]] = []
     offset, line = 0, 1
+
+    def read(start: int, n: int) -> bytes:
+        return data[start : start + n]
+
     while offset < len(data):
-        blocks = list(
-            iter_chunk(
-                lambda o, n: data[o : o + n],
-                offset=offset,
-                line=line,
-                window=window,
-                size=len(data),
-                block_bytes=block_bytes,
-                quoting=Quoting(),
-                reread=reread,
-            )
-        )
-        assert blocks and blocks[0].offset == offset
-        chunks.append(blocks)
-        offset, line = blocks[-1].end, blocks[-1].end_line
+        chunks.append(_chunk(read, len(data), offset, line, window, block_bytes, reread))
+        offset, line = chunks[-1][-1].end, chunks[-1][-1].end_line
     return chunks
 
 
@@ -245,3 +263,40 @@ def test_cr_only_records_and_an_undecided_cr_at_the_window_end() -> None:
     assert last_boundary(data[:8], 0, 8, q, final=False) == 4, "the CR at the end is undecided"
     rows, _ = _chunked(data, 3, 1)
     assert rows == [["a", "b"], ["1", "2"], ["3", "4"]]
+
+
+@pytest.mark.parametrize("reread", [False, True])
+def test_a_chunk_reads_a_short_first_block_then_whole_blocks_and_cuts_the_same(
+    monkeypatch, reread: bool
+) -> None:
+    """A resumed run's first rows wait for one short read, not a whole block: each chunk's
+    first read is at most FIRST_READ_BYTES, the reads after it block_bytes again (a record
+    longer than the first read is read in whole blocks, not in short pieces), and neither
+    moves a cut."""
+    from collectjob_worker import chunking
+
+    long_first = b'0,"' + b"x" * 300 + b'",y\n'
+    data = long_first + b"".join(b'%d,"a\nb",c\n' % i for i in range(2000))
+    window, block_bytes = 5000, 1000
+    monkeypatch.setattr(chunking, "FIRST_READ_BYTES", 1 << 30)
+    as_before = [blocks[-1].end for blocks in _chunks(data, window, block_bytes, reread)]
+    monkeypatch.setattr(chunking, "FIRST_READ_BYTES", 100)
+    reads: list[tuple[int, int]] = []
+
+    def read(offset: int, n: int) -> bytes:
+        reads.append((offset, n))
+        return data[offset : offset + n]
+
+    offset, line, cuts = 0, 1, []
+    while offset < len(data):
+        reads.clear()
+        blocks = _chunk(read, len(data), offset, line, window, block_bytes, reread)
+        assert reads[0] == (offset, min(100, len(data) - offset))
+        if offset == 0:
+            assert blocks[0].data.startswith(long_first)
+            assert reads[1] == (100, block_bytes), "the long record is read a block at a time"
+        else:
+            assert len(blocks[0].data) <= 100
+        cuts.append(blocks[-1].end)
+        offset, line = blocks[-1].end, blocks[-1].end_line
+    assert cuts == as_before
