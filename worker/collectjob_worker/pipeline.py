@@ -381,7 +381,7 @@ class Pipeline:
             part = part.into(self._part(self._output_schema))
         seconds = time.monotonic() - started
         done.next_window = self._next_window(cp.next_chunk_bytes, seconds, done.end)
-        done.data, done.sha256 = part.finish(), part.sha256
+        done.take_part(part)
         self._commit_chunk(done, started)
 
     def _next_window(self, window: int, seconds: float, end: int) -> int:

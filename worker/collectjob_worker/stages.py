@@ -156,6 +156,12 @@ class ChunkDone:
     def starting(cls, start: ChunkStart) -> ChunkDone:
         return cls(start.index, start.offset, start.offset, start.line)
 
+    def take_part(self, part: PartWriter) -> None:
+        """Finish `part` and hold its bytes and their hash, which a Parquet part knows only
+        once it is finished."""
+        self.data = part.finish()
+        self.sha256 = part.sha256
+
     def take_data(self) -> list[bytes]:
         """The part's bytes, handed over once. The committer holds a chunk until the next one
         arrives, which is while that one is encoded: were the written part still referenced,
@@ -349,7 +355,7 @@ class PipelinedChunks:
             done.add(output, item.end, item.end_line)
             self._on_rows()
         done.end, done.end_line, done.next_window = item.end, item.end_line, item.next_window
-        done.data, done.sha256 = part.finish(), part.sha256
+        done.take_part(part)
         with self._room:
             self._waiting.append(_Waiting(sum(map(len, done.data)), chunk.start.window))
         return done
